@@ -1,0 +1,41 @@
+# telenet: `make run` serves the demo network; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+export TELENET_VAR_DIR ?= ./var
+
+.PHONY: run test lint typecheck pytest install clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/telenet db upgrade
+	$(BIN)/telenet network load fixtures/network-demo.json --demo-passwords $(TELENET_VAR_DIR)/demo-accounts.txt
+	@echo "Demo accounts (username, password, role, institution) from $(TELENET_VAR_DIR)/demo-accounts.txt:"
+	@cat $(TELENET_VAR_DIR)/demo-accounts.txt
+	$(BIN)/telenet serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy telenet gateways
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

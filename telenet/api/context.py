@@ -1,0 +1,39 @@
+"""Typed keys of the aiohttp application and request state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from telenet.domain.access import Actor
+from telenet.services.hub import Hub
+
+HUB = web.AppKey("hub", Hub)
+PUBLIC = web.AppKey("public_routes", set)
+EXTRA = web.AppKey("extra", dict)
+ACTOR = web.RequestKey("actor", Actor)
+
+
+def actor_of(request: web.Request) -> Actor:
+    actor: Actor = request[ACTOR]
+    return actor
+
+
+def hub_of(request: web.Request) -> Hub:
+    return request.app[HUB]
+
+
+async def read_json(request: web.Request, schema: str) -> Any:
+    """The body, parsed and validated against ``schemas/{schema}.schema.json`` (422 listing errors)."""
+    from telenet.domain.errors import Invalid
+    from telenet.schemas import validate
+
+    if request.content_type != "application/json":
+        raise Invalid("the body must be application/json", code="bad-content-type")
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise Invalid(f"the body is not valid JSON: {exc}", code="bad-json") from None
+    validate(schema, body)
+    return body

@@ -1,0 +1,111 @@
+"""The two middlewares: errors to problem JSON (RFC 9457) in one place, and bearer authentication."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from telenet.api.context import ACTOR, HUB, PUBLIC
+from telenet.api.spec import Handler
+from telenet.domain.errors import TelenetError, Unauthorized
+from telenet.services import auth
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "urn:telenet:problem:"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    errors: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    return web.Response(
+        status=status,
+        text=json.dumps(body, ensure_ascii=False),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    500: "Internal server error",
+}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TelenetError as exc:
+        headers = {"WWW-Authenticate": 'Bearer realm="telenet"'} if exc.status == 401 else None
+        return problem(
+            exc.status,
+            exc.code,
+            _TITLES.get(exc.status, "Error"),
+            exc.message,
+            request.path,
+            exc.details,
+            headers,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status, "http-error")
+        return problem(
+            exc.status,
+            code,
+            _TITLES.get(exc.status, exc.reason),
+            exc.text if exc.text else None,
+            request.path,
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal", "Internal server error", "the error was logged", request.path)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    canonical = route.canonical if route is not None else request.path
+    unmatched = request.match_info.http_exception is not None
+    if unmatched or (request.method, canonical) in request.app[PUBLIC] or request.method == "OPTIONS":
+        return await handler(request)
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
+    request[ACTOR] = await auth.authenticate(request.app[HUB], token, request.remote)
+    return await handler(request)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    # Browsers cannot set headers on a WebSocket handshake, so the live channel also takes ?token=.
+    if request.path.endswith("/ws"):
+        return request.query.get("token") or None
+    return None

@@ -1,0 +1,173 @@
+"""Health, authentication, the registry directory and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy import text
+
+from telenet import __version__
+from telenet.api.context import EXTRA, actor_of, hub_of, read_json
+from telenet.api.spec import Routes, openapi_document
+from telenet.domain.errors import Invalid
+from telenet.services import auth, registry
+
+routes = Routes()
+
+
+def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int = 1000) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"query parameter {name} must be an integer", code="bad-parameter") from None
+    if not low <= value <= high:
+        raise Invalid(f"query parameter {name} must be between {low} and {high}", code="bad-parameter")
+    return value
+
+
+def query_time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(f"query parameter {name} must be an ISO 8601 time", code="bad-parameter") from None
+    if value.tzinfo is None:
+        raise Invalid(
+            f"query parameter {name} needs a UTC offset (e.g. 2026-01-01T00:00:00+08:00)",
+            code="bad-parameter",
+        )
+    return value
+
+
+@routes.add(
+    "GET",
+    "/healthz",
+    summary="Liveness and database reachability",
+    tag="operations",
+    public=True,
+    responses={"200": "healthy", "503": "database unreachable"},
+)
+async def healthz(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    try:
+        async with hub.sessions() as session:
+            await session.execute(text("select 1"))
+        db = "ok"
+    except Exception as exc:  # the probe reports, it does not raise
+        db = f"error: {type(exc).__name__}"
+    status = 200 if db == "ok" else 503
+    return web.json_response(
+        {
+            "status": "ok" if status == 200 else "degraded",
+            "version": __version__,
+            "database": db,
+            "dialect": hub.dialect,
+        },
+        status=status,
+    )
+
+
+@routes.add("GET", "/api/v1/openapi.json", summary="This OpenAPI document", tag="operations", public=True)
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[EXTRA]["endpoints"]))
+
+
+@routes.add(
+    "POST",
+    "/api/v1/auth/token",
+    summary="Exchange username and password for a bearer token",
+    tag="auth",
+    public=True,
+    body="api/token",
+    responses={"200": "token issued", "401": "bad credentials", "422": "invalid body"},
+)
+async def issue_token(request: web.Request) -> web.Response:
+    body = await read_json(request, "api/token")
+    result = await auth.issue_token(hub_of(request), body["username"], body["password"], request.remote)
+    return web.json_response(result)
+
+
+@routes.add(
+    "GET",
+    "/api/v1/institutions",
+    summary="The institution directory",
+    tag="registry",
+    query=(
+        ("tier", "province|city|county|township|village"),
+        ("within", "institution code: its subtree"),
+        ("limit", "page size (max 1000)"),
+        ("offset", "page offset"),
+    ),
+)
+async def list_institutions(request: web.Request) -> web.Response:
+    result = await registry.list_institutions(
+        hub_of(request),
+        actor_of(request),
+        tier=request.query.get("tier"),
+        within=request.query.get("within"),
+        limit=query_int(request, "limit", 500, low=1),
+        offset=query_int(request, "offset", 0, high=10**9),
+    )
+    return web.json_response(result)
+
+
+@routes.add(
+    "GET",
+    "/api/v1/institutions/{code}",
+    summary="One institution",
+    tag="registry",
+    responses={"200": "the institution", "404": "unknown code"},
+)
+async def get_institution(request: web.Request) -> web.Response:
+    return web.json_response(
+        await registry.get_institution(hub_of(request), actor_of(request), request.match_info["code"])
+    )
+
+
+@routes.add(
+    "GET",
+    "/api/v1/centers",
+    summary="Reading and consultation centers",
+    tag="registry",
+    query=(("service", "imaging|ecg|consultation"),),
+)
+async def list_centers(request: web.Request) -> web.Response:
+    return web.json_response(
+        await registry.list_centers(hub_of(request), actor_of(request), service=request.query.get("service"))
+    )
+
+
+@routes.add(
+    "GET",
+    "/api/v1/audit",
+    summary="Audit trail of the admin's subtree",
+    tag="registry",
+    roles="admin",
+    query=(
+        ("institution", "restrict to this institution's subtree"),
+        ("action", "e.g. request.read"),
+        ("since", "ISO 8601"),
+        ("until", "ISO 8601"),
+        ("limit", "page size"),
+        ("before_id", "continue below this id"),
+    ),
+)
+async def list_audit(request: web.Request) -> web.Response:
+    before = request.query.get("before_id")
+    result = await registry.list_audit(
+        hub_of(request),
+        actor_of(request),
+        institution=request.query.get("institution"),
+        action=request.query.get("action"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        limit=query_int(request, "limit", 100, low=1),
+        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+    )
+    return web.json_response(result)

@@ -1,0 +1,222 @@
+"""The live channel: ``WS /api/v1/ws``. Subscribers get the events of the topics they may see; with
+``since`` they first get what they missed, in order, so a dropped connection loses nothing.
+
+One broker task reads new events from the event table (the truth) when a commit wakes it, or every
+``poll_interval`` seconds for commits it was not told about, and fans them out to per-connection queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from telenet.api.context import HUB, actor_of, hub_of
+from telenet.api.spec import Routes
+from telenet.domain.access import Actor
+from telenet.services import events
+from telenet.services.events import PublishedEvent
+from telenet.services.hub import Hub
+
+log = logging.getLogger(__name__)
+routes = Routes()
+
+QUEUE_LIMIT = 10_000
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One connection: its topics, the id of the last event it was sent, and its inbox."""
+
+    actor: Actor
+    topics: set[str] = field(default_factory=set)
+    cursor: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: asyncio.Queue[PublishedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+
+class Broker:
+    """Fans events out to subscribers; one per process."""
+
+    def __init__(self, hub: Hub, poll_interval: float = 1.0) -> None:
+        self.hub = hub
+        self.poll_interval = poll_interval
+        self.last_id = 0
+        self.subscribers: weakref.WeakSet[Subscriber] = weakref.WeakSet()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.last_id = await events.last_event_id(self.hub)
+        self.hub.on_commit.append(self.wake)
+        self._task = asyncio.create_task(self._run(), name="event-broker")
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.hub.on_commit.remove(self.wake)
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                await self.pump()
+            except Exception:  # a failing poll must not end the live channel; the next wake retries
+                log.exception("event broker poll failed")
+                await asyncio.sleep(self.poll_interval)
+
+    async def pump(self) -> None:
+        while True:
+            batch = await events.latest_events(self.hub, self.last_id)
+            if not batch:
+                return
+            for event in batch:
+                for sub in list(self.subscribers):
+                    if sub.topics.intersection(event.topics):
+                        try:
+                            sub.queue.put_nowait(event)
+                        except asyncio.QueueFull:  # a stuck client is dropped; it can reconnect with since
+                            while not sub.queue.empty():
+                                sub.queue.get_nowait()
+                            sub.queue.put_nowait(None)
+                            self.subscribers.discard(sub)
+                self.last_id = event.id
+
+
+BROKER = web.AppKey("broker", Broker)
+
+
+async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    broker = Broker(app[HUB])
+    app[BROKER] = broker
+    await broker.start()
+    yield
+    await broker.stop()
+
+
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
+
+
+async def close_sockets_ctx(app: web.Application) -> AsyncIterator[None]:
+    sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+    app[SOCKETS] = sockets
+    yield
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def _error(detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "detail": detail, **extra}
+
+
+@routes.add(
+    "GET",
+    "/api/v1/ws",
+    summary="Live events (WebSocket); token in Authorization or ?token=",
+    tag="live",
+    responses={"101": "switching protocols"},
+)
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    actor = actor_of(request)
+    hub = hub_of(request)
+    broker = request.app[BROKER]
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    sub = Subscriber(actor)
+    forwarder: asyncio.Task[None] | None = None
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            command = _parse(msg.data)
+            if isinstance(command, str):
+                await ws.send_json(_error(command))
+                continue
+            topics, since = command
+            allowed, refused = await events.authorize_topics(hub, actor, topics)
+            for item in refused:
+                await ws.send_json(_error(item["detail"], topic=item["topic"], code=item["code"]))
+            async with sub.lock:
+                new = {t for t in allowed if t not in sub.topics}
+                sub.topics.update(new)
+                if forwarder is None:
+                    # No await between these two lines: the cursor is exactly where the live feed starts.
+                    broker.subscribers.add(sub)
+                    sub.cursor = broker.last_id
+                await ws.send_json({"type": "subscribed", "topics": sorted(sub.topics)})
+                if since is not None and new:
+                    await _replay(hub, ws, sub, new, since)
+            if forwarder is None:
+                forwarder = asyncio.create_task(_forward(ws, sub))
+    finally:
+        broker.subscribers.discard(sub)
+        if forwarder is not None:
+            forwarder.cancel()
+    return ws
+
+
+def _parse(data: str) -> tuple[list[str], int | None] | str:
+    """The subscribe command, or the reason it is not one."""
+    try:
+        command = json.loads(data)
+    except ValueError:
+        return "messages are JSON objects"
+    if not isinstance(command, dict) or command.get("action") != "subscribe":
+        return 'send {"action": "subscribe", "topics": [...], "since": <event id>}'
+    topics = command.get("topics")
+    since = command.get("since")
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        return "topics is a list of strings"
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        return "since is a non-negative event id"
+    return topics, since
+
+
+async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set[str], since: int) -> None:
+    """Send what the client missed on its topics since ``since``, in id order, without repeating what it has."""
+    after = since
+    while True:
+        batch = await events.events_since(hub, sorted(sub.topics), after)
+        if not batch:
+            break
+        for event in batch:
+            if event.id > sub.cursor or new.intersection(event.topics):
+                await _send(ws, event, sub.topics)
+            after = event.id
+        sub.cursor = max(sub.cursor, after)
+
+
+async def _send(ws: web.WebSocketResponse, event: PublishedEvent, topics: set[str]) -> None:
+    for topic in event.topics:
+        if topic in topics:
+            await ws.send_json(event.message(topic))
+            return
+
+
+async def _forward(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    while not ws.closed:
+        event = await sub.queue.get()
+        if event is None:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect with since")
+            return
+        async with sub.lock:
+            if event.id <= sub.cursor:
+                continue
+            await _send(ws, event, sub.topics)
+            sub.cursor = event.id

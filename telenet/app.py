@@ -1,0 +1,108 @@
+"""The composition root: the one place that wires settings, storage, services and interfaces together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from telenet.api import registry_routes, request_routes, ws
+from telenet.api.server import build_web_app
+from telenet.api.spec import Routes
+from telenet.config import Settings
+from telenet.domain.sla import Clock, SystemClock
+from telenet.services.hub import Hub, HubOptions
+from telenet.services.sweeper import run_sweeper
+from telenet.store.db import create_engine, session_factory
+
+log = logging.getLogger(__name__)
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+
+
+def load_or_create_secret(settings: Settings) -> bytes:
+    """The server secret: TELENET_SECRET, else the secret file, created (mode 0600) on first start."""
+    if settings.secret:
+        return settings.secret.encode()
+    path = settings.resolved_secret_file
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(value)
+    log.info("created a new server secret at %s", path)
+    return value
+
+
+def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None) -> Hub:
+    options = HubOptions(
+        secret=load_or_create_secret(settings),
+        token_ttl_minutes=settings.token_ttl_minutes,
+        critical_ack_minutes=settings.critical_ack_minutes,
+        study_quiet_seconds=settings.study_quiet_seconds,
+    )
+    return Hub(
+        sessions=session_factory(engine),
+        clock=clock or SystemClock(),
+        options=options,
+        dialect=engine.dialect.name,
+    )
+
+
+def route_sets() -> list[Routes]:
+    return [registry_routes.routes, request_routes.routes, ws.routes]
+
+
+def build_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    clock: Clock | None = None,
+    background: bool = True,
+) -> web.Application:
+    """The whole hub as an aiohttp application. ``background`` starts the workers and protocol listeners
+    (tests of single endpoints switch it off and drive the workers themselves)."""
+    own_engine = engine is None
+    engine = engine or create_engine(settings.database_url)
+    hub = make_hub(settings, engine, clock)
+    app = build_web_app(hub, route_sets())
+    app[ENGINE] = engine
+
+    async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        if own_engine:
+            await engine.dispose()
+
+    app.cleanup_ctx.append(dispose_engine)
+    app.cleanup_ctx.append(ws.close_sockets_ctx)
+    app.cleanup_ctx.append(ws.broker_ctx)
+    if background:
+        app.cleanup_ctx.append(_background(hub, settings))
+    return app
+
+
+def _background(hub: Hub, settings: Settings) -> Any:
+    async def workers(_app: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(run_sweeper(hub, settings.sweep_interval_seconds), name="sweeper")]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return workers
+
+
+def ensure_var_dir(settings: Settings) -> None:
+    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)

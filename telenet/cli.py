@@ -1,0 +1,187 @@
+"""The command line: ``telenet serve | db upgrade | network load | user add | settings``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from telenet.config import Settings, load_settings, settings_documentation
+from telenet.domain.errors import TelenetError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telenet", description="telenet: telemedicine coordination hub")
+    parser.add_argument("--config", help="TOML settings file (flat keys, or a [telenet] table)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run HTTP/WebSocket, DICOM and HL7 listeners and the workers")
+    sub.add_parser("settings", help="list every setting with its environment variable and default")
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    up = db.add_parser("upgrade", help="apply the Alembic migrations")
+    up.add_argument("revision", nargs="?", default="head")
+
+    net = sub.add_parser("network", help="the registry file").add_subparsers(dest="network_command", required=True)
+    load = net.add_parser("load", help="validate and load (upsert) a network file")
+    load.add_argument("file")
+    load.add_argument(
+        "--demo-passwords",
+        metavar="FILE",
+        help="give every account without a password a random one and append it to FILE (0600)",
+    )
+
+    user = sub.add_parser("user", help="accounts").add_subparsers(dest="user_command", required=True)
+    add = user.add_parser("add", help="create or update an account")
+    add.add_argument("username")
+    add.add_argument("--role", required=True)
+    add.add_argument("--institution", required=True)
+    add.add_argument("--center", action="append", default=[], help="a center (repeat for more)")
+    add.add_argument("--title")
+    add.add_argument("--display-name")
+    add.add_argument("--practice-since", type=date.fromisoformat, help="YYYY-MM-DD")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except TelenetError as exc:
+        print(f"telenet: {exc.message}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "settings":
+            print(settings_documentation())
+            return 0
+        if args.command == "db":
+            from telenet.store.migrate import upgrade
+
+            Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+            upgrade(settings.database_url, args.revision)
+            print(f"database at revision {args.revision}")
+            return 0
+        if args.command == "network":
+            return _network_load(settings, args.file, args.demo_passwords)
+        if args.command == "user":
+            password = None
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            return asyncio.run(_user_add(settings, args, password))
+    except TelenetError as exc:
+        print(f"telenet: {exc.message}", file=sys.stderr)
+        if isinstance(exc.details, list):
+            for item in exc.details:
+                if isinstance(item, dict) and "location" in item:
+                    print(f"  {item['location']}: {item['message']}", file=sys.stderr)
+                else:
+                    print(f"  {item}", file=sys.stderr)
+        return 1
+    return 2
+
+
+async def _with_hub(settings: Settings, work: Any) -> Any:
+    from telenet.app import make_hub
+    from telenet.store.db import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        return await work(make_hub(settings, engine))
+    finally:
+        await engine.dispose()
+
+
+def _network_load(settings: Settings, file: str, demo_passwords: str | None) -> int:
+    try:
+        doc = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"telenet: cannot read {file}: {exc}", file=sys.stderr)
+        return 1
+    lines = asyncio.run(_with_hub(settings, lambda hub: _load_and_set_passwords(hub, doc, bool(demo_passwords))))
+    if demo_passwords and lines:
+        path = Path(demo_passwords)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+        print(f"{len(lines)} demo password(s) written to {path}")
+    return 0
+
+
+async def _load_and_set_passwords(hub: Any, doc: Any, demo_passwords: bool) -> list[str]:
+    """Load the file; with ``demo_passwords``, give each account still without a password a random one."""
+    from telenet.services.auth import add_user
+    from telenet.services.network import load_network
+
+    report = await load_network(hub, doc)
+    for section, counts in report.counts.items():
+        print(
+            f"{section:14} created {counts['created']:6}  updated {counts['updated']:6}  "
+            f"unchanged {counts['unchanged']:6}"
+        )
+    lines: list[str] = []
+    if not demo_passwords:
+        return lines
+    users = {u["username"]: u for u in doc.get("users", [])}
+    for name in report.users_without_password:
+        u = users[name]
+        password = secrets.token_urlsafe(9)
+        await add_user(
+            hub,
+            username=name,
+            role=u["role"],
+            institution=u["institution"],
+            password=password,
+            centers=u.get("centers", []),
+        )
+        lines.append(f"{name:16} {password:14} {u['role']:12} {u['institution']}\n")
+    return lines
+
+
+async def _user_add(settings: Settings, args: argparse.Namespace, password: str | None) -> int:
+    from telenet.services.auth import add_user
+
+    async def work(hub: Any) -> int:
+        await add_user(
+            hub,
+            username=args.username,
+            role=args.role,
+            institution=args.institution,
+            password=password,
+            centers=args.center,
+            title=args.title,
+            practice_since=args.practice_since,
+            display_name=args.display_name,
+        )
+        print(f"user {args.username} saved")
+        return 0
+
+    result: int = await _with_hub(settings, work)
+    return result
+
+
+def _serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from telenet.app import build_app, ensure_var_dir
+
+    ensure_var_dir(settings)
+    app = build_app(settings)
+    print(f"telenet serving HTTP on http://{settings.http_host}:{settings.http_port}", flush=True)
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

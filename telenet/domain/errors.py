@@ -1,0 +1,54 @@
+"""The one error family of telenet; each protocol maps it to its own wire form in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TelenetError(Exception):
+    """Base of every error a use case raises on purpose.
+
+    ``code`` is a stable, machine-readable slug (it becomes the problem ``type`` on HTTP);
+    ``details`` carries structured context such as a list of validation errors.
+    """
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class Invalid(TelenetError):
+    """The input breaks a rule (schema, registry rule, missing consent, no route)."""
+
+    code = "invalid"
+    status = 422
+
+
+class NotFound(TelenetError):
+    code = "not-found"
+    status = 404
+
+
+class Forbidden(TelenetError):
+    """The actor is authenticated but the object or action is outside its role or scope."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Unauthorized(TelenetError):
+    code = "unauthorized"
+    status = 401
+
+
+class Conflict(TelenetError):
+    """The object exists but its current state does not allow the action (illegal transition, race)."""
+
+    code = "conflict"
+    status = 409

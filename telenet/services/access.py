@@ -1,0 +1,87 @@
+"""Who may see and act on a request: the scope rules of the service layer, used by every protocol."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Forbidden, NotFound
+from telenet.domain.tiers import is_within
+from telenet.store.models import Center, Institution, Participant, Request
+
+
+async def center_of(session: AsyncSession, center_id: int) -> tuple[Center, Institution]:
+    row = (
+        await session.execute(
+            select(Center, Institution)
+            .join(Institution, Institution.id == Center.institution_id)
+            .where(Center.id == center_id)
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def center_by_code(session: AsyncSession, code: str) -> tuple[Center, Institution]:
+    row = (
+        await session.execute(
+            select(Center, Institution)
+            .join(Institution, Institution.id == Center.institution_id)
+            .where(Center.code == code)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no center {code!r}")
+    return row[0], row[1]
+
+
+async def can_see_request(session: AsyncSession, actor: Actor, request: Request) -> bool:
+    """The requesting side (its institution; coordinators and admins above it), the readers of the center it is
+    at, whoever holds its claim, and the participants of a consultation."""
+    if actor.role in (Role.REQUESTER, Role.INTEGRATION):
+        return request.requesting_institution_id == actor.institution_id
+    if actor.role in (Role.COORDINATOR, Role.ADMIN) and is_within(request.requesting_path, actor.institution_path):
+        return True
+    if request.claimed_by_id == actor.user_id:
+        return True
+    center, inst = await center_of(session, request.center_id)
+    if actor.sees_center(center.code, inst.path):
+        return True
+    participant = await session.get(Participant, (request.id, actor.user_id))
+    return participant is not None
+
+
+async def load_request(session: AsyncSession, actor: Actor, request_id: int, *, for_update: bool = False) -> Request:
+    """The request if it exists and the actor may see it; 404 / 403 otherwise."""
+    query = select(Request).where(Request.id == request_id)
+    if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    request = (await session.execute(query)).scalar_one_or_none()
+    if request is None:
+        raise NotFound(f"no request {request_id}")
+    if not await can_see_request(session, actor, request):
+        raise Forbidden(f"request {request_id} is outside your scope", code="scope")
+    return request
+
+
+def require_role(actor: Actor, *roles: Role, action: str) -> None:
+    if actor.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        raise Forbidden(f"only {allowed} may {action}; you are {actor.role.value}", code="role")
+
+
+def require_center_staff(actor: Actor, center: Center, *, action: str, coordinators: bool = True) -> None:
+    """Readers (and, where allowed, coordinators) of the request's current center."""
+    roles = (Role.READER, Role.COORDINATOR) if coordinators else (Role.READER,)
+    require_role(actor, *roles, action=action)
+    if center.code not in actor.center_codes:
+        raise Forbidden(f"{center.code} is not one of your centers", code="scope")
+
+
+def require_requesting_side(actor: Actor, request: Request, *, action: str) -> None:
+    """Users of the requesting institution (and coordinators/admins above it)."""
+    if actor.role in (Role.REQUESTER, Role.INTEGRATION) and request.requesting_institution_id == actor.institution_id:
+        return
+    if actor.role in (Role.COORDINATOR, Role.ADMIN) and is_within(request.requesting_path, actor.institution_path):
+        return
+    raise Forbidden(f"only the requesting institution may {action}", code="scope")

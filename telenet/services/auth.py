@@ -1,0 +1,199 @@
+"""Accounts: password hashing (stdlib scrypt), bearer tokens (random, stored hashed), user creation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import date, timedelta
+
+from sqlalchemy import delete, select
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Invalid, NotFound, Unauthorized
+from telenet.services.hub import Hub, use_case
+from telenet.store.models import Center, Institution, Token, User, UserCenter
+
+# scrypt cost: n=2**14, r=8, p=1 is the floor OWASP names for scrypt; ~50 ms and 16 MiB here.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt_b64}${digest_b64}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest_b64)
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt_b64),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(expected, actual)
+
+
+def token_digest(token: str) -> str:
+    """Tokens carry 256 random bits, so a plain SHA-256 is enough to store them (no need to slow it)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+async def issue_token(hub: Hub, username: str, password: str, remote_addr: str | None = None) -> dict[str, object]:
+    """Exchange a username and password for a bearer token with an expiry."""
+    async with hub.sessions() as session:
+        user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        # Verify against a dummy hash when the user is unknown so both paths take the same time.
+        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
+        if not ok or user is None or not user.active:
+            raise Unauthorized("unknown user or wrong password", code="bad-credentials")
+        token = secrets.token_urlsafe(32)
+        now = hub.clock.now()
+        expires = now + timedelta(minutes=hub.options.token_ttl_minutes)
+        await session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
+        session.add(Token(token_hash=token_digest(token), user_id=user.id, created_at=now, expires_at=expires))
+        await session.commit()
+    return {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat()}
+
+
+async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> Actor:
+    """The actor behind a bearer token; 401 when unknown or expired."""
+    async with hub.sessions() as session:
+        row = (
+            await session.execute(
+                select(Token, User, Institution)
+                .join(User, User.id == Token.user_id)
+                .join(Institution, Institution.id == User.institution_id)
+                .where(Token.token_hash == token_digest(token))
+            )
+        ).one_or_none()
+        if row is None:
+            raise Unauthorized("unknown bearer token", code="bad-token")
+        tok, user, inst = row
+        if tok.expires_at <= hub.clock.now():
+            raise Unauthorized("the bearer token has expired", code="token-expired")
+        if not user.active:
+            raise Unauthorized("the account is disabled", code="bad-token")
+        return await _actor(session, user, inst, remote_addr)
+
+
+async def actor_for_username(hub: Hub, username: str, remote_addr: str | None = None) -> Actor:
+    """The actor of a service account, for gateways acting on behalf of an institution."""
+    async with hub.sessions() as session:
+        row = (
+            await session.execute(
+                select(User, Institution)
+                .join(Institution, Institution.id == User.institution_id)
+                .where(User.username == username)
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no user {username!r}")
+        return await _actor(session, row[0], row[1], remote_addr)
+
+
+async def _actor(session: object, user: User, inst: Institution, remote_addr: str | None) -> Actor:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    assert isinstance(session, AsyncSession)
+    centers = (
+        (
+            await session.execute(
+                select(Center.code)
+                .join(UserCenter, UserCenter.center_id == Center.id)
+                .where(UserCenter.user_id == user.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        institution_id=inst.id,
+        institution_code=inst.code,
+        institution_path=inst.path,
+        center_codes=frozenset(centers),
+        title=user.title,
+        practice_since=user.practice_since,
+        display_name=user.display_name,
+        remote_addr=remote_addr,
+    )
+
+
+async def add_user(
+    hub: Hub,
+    *,
+    username: str,
+    role: str,
+    institution: str,
+    password: str | None,
+    centers: list[str] | tuple[str, ...] = (),
+    title: str | None = None,
+    practice_since: date | None = None,
+    display_name: str | None = None,
+    actor: Actor | None = None,
+) -> int:
+    """Create or update an account (the CLI's ``telenet user add``); centers only for readers/coordinators."""
+    try:
+        role_value = Role(role)
+    except ValueError:
+        raise Invalid(f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}") from None
+    if centers and role_value not in (Role.READER, Role.COORDINATOR):
+        raise Invalid("only readers and coordinators are bound to centers")
+    if not 3 <= len(username) <= 64:
+        raise Invalid("a username has 3 to 64 characters")
+    async with use_case(hub, actor, "user.add", "user", username) as uow:
+        session = uow.session
+        inst = (await session.execute(select(Institution).where(Institution.code == institution))).scalar_one_or_none()
+        if inst is None:
+            raise Invalid(f"institution {institution!r} does not exist")
+        uow.audit(object_path=inst.path)
+        center_ids = []
+        for code in centers:
+            center = (await session.execute(select(Center).where(Center.code == code))).scalar_one_or_none()
+            if center is None:
+                raise Invalid(f"center {code!r} does not exist")
+            center_ids.append(center.id)
+        user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        if user is None:
+            user = User(
+                username=username,
+                created_at=hub.clock.now(),
+                active=True,
+                role=role_value.value,
+                institution_id=inst.id,
+            )
+            session.add(user)
+        user.role = role_value.value
+        user.institution_id = inst.id
+        user.title = title if title is not None else user.title
+        user.practice_since = practice_since if practice_since is not None else user.practice_since
+        user.display_name = display_name if display_name is not None else user.display_name
+        if password is not None:
+            if len(password) < 8:
+                raise Invalid("a password has at least 8 characters")
+            user.password_hash = hash_password(password)
+        await session.flush()
+        await session.execute(delete(UserCenter).where(UserCenter.user_id == user.id))
+        for center_id in center_ids:
+            session.add(UserCenter(user_id=user.id, center_id=center_id))
+        user_id = user.id
+    return user_id

@@ -1,0 +1,174 @@
+"""Events: written in the transaction of the change that causes them, replayed by id, scoped by topic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Forbidden, Invalid, NotFound
+from telenet.services.hub import Hub
+from telenet.store.models import Center, Event, EventTopic, Institution, Request
+
+# One PostgreSQL advisory lock serializes the event-writing part of transactions, so that event ids
+# become visible in id order and a reader that has seen id N never later finds a smaller id appear.
+_EVENT_ORDER_LOCK = 7_411_001
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    id: int
+    name: str
+    topics: tuple[str, ...]
+    data: dict[str, Any]
+    at: str
+
+    def message(self, topic: str) -> dict[str, Any]:
+        return {
+            "type": "event",
+            "id": self.id,
+            "topic": topic,
+            "name": self.name,
+            "at": self.at,
+            "data": self.data,
+        }
+
+
+async def emit(
+    session: AsyncSession,
+    hub: Hub,
+    name: str,
+    topics: Iterable[str],
+    data: dict[str, Any],
+    request_id: int | None = None,
+) -> Event:
+    """Add an event row (and its topics) to the running transaction."""
+    if hub.dialect == "postgresql" and not session.info.get("event_lock"):
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_ORDER_LOCK})
+        session.info["event_lock"] = True
+    event = Event(at=hub.clock.now(), name=name, request_id=request_id, data=data)
+    session.add(event)
+    await session.flush()
+    for topic in dict.fromkeys(topics):
+        session.add(EventTopic(topic=topic, event_id=event.id))
+    return event
+
+
+def request_topics(request_id: int, center_code: str | None, institution_code: str) -> list[str]:
+    topics = [f"request:{request_id}", f"requests:{institution_code}"]
+    if center_code:
+        topics.append(f"worklist:{center_code}")
+    return topics
+
+
+async def authorize_topics(hub: Hub, actor: Actor, topics: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Split the requested topics into those the actor may follow and errors for the others."""
+    allowed: list[str] = []
+    refused: list[dict[str, str]] = []
+    async with hub.sessions() as session:
+        for topic in topics:
+            try:
+                await _authorize(session, actor, topic)
+                allowed.append(topic)
+            except (Forbidden, NotFound, Invalid) as exc:
+                refused.append({"topic": topic, "code": exc.code, "detail": exc.message})
+    return allowed, refused
+
+
+async def _authorize(session: AsyncSession, actor: Actor, topic: str) -> None:
+    kind, _, key = topic.partition(":")
+    if not key:
+        raise Invalid(f"topic {topic!r} is not one of worklist:{{center}}, requests:{{institution}}, request:{{id}}")
+    if kind == "worklist":
+        row = (
+            await session.execute(
+                select(Center.code, Institution.path)
+                .join(Institution, Institution.id == Center.institution_id)
+                .where(Center.code == key)
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no center {key!r}")
+        if not actor.sees_center(row[0], row[1]):
+            raise Forbidden(f"{key} is not one of your centers", code="scope")
+    elif kind == "requests":
+        path = (await session.execute(select(Institution.path).where(Institution.code == key))).scalar_one_or_none()
+        if path is None:
+            raise NotFound(f"no institution {key!r}")
+        if not actor.sees_institution(path):
+            raise Forbidden(f"{key} is outside your scope", code="scope")
+    elif kind == "request":
+        try:
+            request_id = int(key)
+        except ValueError:
+            raise Invalid(f"topic {topic!r}: request id must be a number") from None
+        from telenet.services.access import can_see_request
+
+        request = await session.get(Request, request_id)
+        if request is None:
+            raise NotFound(f"no request {request_id}")
+        if not await can_see_request(session, actor, request):
+            raise Forbidden(f"request {request_id} is outside your scope", code="scope")
+    else:
+        raise Invalid(f"unknown topic kind {kind!r}")
+
+
+async def events_since(hub: Hub, topics: Sequence[str], since: int, limit: int = 1000) -> list[PublishedEvent]:
+    """Events on any of ``topics`` with an id above ``since``, in id order."""
+    if not topics:
+        return []
+    async with hub.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Event, EventTopic.topic)
+                .join(EventTopic, EventTopic.event_id == Event.id)
+                .where(EventTopic.topic.in_(topics), Event.id > since)
+                .order_by(Event.id)
+                .limit(limit)
+            )
+        ).all()
+    return _group(rows)
+
+
+async def latest_events(hub: Hub, after: int, limit: int = 1000) -> list[PublishedEvent]:
+    """Every event above ``after`` with all its topics (the fan-out's feed)."""
+    async with hub.sessions() as session:
+        ids = (
+            (await session.execute(select(Event.id).where(Event.id > after).order_by(Event.id).limit(limit)))
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return []
+        rows = (
+            await session.execute(
+                select(Event, EventTopic.topic)
+                .join(EventTopic, EventTopic.event_id == Event.id)
+                .where(Event.id.in_(ids))
+                .order_by(Event.id)
+            )
+        ).all()
+    return _group(rows)
+
+
+async def last_event_id(hub: Hub) -> int:
+    async with hub.sessions() as session:
+        value = (await session.execute(select(Event.id).order_by(Event.id.desc()).limit(1))).scalar_one_or_none()
+    return int(value or 0)
+
+
+def _group(rows: Sequence[Any]) -> list[PublishedEvent]:
+    grouped: dict[int, tuple[Event, list[str]]] = {}
+    for event, topic in rows:
+        grouped.setdefault(event.id, (event, []))[1].append(topic)
+    return [
+        PublishedEvent(e.id, e.name, tuple(topics), dict(e.data), e.at.isoformat()) for e, topics in grouped.values()
+    ]
+
+
+def is_staff(actor: Actor) -> bool:
+    return actor.role in (Role.READER, Role.COORDINATOR)

@@ -1,0 +1,140 @@
+"""The service context every use case receives, and the audited unit of work."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from telenet.domain.access import Actor
+from telenet.domain.errors import TelenetError
+from telenet.domain.sla import Clock
+from telenet.store.models import AuditEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """The parts of the settings the use cases need (kept apart from protocol settings)."""
+
+    secret: bytes
+    token_ttl_minutes: int = 720
+    critical_ack_minutes: int = 15
+    study_quiet_seconds: float = 60.0
+
+
+@dataclass
+class Hub:
+    """What a use case needs: a session factory, the clock, options and the event wake-up."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    options: HubOptions
+    dialect: str = "sqlite"
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def notify_committed(self) -> None:
+        """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""
+        for callback in list(self.on_commit):
+            try:
+                callback()
+            except Exception:  # a notification must not fail the command that caused it
+                log.exception("on-commit listener failed")
+
+
+@dataclass
+class AuditRecord:
+    """What the audit row of the running use case will say; filled in as the use case learns it."""
+
+    action: str
+    object_type: str
+    object_id: str | None = None
+    object_path: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class UnitOfWork:
+    """One transaction of one use case; rolled back unless committed."""
+
+    def __init__(self, hub: Hub, session: AsyncSession, actor: Actor | None, record: AuditRecord | None) -> None:
+        self.hub = hub
+        self.session = session
+        self.actor = actor
+        self.record = record
+        self.committed = False
+
+    def audit(
+        self,
+        *,
+        object_id: str | None = None,
+        object_path: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        if self.record is None:
+            return
+        if object_id is not None:
+            self.record.object_id = object_id
+        if object_path is not None:
+            self.record.object_path = object_path
+        if detail is not None:
+            self.record.detail = {**(self.record.detail or {}), **detail}
+
+    async def commit(self) -> None:
+        if self.record is not None and self.actor is not None:
+            self.session.add(_audit_row(self.hub, self.actor, self.record, "ok"))
+        await self.session.commit()
+        self.committed = True
+        self.hub.notify_committed()
+
+
+def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:
+    return AuditEntry(
+        at=hub.clock.now(),
+        actor_id=actor.user_id or None,
+        actor=actor.username,
+        actor_institution_path=actor.institution_path,
+        action=record.action,
+        object_type=record.object_type,
+        object_id=record.object_id,
+        object_path=record.object_path,
+        remote_addr=actor.remote_addr,
+        outcome=outcome,
+        detail=record.detail,
+    )
+
+
+@asynccontextmanager
+async def use_case(
+    hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
+) -> AsyncIterator[UnitOfWork]:
+    """Run one audited use case: the success row is written in the same transaction as the change;
+    a refused or failed attempt is rolled back and audited on its own with the error code as outcome."""
+    record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
+    async with hub.sessions() as session:
+        uow = UnitOfWork(hub, session, actor, record)
+        try:
+            yield uow
+            if not uow.committed:
+                await uow.commit()
+        except TelenetError as exc:
+            await session.rollback()
+            if actor is not None and record is not None:
+                await _audit_failure(hub, actor, record, exc.code)
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def _audit_failure(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> None:
+    try:
+        async with hub.sessions() as session:
+            session.add(_audit_row(hub, actor, record, outcome))
+            await session.commit()
+    except Exception:  # the original error matters more than a failed audit of it
+        log.exception("could not audit failed %s", record.action)

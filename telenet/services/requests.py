@@ -1,0 +1,471 @@
+"""Submitting and following requests: order, data complete, cancel, resubmit, the request view and lists."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Conflict, Forbidden, Invalid
+from telenet.domain.lifecycle import Action, Kind, Priority, RequestState, allowed_actions, initial_state
+from telenet.domain.patients import SEXES, last4, national_id_hmac
+from telenet.domain.routing import RouteQuery
+from telenet.domain.sla import due_at, sla_minutes_for
+from telenet.domain.tiers import Tier, is_within
+from telenet.services import routing
+from telenet.services.access import center_of, load_request, require_requesting_side, require_role
+from telenet.services.events import emit, request_topics
+from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.transitions import apply, summary
+from telenet.store.models import (
+    Center,
+    CriticalFinding,
+    Institution,
+    Participant,
+    Patient,
+    Report,
+    Request,
+    RouteStep,
+    User,
+)
+
+# DICOM AccessionNumber is SH: at most 16 characters, no backslash or control characters.
+_ACCESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
+ACCESSION_FORMAT = "TN + yymmdd (UTC) + the request id zero-padded to 8 digits, e.g. TN26030200000042"
+
+
+def issued_accession(request_id: int, ordered_at: datetime) -> str:
+    """The accession number the hub issues when the order has none (see ACCESSION_FORMAT)."""
+    return f"TN{ordered_at:%y%m%d}{request_id:08d}"[:16]
+
+
+async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, data: dict[str, Any]) -> Patient:
+    """The institution's patient by HIS id, created or updated; the national id only as HMAC + last 4."""
+    sex = data.get("sex")
+    if sex is not None and sex not in SEXES:
+        raise Invalid(f"sex must be one of {sorted(SEXES)}", code="bad-patient")
+    birth = data.get("birth_date")
+    birth_date = date.fromisoformat(birth) if isinstance(birth, str) else birth
+    national_id: str | None = data.get("national_id")
+    digest = national_id_hmac(hub.options.secret, national_id) if national_id else None
+    now = hub.clock.now()
+    patient = (
+        await session.execute(
+            select(Patient).where(Patient.institution_id == institution_id, Patient.his_id == data["id"])
+        )
+    ).scalar_one_or_none()
+    if patient is None:
+        patient = Patient(institution_id=institution_id, his_id=data["id"], created_at=now, name=data["name"])
+        session.add(patient)
+    patient.name = data["name"]
+    patient.sex = sex if sex is not None else patient.sex
+    patient.birth_date = birth_date if birth_date is not None else patient.birth_date
+    if digest is not None and national_id is not None:
+        patient.national_id_hmac = digest
+        patient.national_id_last4 = last4(national_id)
+    patient.updated_at = now
+    await session.flush()
+    return patient
+
+
+def _aware(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{name} is not an ISO 8601 time", code="bad-time") from None
+    if moment.tzinfo is None:
+        raise Invalid(f"{name} needs a UTC offset", code="bad-time")
+    return moment
+
+
+async def submit(hub: Hub, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    """Order a read or a consultation: upsert the patient, route to a center, and answer with the request."""
+    require_role(actor, Role.REQUESTER, Role.INTEGRATION, action="order a remote service")
+    kind = Kind(body["kind"])
+    priority = Priority(body["priority"])
+    consent = body.get("consent")
+    if not consent or not consent.get("given_by") or not consent.get("given_at"):
+        raise Invalid(
+            "the patient's informed consent (知情同意: given_by, given_at) is required",
+            code="consent-missing",
+        )
+    consent_at = _aware(consent["given_at"], "consent.given_at")
+    modality = body.get("modality")
+    if kind is not Kind.CONSULTATION and not modality:
+        raise Invalid(f"an {kind.value} request needs a modality", code="modality-missing")
+    if kind is Kind.ECG:
+        modality = modality or "ECG"
+    accession = body.get("accession_number")
+    if accession is not None and not _ACCESSION.match(accession):
+        raise Invalid("accession_number: 1-16 letters, digits, '.', '_' or '-'", code="bad-accession")
+    scheduled_at = _aware(body.get("scheduled_at"), "scheduled_at")
+    async with use_case(hub, actor, "request.create", "request") as uow:
+        session = uow.session
+        requester = await session.get(Institution, actor.institution_id)
+        assert requester is not None
+        uow.audit(object_path=requester.path)
+        if accession is not None:
+            taken = (
+                await session.execute(select(Request.id).where(Request.accession_number == accession))
+            ).scalar_one_or_none()
+            if taken is not None:
+                raise Conflict(f"accession number {accession} is already in use", code="duplicate-accession")
+        patient = await upsert_patient(hub, session, requester.id, body["patient"])
+        query = RouteQuery(
+            kind=kind.value,
+            modality=modality,
+            body_part=body.get("body_part"),
+            subspecialty=body.get("subspecialty"),
+            priority=priority.value,
+            requester_code=requester.code,
+            requester_path=requester.path,
+            requester_tier=Tier(requester.tier),
+        )
+        decision = await routing.decide(hub, session, query, requester)
+        if decision.center_code is None:
+            raise Invalid(decision.reason, code="no-route", details=routing.considered_json(decision))
+        center_id = await routing.center_id_by_code(session, decision.center_code)
+        center, _ = await center_of(session, center_id)
+        now = hub.clock.now()
+        state = initial_state(kind)
+        request = Request(
+            accession_number=accession or f"tmp-{uuid.uuid4().hex[:12]}",
+            kind=kind.value,
+            modality=modality,
+            body_part=body.get("body_part"),
+            priority=priority.value,
+            priority_rank=priority.rank,
+            clinical_question=body["clinical_question"],
+            subspecialty=body.get("subspecialty"),
+            scheduled_at=scheduled_at,
+            patient_id=patient.id,
+            requesting_institution_id=requester.id,
+            requesting_path=requester.path,
+            requester_id=actor.user_id or None,
+            requester_name=actor.display_name or actor.username,
+            consent_given_by=consent["given_by"],
+            consent_given_at=consent_at,
+            state=state.value,
+            center_id=center_id,
+            ordered_at=now,
+            updated_at=now,
+            version=1,
+            escalations=0,
+        )
+        if state is RequestState.QUEUED:
+            request.queued_at = now
+            request.due_at = due_at(now, sla_minutes_for(kind, center.sla_minutes), priority)
+        session.add(request)
+        await session.flush()
+        if accession is None:
+            request.accession_number = issued_accession(request.id, now)
+        await routing.record(hub, session, request.id, "route", decision, center_id, None, actor.username)
+        for username in body.get("participants", []):
+            await _add_participant(session, hub, request, username)
+        await session.flush()
+        uow.audit(object_id=str(request.id), detail={"accession_number": request.accession_number})
+        await emit(
+            session,
+            hub,
+            f"request.{state.value}",
+            request_topics(request.id, center.code, requester.code),
+            summary(request, center.code),
+            request_id=request.id,
+        )
+        return await request_view(session, actor, request)
+
+
+async def _add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
+    if request.kind != Kind.CONSULTATION.value:
+        raise Invalid("only a consultation has participants", code="participants-not-allowed")
+    user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+    if user is None:
+        raise Invalid(f"participant {username!r} is not a user", code="unknown-participant")
+    if await session.get(Participant, (request.id, user.id)) is None:
+        session.add(Participant(request_id=request.id, user_id=user.id, added_at=hub.clock.now()))
+
+
+async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
+    async with use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
+        request = await load_request(uow.session, actor, request_id)
+        uow.audit(object_path=request.requesting_path)
+        return await request_view(uow.session, actor, request)
+
+
+async def request_view(session: AsyncSession, actor: Actor, request: Request) -> dict[str, Any]:
+    """The whole request as the API shows it: patient, center, route history, reports, critical findings."""
+    center, center_inst = await center_of(session, request.center_id)
+    patient = await session.get(Patient, request.patient_id)
+    requester = await session.get(Institution, request.requesting_institution_id)
+    assert patient is not None and requester is not None
+    claimed_by = await session.get(User, request.claimed_by_id) if request.claimed_by_id else None
+    steps = (
+        await session.execute(
+            select(RouteStep, Center.code)
+            .outerjoin(Center, Center.id == RouteStep.center_id)
+            .where(RouteStep.request_id == request.id)
+            .order_by(RouteStep.id)
+        )
+    ).all()
+    reports = (
+        (await session.execute(select(Report).where(Report.request_id == request.id).order_by(Report.id)))
+        .scalars()
+        .all()
+    )
+    criticals = (
+        (
+            await session.execute(
+                select(CriticalFinding).where(CriticalFinding.request_id == request.id).order_by(CriticalFinding.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    participants = (
+        (
+            await session.execute(
+                select(User.username)
+                .join(Participant, Participant.user_id == User.id)
+                .where(Participant.request_id == request.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    now_state = RequestState(request.state)
+    return {
+        "id": request.id,
+        "accession_number": request.accession_number,
+        "kind": request.kind,
+        "modality": request.modality,
+        "body_part": request.body_part,
+        "priority": request.priority,
+        "clinical_question": request.clinical_question,
+        "subspecialty": request.subspecialty,
+        "scheduled_at": _iso(request.scheduled_at),
+        "state": request.state,
+        "allowed_actions": sorted(a.value for a in allowed_actions(request.kind, now_state)),
+        "center": {
+            "code": center.code,
+            "name": center.name,
+            "institution": center_inst.code,
+            "tier": center_inst.tier,
+        },
+        "requesting_institution": {"code": requester.code, "name": requester.name, "tier": requester.tier},
+        "requester": request.requester_name,
+        "patient": {
+            "id": patient.his_id,
+            "name": patient.name,
+            "sex": patient.sex,
+            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            "national_id_last4": patient.national_id_last4,
+        },
+        "consent": {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)},
+        "due_at": _iso(request.due_at),
+        "sla_breached_at": _iso(request.sla_breached_at),
+        "claimed_by": claimed_by.username if claimed_by else None,
+        "claim_expires_at": _iso(request.claim_expires_at),
+        "data_completed_by": request.data_completed_by,
+        "return": ({"reason": request.return_reason, "note": request.return_note} if request.return_reason else None),
+        "escalations": request.escalations,
+        "participants": list(participants),
+        "timestamps": {
+            name: _iso(getattr(request, f"{name}_at"))
+            for name in ("ordered", "queued", "claimed", "final", "returned", "cancelled", "updated")
+        },
+        "route": [
+            {
+                "at": _iso(s.at),
+                "action": s.action,
+                "center": code,
+                "reason": s.reason,
+                "considered": s.considered,
+                "by": s.actor,
+            }
+            for s, code in steps
+        ],
+        "reports": [report_view(r) for r in reports],
+        "critical_findings": [critical_view(c) for c in criticals],
+    }
+
+
+def report_view(report: Report) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "status": report.status,
+        "findings": report.findings,
+        "impression": report.impression,
+        "critical": report.critical,
+        "critical_items": report.critical_items,
+        "structured": report.structured,
+        "author": report.author_name,
+        "created_at": _iso(report.created_at),
+        "signed_at": _iso(report.signed_at),
+        "digest": report.digest,
+    }
+
+
+def critical_view(finding: CriticalFinding) -> dict[str, Any]:
+    return {
+        "id": finding.id,
+        "items": finding.items,
+        "raised_at": _iso(finding.raised_at),
+        "raised_by": finding.raised_by,
+        "deadline_at": _iso(finding.deadline_at),
+        "escalation_level": finding.escalation_level,
+        "acknowledged_at": _iso(finding.acknowledged_at),
+        "acknowledged_by": finding.acknowledged_by,
+        "read_back_by": finding.read_back_by,
+        "read_back": finding.read_back,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+async def list_requests(
+    hub: Hub,
+    actor: Actor,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> dict[str, Any]:
+    """The requests the actor may see, newest first: its institution's (requesters), its subtree's
+    (coordinators, admins), or those at its centers (readers)."""
+    if state is not None and state not in {s.value for s in RequestState}:
+        raise Invalid(f"unknown state {state!r}", code="bad-parameter")
+    if kind is not None and kind not in {k.value for k in Kind}:
+        raise Invalid(f"unknown kind {kind!r}", code="bad-parameter")
+    async with use_case(hub, actor, "request.list", "request") as uow:
+        query = (
+            select(Request, Center.code, Patient.name)
+            .join(Center, Center.id == Request.center_id)
+            .join(Patient, Patient.id == Request.patient_id)
+        )
+        if actor.role in (Role.REQUESTER, Role.INTEGRATION):
+            query = query.where(Request.requesting_institution_id == actor.institution_id)
+        elif actor.role is Role.READER:
+            query = query.where(Center.code.in_(actor.center_codes) | (Request.claimed_by_id == actor.user_id))
+        else:
+            query = query.where(
+                Request.requesting_path.startswith(actor.institution_path) | Center.code.in_(actor.center_codes)
+            )
+        if state:
+            query = query.where(Request.state == state)
+        if kind:
+            query = query.where(Request.kind == kind)
+        if before_id:
+            query = query.where(Request.id < before_id)
+        rows = (await uow.session.execute(query.order_by(Request.id.desc()).limit(limit))).all()
+        uow.audit(object_path=actor.institution_path, detail={"count": len(rows), "state": state, "kind": kind})
+        items = []
+        for request, center_code, patient_name in rows:
+            item = summary(request, center_code)
+            item.update(
+                {
+                    "patient_name": patient_name,
+                    "modality": request.modality,
+                    "ordered_at": _iso(request.ordered_at),
+                    "final_at": _iso(request.final_at),
+                }
+            )
+            items.append(item)
+        return {"items": items, "next_before_id": rows[-1][0].id if len(rows) == limit else None}
+
+
+async def data_complete(hub: Hub, actor: Actor, request_id: int, signal: str = "api") -> dict[str, Any]:
+    """The study or ECG is complete: ``ordered`` → ``queued`` with the SLA clock started. Gateways call this."""
+    require_role(actor, Role.INTEGRATION, action="mark data complete")
+    async with use_case(hub, actor, "request.data_complete", "request", str(request_id)) as uow:
+        request, center, inst_code = await _locked(uow, actor, request_id, integration_subtree=True)
+        now = hub.clock.now()
+        await apply(
+            hub,
+            uow.session,
+            request,
+            Action.DATA_COMPLETE,
+            event="request.queued",
+            center_code=center.code,
+            institution_code=inst_code,
+            data={"signal": signal},
+            queued_at=now,
+            data_completed_by=signal,
+            due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+        )
+        return await request_view(uow.session, actor, request)
+
+
+async def _locked(
+    uow: UnitOfWork, actor: Actor, request_id: int, *, integration_subtree: bool = False
+) -> tuple[Request, Center, str]:
+    session = uow.session
+    if integration_subtree and actor.role is Role.INTEGRATION:
+        request = (await session.execute(select(Request).where(Request.id == request_id))).scalar_one_or_none()
+        if request is None or not is_within(request.requesting_path, actor.institution_path):
+            from telenet.domain.errors import NotFound
+
+            raise (
+                NotFound(f"no request {request_id}")
+                if request is None
+                else Forbidden(f"request {request_id} is outside your scope", code="scope")
+            )
+    else:
+        request = await load_request(session, actor, request_id, for_update=True)
+    uow.audit(object_path=request.requesting_path)
+    center, _ = await center_of(session, request.center_id)
+    inst_code = (
+        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
+    ).scalar_one()
+    return request, center, inst_code
+
+
+async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) -> dict[str, Any]:
+    async with use_case(hub, actor, "request.cancel", "request", str(request_id)) as uow:
+        request, center, inst_code = await _locked(uow, actor, request_id)
+        require_requesting_side(actor, request, action="cancel a request")
+        await apply(
+            hub,
+            uow.session,
+            request,
+            Action.CANCEL,
+            event="request.cancelled",
+            center_code=center.code,
+            institution_code=inst_code,
+            data={"reason": reason},
+            cancelled_at=hub.clock.now(),
+            claimed_by_id=None,
+            claim_expires_at=None,
+        )
+        return await request_view(uow.session, actor, request)
+
+
+async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) -> dict[str, Any]:
+    """The requester has fixed what the reader returned it for: queued again at the same center, a new SLA."""
+    async with use_case(hub, actor, "request.resubmit", "request", str(request_id)) as uow:
+        request, center, inst_code = await _locked(uow, actor, request_id)
+        require_requesting_side(actor, request, action="resubmit a request")
+        now = hub.clock.now()
+        await apply(
+            hub,
+            uow.session,
+            request,
+            Action.RESUBMIT,
+            event="request.resubmitted",
+            center_code=center.code,
+            institution_code=inst_code,
+            data={"note": note},
+            queued_at=now,
+            due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+            sla_breached_at=None,
+        )
+        return await request_view(uow.session, actor, request)

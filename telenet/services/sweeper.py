@@ -1,0 +1,41 @@
+"""The sweeper: expired claims back to the queue, SLA breaches escalated, unacknowledged critical findings
+escalated. Each pass is idempotent, so a pass repeated after a crash does no harm."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from telenet.services.hub import Hub
+from telenet.services.queue import escalate_breaches, expire_leases
+from telenet.services.reports import escalate_unacknowledged
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    leases_expired: int
+    breaches: int
+    criticals_escalated: int
+
+
+async def sweep_once(hub: Hub) -> SweepResult:
+    return SweepResult(
+        leases_expired=await expire_leases(hub),
+        breaches=await escalate_breaches(hub),
+        criticals_escalated=await escalate_unacknowledged(hub),
+    )
+
+
+async def run_sweeper(hub: Hub, interval: float) -> None:
+    """Sweep every ``interval`` seconds until cancelled; a failing pass is logged and retried next time."""
+    while True:
+        try:
+            result = await sweep_once(hub)
+            if result.leases_expired or result.breaches or result.criticals_escalated:
+                log.info("sweep: %s", result)
+        except Exception:
+            log.exception("sweep failed")
+        await asyncio.sleep(interval)

@@ -1,0 +1,50 @@
+"""All ORM models; importing this package registers every table on ``Base.metadata``."""
+
+from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
+from telenet.store.models.base import Base
+from telenet.store.models.registry import (
+    Agreement,
+    Center,
+    FeeScheduleEntry,
+    Institution,
+    InstitutionAETitle,
+    Network,
+    NetworkMember,
+    RoutingRule,
+)
+from telenet.store.models.requests import (
+    CriticalFinding,
+    Event,
+    EventTopic,
+    Message,
+    Participant,
+    Patient,
+    Report,
+    Request,
+    RouteStep,
+)
+
+__all__ = [
+    "Agreement",
+    "AuditEntry",
+    "Base",
+    "Center",
+    "CriticalFinding",
+    "Event",
+    "EventTopic",
+    "FeeScheduleEntry",
+    "Institution",
+    "InstitutionAETitle",
+    "Message",
+    "Network",
+    "NetworkMember",
+    "Participant",
+    "Patient",
+    "Report",
+    "Request",
+    "RouteStep",
+    "RoutingRule",
+    "Token",
+    "User",
+    "UserCenter",
+]
