@@ -230,6 +230,23 @@ async def data_complete(request: web.Request) -> web.Response:
     )
 
 
+@routes.add(
+    "POST",
+    "/api/v1/requests/{id}/consent",
+    summary="Record informed consent (知情同意) on an order that arrived without it",
+    tag="requests",
+    body="api/consent",
+    roles="requesting institution",
+    responses=_ACTION_RESPONSES,
+)
+async def record_consent(request: web.Request) -> web.Response:
+    body = await read_json(request, "api/consent")
+    view = await requests.record_consent(
+        hub_of(request), actor_of(request), request_id(request), body["given_by"], body["given_at"]
+    )
+    return web.json_response(view)
+
+
 @routes.add("GET", "/api/v1/requests/{id}/messages", summary="A consultation's message thread", tag="consultations")
 async def list_messages(request: web.Request) -> web.Response:
     return web.json_response(await consultation.list_messages(hub_of(request), actor_of(request), request_id(request)))

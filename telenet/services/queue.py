@@ -15,7 +15,7 @@ from telenet.domain.lifecycle import Action, Kind, ReturnReason
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, lease_until, remaining, sla_minutes_for
 from telenet.domain.tiers import Tier
-from telenet.services import routing
+from telenet.services import routing, studies
 from telenet.services.access import center_by_code, center_of, require_center_staff, require_role
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
@@ -174,6 +174,7 @@ async def escalate(hub: Hub, actor: Actor, request_id: int, reason: str) -> dict
             _require_holder(actor, request)
         moved = await _escalate(hub, uow.session, request, center, inst_code, reason, actor.username)
         if not moved:
+            await uow.commit()  # the alert and its route step stand even though the escalation did not happen
             raise Conflict(
                 f"no center above {center.code} can take this request; its coordinators were alerted",
                 code="no-higher-center",
@@ -257,6 +258,7 @@ async def _escalate(
             else None
         ),
     )
+    await studies.on_routed(hub, session, request, new_center)
     return True
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import MIN_YEARS_TO_SIGN, Actor, Role, may_sign_final, years_of_practice
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.lifecycle import Action, Kind, transition
+from telenet.services import fees, outbox
 from telenet.services.access import center_of, require_center_staff, require_requesting_side
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
@@ -134,6 +135,8 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
         )
         if critical:
             await _raise_critical(hub, session, request, draft, items, inst_code)
+        await fees.record_final(hub, session, request, draft)
+        await outbox.enqueue_result(hub, session, request, draft)
         uow.audit(detail={"report_id": draft.id, "digest": draft.digest})
         return await request_view(session, actor, request)
 
@@ -222,6 +225,7 @@ async def addendum(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]
         )
         if critical:
             await _raise_critical(hub, session, request, row, items, inst_code)
+        await outbox.enqueue_result(hub, session, request, row)
         return await request_view(session, actor, request)
 
 

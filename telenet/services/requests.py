@@ -12,16 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid
-from telenet.domain.lifecycle import Action, Kind, Priority, RequestState, allowed_actions, initial_state
+from telenet.domain.lifecycle import (
+    Action,
+    Kind,
+    Priority,
+    RequestState,
+    allowed_actions,
+    initial_state,
+    transition,
+)
 from telenet.domain.patients import SEXES, last4, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, sla_minutes_for
 from telenet.domain.tiers import Tier, is_within
-from telenet.services import routing
+from telenet.services import routing, studies
 from telenet.services.access import center_of, load_request, require_requesting_side, require_role
 from telenet.services.events import emit, request_topics
 from telenet.services.hub import Hub, UnitOfWork, use_case
-from telenet.services.transitions import apply, summary
+from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
     CriticalFinding,
@@ -85,18 +93,23 @@ def _aware(value: str | None, name: str) -> datetime | None:
     return moment
 
 
-async def submit(hub: Hub, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
-    """Order a read or a consultation: upsert the patient, route to a center, and answer with the request."""
+async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_optional: bool = False) -> dict[str, Any]:
+    """Order a read or a consultation: upsert the patient, route to a center, and answer with the request.
+
+    ``consent_optional`` is for HL7 orders that do not carry consent: an imaging or ECG request then waits in
+    ``ordered`` with consent missing (and says so) until :func:`record_consent`; REST orders must carry it.
+    """
     require_role(actor, Role.REQUESTER, Role.INTEGRATION, action="order a remote service")
     kind = Kind(body["kind"])
     priority = Priority(body["priority"])
-    consent = body.get("consent")
-    if not consent or not consent.get("given_by") or not consent.get("given_at"):
+    consent = body.get("consent") or {}
+    has_consent = bool(consent.get("given_by") and consent.get("given_at"))
+    if not has_consent and (not consent_optional or kind is Kind.CONSULTATION):
         raise Invalid(
             "the patient's informed consent (知情同意: given_by, given_at) is required",
             code="consent-missing",
         )
-    consent_at = _aware(consent["given_at"], "consent.given_at")
+    consent_at = _aware(consent["given_at"], "consent.given_at") if has_consent else None
     modality = body.get("modality")
     if kind is not Kind.CONSULTATION and not modality:
         raise Invalid(f"an {kind.value} request needs a modality", code="modality-missing")
@@ -150,7 +163,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any]) -> dict[str, Any]
             requesting_path=requester.path,
             requester_id=actor.user_id or None,
             requester_name=actor.display_name or actor.username,
-            consent_given_by=consent["given_by"],
+            consent_given_by=consent.get("given_by") if has_consent else None,
             consent_given_at=consent_at,
             state=state.value,
             center_id=center_id,
@@ -170,6 +183,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any]) -> dict[str, Any]
         for username in body.get("participants", []):
             await _add_participant(session, hub, request, username)
         await session.flush()
+        await studies.on_routed(hub, session, request, center)
         uow.audit(object_id=str(request.id), detail={"accession_number": request.accession_number})
         await emit(
             session,
@@ -267,7 +281,12 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
             "national_id_last4": patient.national_id_last4,
         },
-        "consent": {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)},
+        "consent": (
+            {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)}
+            if request.consent_given_at
+            else {"missing": True, "note": "知情同意 not recorded: the request waits in ordered until it is"}
+        ),
+        "data_completed_at": _iso(request.data_completed_at),
         "due_at": _iso(request.due_at),
         "sla_breached_at": _iso(request.sla_breached_at),
         "claimed_by": claimed_by.username if claimed_by else None,
@@ -384,24 +403,80 @@ async def list_requests(
 
 
 async def data_complete(hub: Hub, actor: Actor, request_id: int, signal: str = "api") -> dict[str, Any]:
-    """The study or ECG is complete: ``ordered`` → ``queued`` with the SLA clock started. Gateways call this."""
+    """The study or ECG is complete: ``ordered`` → ``queued`` with the SLA clock started. Gateways call this.
+
+    Without the patient's consent the request stays ``ordered``: the data is recorded as complete and the
+    request is queued the moment consent is recorded.
+    """
     require_role(actor, Role.INTEGRATION, action="mark data complete")
     async with use_case(hub, actor, "request.data_complete", "request", str(request_id)) as uow:
         request, center, inst_code = await _locked(uow, actor, request_id, integration_subtree=True)
-        now = hub.clock.now()
-        await apply(
+        if request.consent_given_at is None and request.state == RequestState.ORDERED.value:
+            transition(request.kind, request.state, Action.DATA_COMPLETE)
+            await apply_fields(
+                hub,
+                uow.session,
+                request,
+                center.code,
+                inst_code,
+                "request.data_complete",
+                {"signal": signal, "waiting_for": "consent"},
+                data_completed_by=signal,
+                data_completed_at=hub.clock.now(),
+            )
+        else:
+            await _queue(hub, uow, request, center, inst_code, signal, data_completed_at=hub.clock.now())
+        return await request_view(uow.session, actor, request)
+
+
+async def _queue(
+    hub: Hub, uow: UnitOfWork, request: Request, center: Center, inst_code: str, signal: str, **changes: Any
+) -> None:
+    now = hub.clock.now()
+    await apply(
+        hub,
+        uow.session,
+        request,
+        Action.DATA_COMPLETE,
+        event="request.queued",
+        center_code=center.code,
+        institution_code=inst_code,
+        data={"signal": signal},
+        queued_at=now,
+        data_completed_by=signal,
+        due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+        **changes,
+    )
+
+
+async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str, given_at: str) -> dict[str, Any]:
+    """Record the patient's informed consent (知情同意) on an order that arrived without it; if its data is
+    already complete, it is queued now."""
+    moment = _aware(given_at, "given_at")
+    async with use_case(hub, actor, "request.consent", "request", str(request_id)) as uow:
+        request, center, inst_code = await _locked(uow, actor, request_id, integration_subtree=True)
+        require_requesting_side(actor, request, action="record consent")
+        if request.consent_given_at is not None:
+            raise Conflict("consent is already recorded", code="consent-recorded", details={"state": request.state})
+        if request.state != RequestState.ORDERED.value:
+            raise Conflict(
+                f"cannot record consent on a request that is {request.state}",
+                code="illegal-transition",
+                details={"state": request.state},
+            )
+        await apply_fields(
             hub,
             uow.session,
             request,
-            Action.DATA_COMPLETE,
-            event="request.queued",
-            center_code=center.code,
-            institution_code=inst_code,
-            data={"signal": signal},
-            queued_at=now,
-            data_completed_by=signal,
-            due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+            center.code,
+            inst_code,
+            "request.consent_recorded",
+            {"given_by": given_by},
+            consent_given_by=given_by,
+            consent_given_at=moment,
         )
+        if request.data_completed_at is not None:
+            await _queue(hub, uow, request, center, inst_code, request.data_completed_by or "api")
         return await request_view(uow.session, actor, request)
 
 

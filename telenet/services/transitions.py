@@ -34,8 +34,30 @@ async def apply(
     The UPDATE is conditional on the state and version read, so two concurrent actions can never both win.
     """
     new_state = transition(request.kind, request.state, action)
-    now = hub.clock.now()
-    values = {"state": new_state.value, "version": request.version + 1, "updated_at": now, **changes}
+    await _conditional_update(hub, session, request, state=new_state.value, **changes)
+    await _emit(hub, session, request, event, center_code, institution_code, data, extra_topics)
+    return request
+
+
+async def apply_fields(
+    hub: Hub,
+    session: AsyncSession,
+    request: Request,
+    center_code: str,
+    institution_code: str,
+    event: str,
+    data: dict[str, Any],
+    **changes: Any,
+) -> Request:
+    """Change fields of a request without a state transition (e.g. consent recorded), with the same
+    conditional UPDATE and an event."""
+    await _conditional_update(hub, session, request, **changes)
+    await _emit(hub, session, request, event, center_code, institution_code, data, ())
+    return request
+
+
+async def _conditional_update(hub: Hub, session: AsyncSession, request: Request, **changes: Any) -> None:
+    values = {"version": request.version + 1, "updated_at": hub.clock.now(), **changes}
     result = await session.execute(
         update(Request)
         .where(Request.id == request.id, Request.version == request.version, Request.state == request.state)
@@ -50,17 +72,22 @@ async def apply(
         )
     for key, value in values.items():
         set_committed_value(request, key, value)
+
+
+async def _emit(
+    hub: Hub,
+    session: AsyncSession,
+    request: Request,
+    event: str,
+    center_code: str | None,
+    institution_code: str,
+    data: dict[str, Any] | None,
+    extra_topics: tuple[str, ...],
+) -> None:
     payload = summary(request, center_code)
     payload.update(data or {})
-    await emit(
-        session,
-        hub,
-        event,
-        [*request_topics(request.id, center_code, institution_code), *extra_topics],
-        payload,
-        request_id=request.id,
-    )
-    return request
+    topics = [*request_topics(request.id, center_code, institution_code), *extra_topics]
+    await emit(session, hub, event, topics, payload, request_id=request.id)
 
 
 def summary(request: Request, center_code: str | None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Request(Base):
     # When the sweeper last acted on a breach; a new due time (after escalation) arms it again.
     breach_handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     data_completed_by: Mapped[str | None] = mapped_column(String(32))
+    data_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     return_reason: Mapped[str | None] = mapped_column(String(32))
     return_note: Mapped[str | None] = mapped_column(Text)
     escalations: Mapped[int] = mapped_column(Integer, default=0)

@@ -269,6 +269,7 @@ def upgrade() -> None:
         sa.Column("sla_breached_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("breach_handled_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("data_completed_by", sa.String(length=32), nullable=True),
+        sa.Column("data_completed_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("return_reason", sa.String(length=32), nullable=True),
         sa.Column("return_note", sa.Text(), nullable=True),
         sa.Column("escalations", sa.Integer(), nullable=False),
