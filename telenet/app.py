@@ -50,6 +50,11 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         token_ttl_minutes=settings.token_ttl_minutes,
         critical_ack_minutes=settings.critical_ack_minutes,
         study_quiet_seconds=settings.study_quiet_seconds,
+        lease_minutes={
+            "stat": settings.lease_minutes_stat,
+            "urgent": settings.lease_minutes_urgent,
+            "routine": settings.lease_minutes_routine,
+        },
     )
     return Hub(
         sessions=session_factory(engine),

@@ -49,9 +49,56 @@ class Settings:
     dicom_host: str = dataclasses.field(default="127.0.0.1", metadata={"doc": "DICOM listen address."})
     dicom_port: int = dataclasses.field(default=11112, metadata={"doc": "DICOM listen port."})
     dicom_ae_title: str = dataclasses.field(default="TELENET", metadata={"doc": "The hub's own AE title."})
-    hl7_enabled: bool = dataclasses.field(default=True, metadata={"doc": "Run the HL7 MLLP listener."})
+    dicom_storage_dir: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "Where received DICOM files are kept. Empty: <var_dir>/dicom. Keep TMPDIR on the same filesystem "
+            "so that a received file is renamed into place, not copied."
+        },
+    )
+    dicom_max_associations: int = dataclasses.field(
+        default=200, metadata={"doc": "Simultaneous DICOM associations the node accepts (pynetdicom's default is 10)."}
+    )
+    dicom_forward_max_attempts: int = dataclasses.field(
+        default=12, metadata={"doc": "Attempts to forward a study to a center PACS before it is dead-lettered."}
+    )
+    dicom_forward_backoff_seconds: float = dataclasses.field(
+        default=5.0, metadata={"doc": "First retry delay of a failed forward; doubled on every further failure."}
+    )
+    dicom_forward_backoff_max_seconds: float = dataclasses.field(
+        default=600.0, metadata={"doc": "Longest delay between two attempts to forward the same study."}
+    )
+    hl7_enabled: bool = dataclasses.field(
+        default=True, metadata={"doc": "Run the HL7 gateway: the MLLP listener and the ORU^R01 result sender."}
+    )
     hl7_host: str = dataclasses.field(default="127.0.0.1", metadata={"doc": "HL7 MLLP listen address."})
     hl7_port: int = dataclasses.field(default=2575, metadata={"doc": "HL7 MLLP listen port."})
+    hl7_max_message_bytes: int = dataclasses.field(
+        default=1 << 20,
+        metadata={"doc": "Largest inbound HL7 message; a bigger one is answered AR and its connection closed."},
+    )
+    hl7_idle_timeout_seconds: float = dataclasses.field(
+        default=300.0, metadata={"doc": "An inbound MLLP connection silent this long is closed."}
+    )
+    hl7_workers: int = dataclasses.field(
+        default=0,
+        metadata={"doc": "Processes that parse and build HL7 (hl7apy is CPU-bound). 0: one per CPU core."},
+    )
+    hl7_ack_timeout_seconds: float = dataclasses.field(
+        default=30.0, metadata={"doc": "How long the result sender waits to connect to a HIS and for its ACK."}
+    )
+    hl7_send_max_attempts: int = dataclasses.field(
+        default=20,
+        metadata={
+            "doc": "Attempts to deliver one ORU^R01 (timeouts, connection errors, AE) before it is dead-lettered."
+        },
+    )
+    hl7_send_backoff_seconds: float = dataclasses.field(
+        default=2.0, metadata={"doc": "First retry delay of an undelivered ORU^R01; doubled on every further failure."}
+    )
+    hl7_send_backoff_max_seconds: float = dataclasses.field(
+        default=600.0, metadata={"doc": "Longest delay between two attempts to deliver the same ORU^R01."}
+    )
     token_ttl_minutes: int = dataclasses.field(
         default=720, metadata={"doc": "Lifetime of a bearer token issued by POST /api/v1/auth/token."}
     )
@@ -63,6 +110,15 @@ class Settings:
         default=60.0,
         metadata={"doc": "A study is complete after this long without a new instance (like Orthanc's StableAge)."},
     )
+    lease_minutes_stat: int = dataclasses.field(
+        default=15, metadata={"doc": "How long a claim on a STAT request lasts before it returns to the queue."}
+    )
+    lease_minutes_urgent: int = dataclasses.field(
+        default=30, metadata={"doc": "How long a claim on an urgent request lasts (a reader renews by claiming again)."}
+    )
+    lease_minutes_routine: int = dataclasses.field(
+        default=60, metadata={"doc": "How long a claim on a routine request lasts."}
+    )
     sweep_interval_seconds: float = dataclasses.field(
         default=5.0,
         metadata={
@@ -70,6 +126,10 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+
+    @property
+    def resolved_dicom_storage_dir(self) -> Path:
+        return Path(self.dicom_storage_dir) if self.dicom_storage_dir else Path(self.var_dir) / "dicom"
 
     @property
     def resolved_secret_file(self) -> Path:

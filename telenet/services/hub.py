@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
-from telenet.domain.sla import Clock
+from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class HubOptions:
     token_ttl_minutes: int = 720
     critical_ack_minutes: int = 15
     study_quiet_seconds: float = 60.0
+    lease_minutes: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LEASE_MINUTES))
 
 
 @dataclass

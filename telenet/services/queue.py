@@ -104,7 +104,7 @@ async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
             data={"by": actor.username},
             claimed_by_id=actor.user_id,
             claimed_at=request.claimed_at if renew else now,
-            claim_expires_at=lease_until(now, request.priority),
+            claim_expires_at=lease_until(now, request.priority, hub.options.lease_minutes),
         )
         return await request_view(uow.session, actor, request)
 

@@ -187,3 +187,12 @@ def test_lease_defaults_are_documented() -> None:
 
     assert DEFAULT_LEASE_MINUTES["stat"] < DEFAULT_LEASE_MINUTES["routine"]
     assert timedelta(minutes=DEFAULT_LEASE_MINUTES["routine"]) == timedelta(hours=1)
+
+
+async def test_lease_length_is_configurable(demo_hub: Any) -> None:
+    import dataclasses
+
+    demo_hub.options = dataclasses.replace(demo_hub.options, lease_minutes={"stat": 5, "urgent": 10, "routine": 20})
+    view = await queued(demo_hub)
+    claimed = await queue.claim(demo_hub, await actor_for_username(demo_hub, "county_reader"), view["id"])
+    assert claimed["claim_expires_at"] == "2026-03-02T02:20:00+00:00"

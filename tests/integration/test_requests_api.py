@@ -350,3 +350,105 @@ async def test_order_without_consent_waits_in_ordered_until_consent_is_recorded(
     del consultation["consent"]
     with pytest.raises(Invalid, match="consent"):
         await request_service.submit(client.hub, his, consultation, consent_optional=True)
+
+
+async def test_release_rules(client: Any) -> None:
+    view = await queued_imaging(client)
+    rid = view["id"]
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/release", headers=await client.login("county_reader")),
+        409,
+        "illegal-transition",
+    )
+    await act(client, "county_reader", rid, "claim")
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/release", headers=await client.login("junior_reader")),
+        403,
+        "not-holder",
+    )
+    released = await act(client, "county_coord", rid, "release")
+    assert released["state"] == "queued" and released["claimed_by"] is None
+    await act(client, "junior_reader", rid, "claim")
+    mine = await act(client, "junior_reader", rid, "release")
+    assert mine["state"] == "queued"
+
+
+async def test_report_and_addendum_permissions_and_bodies(client: Any) -> None:
+    view = await queued_imaging(client)
+    rid = view["id"]
+    reader = await client.login("county_reader")
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/report", json=FINAL, headers=reader), 409, "illegal-transition"
+    )
+    await act(client, "county_reader", rid, "claim")
+    for bad in ({"findings": "x", "final": True}, {**FINAL, "final": "yes"}, {**FINAL, "extra": 1}):
+        await problem_of(
+            await client.post(f"/api/v1/requests/{rid}/report", json=bad, headers=reader), 422, "schema-violation"
+        )
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/report", json={**FINAL, "critical": True}, headers=reader),
+        422,
+        "critical-items-missing",
+    )
+    await problem_of(
+        await client.post(
+            f"/api/v1/requests/{rid}/report", json={**FINAL, "structured": {"rate_bpm": 60}}, headers=reader
+        ),
+        422,
+        "structured-not-allowed",
+    )
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/report", json=FINAL, headers=await client.login("junior_reader")),
+        403,
+        "not-holder",
+    )
+    await act(client, "county_reader", rid, "report", FINAL)
+    await problem_of(
+        await client.post(
+            f"/api/v1/requests/{rid}/addenda", json={"text": "补充"}, headers=await client.login("junior_reader")
+        ),
+        403,
+        "practice-years",
+    )
+    await problem_of(
+        await client.post(
+            f"/api/v1/requests/{rid}/addenda", json={"text": "补充"}, headers=await client.login("city_reader")
+        ),
+        403,
+        "scope",
+    )
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/addenda", json={}, headers=reader), 422, "schema-violation"
+    )
+    open_request = await queued_imaging(client, patient_id="X2")
+    await problem_of(
+        await client.post(f"/api/v1/requests/{open_request['id']}/addenda", json={"text": "补充"}, headers=reader),
+        409,
+        "illegal-transition",
+    )
+
+
+async def test_critical_ack_bodies_and_scope(client: Any) -> None:
+    view = await queued_imaging(client)
+    await act(client, "county_reader", view["id"], "claim")
+    final = await act(
+        client, "county_reader", view["id"], "report", {**FINAL, "critical": True, "critical_items": ["张力性气胸"]}
+    )
+    cid = final["critical_findings"][0]["id"]
+    clinic = await client.login("township_doc")
+    await problem_of(await client.post(f"/api/v1/critical/{cid}/ack", json={}, headers=clinic), 422, "schema-violation")
+    await problem_of(
+        await client.post(
+            f"/api/v1/critical/{cid}/ack", json={"read_back_by": "x"}, headers=await client.login("township_doc3")
+        ),
+        403,
+        "scope",
+    )
+    await problem_of(
+        await client.post("/api/v1/critical/99999/ack", json={"read_back_by": "x"}, headers=clinic), 404, "not-found"
+    )
+    await problem_of(
+        await client.post("/api/v1/critical/abc/ack", json={"read_back_by": "x"}, headers=clinic), 422, "bad-parameter"
+    )
+    shown = await (await client.get(f"/api/v1/critical/{cid}", headers=clinic)).json()
+    assert shown["items"] == ["张力性气胸"] and shown["timeline"][0]["event"] == "critical.raised"
