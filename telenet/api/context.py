@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,15 @@ HUB = web.AppKey("hub", Hub)
 PUBLIC = web.AppKey("public_routes", set)
 EXTRA = web.AppKey("extra", dict)
 ACTOR = web.RequestKey("actor", Actor)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON in UTF-8 as written (Chinese names stay readable), not \\u escapes."""
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
 
 
 def actor_of(request: web.Request) -> Actor:

@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from telenet import __version__
-from telenet.api.context import EXTRA, actor_of, hub_of, read_json
+from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
 from telenet.api.spec import Routes, openapi_document
 from telenet.domain.errors import Invalid
 from telenet.services import auth, registry
@@ -62,7 +62,7 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:  # the probe reports, it does not raise
         db = f"error: {type(exc).__name__}"
     status = 200 if db == "ok" else 503
-    return web.json_response(
+    return json_response(
         {
             "status": "ok" if status == 200 else "degraded",
             "version": __version__,
@@ -75,7 +75,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.add("GET", "/api/v1/openapi.json", summary="This OpenAPI document", tag="operations", public=True)
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[EXTRA]["endpoints"]))
+    return json_response(openapi_document(request.app[EXTRA]["endpoints"]))
 
 
 @routes.add(
@@ -90,7 +90,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def issue_token(request: web.Request) -> web.Response:
     body = await read_json(request, "api/token")
     result = await auth.issue_token(hub_of(request), body["username"], body["password"], request.remote)
-    return web.json_response(result)
+    return json_response(result)
 
 
 @routes.add(
@@ -114,7 +114,7 @@ async def list_institutions(request: web.Request) -> web.Response:
         limit=query_int(request, "limit", 500, low=1),
         offset=query_int(request, "offset", 0, high=10**9),
     )
-    return web.json_response(result)
+    return json_response(result)
 
 
 @routes.add(
@@ -125,9 +125,7 @@ async def list_institutions(request: web.Request) -> web.Response:
     responses={"200": "the institution", "404": "unknown code"},
 )
 async def get_institution(request: web.Request) -> web.Response:
-    return web.json_response(
-        await registry.get_institution(hub_of(request), actor_of(request), request.match_info["code"])
-    )
+    return json_response(await registry.get_institution(hub_of(request), actor_of(request), request.match_info["code"]))
 
 
 @routes.add(
@@ -138,7 +136,7 @@ async def get_institution(request: web.Request) -> web.Response:
     query=(("service", "imaging|ecg|consultation"),),
 )
 async def list_centers(request: web.Request) -> web.Response:
-    return web.json_response(
+    return json_response(
         await registry.list_centers(hub_of(request), actor_of(request), service=request.query.get("service"))
     )
 
@@ -170,4 +168,4 @@ async def list_audit(request: web.Request) -> web.Response:
         limit=query_int(request, "limit", 100, low=1),
         before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
     )
-    return web.json_response(result)
+    return json_response(result)

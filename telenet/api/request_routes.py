@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from telenet.api.context import actor_of, hub_of, read_json
+from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import Routes
 from telenet.domain.errors import Invalid
@@ -53,7 +53,7 @@ async def optional_body(request: web.Request, schema: str) -> dict[str, Any]:
 async def create_request(request: web.Request) -> web.Response:
     body = await read_json(request, "api/request-create")
     view = await requests.submit(hub_of(request), actor_of(request), body)
-    return web.json_response(view, status=201, headers={"Location": f"/api/v1/requests/{view['id']}"})
+    return json_response(view, status=201, headers={"Location": f"/api/v1/requests/{view['id']}"})
 
 
 @routes.add(
@@ -70,7 +70,7 @@ async def create_request(request: web.Request) -> web.Response:
 )
 async def list_requests(request: web.Request) -> web.Response:
     before = request.query.get("before_id")
-    return web.json_response(
+    return json_response(
         await requests.list_requests(
             hub_of(request),
             actor_of(request),
@@ -90,7 +90,7 @@ async def list_requests(request: web.Request) -> web.Response:
     responses={"200": "the request", "403": "outside scope", "404": "no such request"},
 )
 async def get_request(request: web.Request) -> web.Response:
-    return web.json_response(await requests.get(hub_of(request), actor_of(request), request_id(request)))
+    return json_response(await requests.get(hub_of(request), actor_of(request), request_id(request)))
 
 
 @routes.add(
@@ -102,7 +102,7 @@ async def get_request(request: web.Request) -> web.Response:
     responses=_ACTION_RESPONSES,
 )
 async def claim(request: web.Request) -> web.Response:
-    return web.json_response(await queue.claim(hub_of(request), actor_of(request), request_id(request)))
+    return json_response(await queue.claim(hub_of(request), actor_of(request), request_id(request)))
 
 
 @routes.add(
@@ -114,7 +114,7 @@ async def claim(request: web.Request) -> web.Response:
     responses=_ACTION_RESPONSES,
 )
 async def release(request: web.Request) -> web.Response:
-    return web.json_response(await queue.release(hub_of(request), actor_of(request), request_id(request)))
+    return json_response(await queue.release(hub_of(request), actor_of(request), request_id(request)))
 
 
 @routes.add(
@@ -128,7 +128,7 @@ async def release(request: web.Request) -> web.Response:
 )
 async def report(request: web.Request) -> web.Response:
     body = await read_json(request, "api/report")
-    return web.json_response(await reports.report(hub_of(request), actor_of(request), request_id(request), body))
+    return json_response(await reports.report(hub_of(request), actor_of(request), request_id(request), body))
 
 
 @routes.add(
@@ -143,7 +143,7 @@ async def report(request: web.Request) -> web.Response:
 async def add_addendum(request: web.Request) -> web.Response:
     body = await read_json(request, "api/addendum")
     view = await reports.addendum(hub_of(request), actor_of(request), request_id(request), body)
-    return web.json_response(view, status=201)
+    return json_response(view, status=201)
 
 
 @routes.add(
@@ -157,7 +157,7 @@ async def add_addendum(request: web.Request) -> web.Response:
 )
 async def return_request(request: web.Request) -> web.Response:
     body = await read_json(request, "api/return")
-    return web.json_response(
+    return json_response(
         await queue.return_request(
             hub_of(request), actor_of(request), request_id(request), body["reason"], body.get("note")
         )
@@ -175,7 +175,7 @@ async def return_request(request: web.Request) -> web.Response:
 )
 async def resubmit(request: web.Request) -> web.Response:
     body = await optional_body(request, "api/note")
-    return web.json_response(
+    return json_response(
         await requests.resubmit(hub_of(request), actor_of(request), request_id(request), body.get("note"))
     )
 
@@ -191,9 +191,7 @@ async def resubmit(request: web.Request) -> web.Response:
 )
 async def escalate(request: web.Request) -> web.Response:
     body = await read_json(request, "api/escalate")
-    return web.json_response(
-        await queue.escalate(hub_of(request), actor_of(request), request_id(request), body["reason"])
-    )
+    return json_response(await queue.escalate(hub_of(request), actor_of(request), request_id(request), body["reason"]))
 
 
 @routes.add(
@@ -207,7 +205,7 @@ async def escalate(request: web.Request) -> web.Response:
 )
 async def cancel(request: web.Request) -> web.Response:
     body = await optional_body(request, "api/note")
-    return web.json_response(
+    return json_response(
         await requests.cancel(
             hub_of(request), actor_of(request), request_id(request), body.get("reason") or body.get("note")
         )
@@ -225,7 +223,7 @@ async def cancel(request: web.Request) -> web.Response:
 )
 async def data_complete(request: web.Request) -> web.Response:
     body = await optional_body(request, "api/data-complete")
-    return web.json_response(
+    return json_response(
         await requests.data_complete(hub_of(request), actor_of(request), request_id(request), body.get("signal", "api"))
     )
 
@@ -244,12 +242,12 @@ async def record_consent(request: web.Request) -> web.Response:
     view = await requests.record_consent(
         hub_of(request), actor_of(request), request_id(request), body["given_by"], body["given_at"]
     )
-    return web.json_response(view)
+    return json_response(view)
 
 
 @routes.add("GET", "/api/v1/requests/{id}/messages", summary="A consultation's message thread", tag="consultations")
 async def list_messages(request: web.Request) -> web.Response:
-    return web.json_response(await consultation.list_messages(hub_of(request), actor_of(request), request_id(request)))
+    return json_response(await consultation.list_messages(hub_of(request), actor_of(request), request_id(request)))
 
 
 @routes.add(
@@ -263,7 +261,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     body = await read_json(request, "api/message")
     view = await consultation.post_message(hub_of(request), actor_of(request), request_id(request), body["body"])
-    return web.json_response(view, status=201)
+    return json_response(view, status=201)
 
 
 @routes.add(
@@ -275,7 +273,7 @@ async def post_message(request: web.Request) -> web.Response:
     query=(("limit", "page size (max 200)"), ("offset", "page offset")),
 )
 async def worklist(request: web.Request) -> web.Response:
-    return web.json_response(
+    return json_response(
         await queue.worklist(
             hub_of(request),
             actor_of(request),
@@ -295,7 +293,7 @@ def critical_id(request: web.Request) -> int:
 
 @routes.add("GET", "/api/v1/critical/{id}", summary="A critical finding with its timeline", tag="critical")
 async def get_critical(request: web.Request) -> web.Response:
-    return web.json_response(await reports.get_critical(hub_of(request), actor_of(request), critical_id(request)))
+    return json_response(await reports.get_critical(hub_of(request), actor_of(request), critical_id(request)))
 
 
 @routes.add(
@@ -309,4 +307,4 @@ async def get_critical(request: web.Request) -> web.Response:
 )
 async def ack_critical(request: web.Request) -> web.Response:
     body = await read_json(request, "api/critical-ack")
-    return web.json_response(await reports.acknowledge(hub_of(request), actor_of(request), critical_id(request), body))
+    return json_response(await reports.acknowledge(hub_of(request), actor_of(request), critical_id(request), body))
