@@ -19,6 +19,7 @@ from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
 from telenet.store.db import create_engine, session_factory
@@ -61,6 +62,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         clock=clock or SystemClock(),
         options=options,
         dialect=engine.dialect.name,
+        engine=engine,
     )
 
 
@@ -98,7 +100,9 @@ def build_app(
 
 def _background(hub: Hub, settings: Settings) -> Any:
     async def workers(_app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(run_sweeper(hub, settings.sweep_interval_seconds), name="sweeper")]
+        assert hub.engine is not None
+        sweeper = run_exclusive(hub.engine, "sweeper", lambda: run_sweeper(hub, settings.sweep_interval_seconds))
+        tasks = [asyncio.create_task(sweeper, name="sweeper")]
         yield
         for task in tasks:
             task.cancel()

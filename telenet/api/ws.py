@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telenet.api.context import HUB, actor_of, hub_of
 from telenet.api.spec import Routes
@@ -52,6 +53,7 @@ class Broker:
         self.subscribers: weakref.WeakSet[Subscriber] = weakref.WeakSet()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listen_conn: AsyncConnection | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -59,9 +61,26 @@ class Broker:
     async def start(self) -> None:
         self.last_id = await events.last_event_id(self.hub)
         self.hub.on_commit.append(self.wake)
+        await self._listen()
         self._task = asyncio.create_task(self._run(), name="event-broker")
 
+    async def _listen(self) -> None:
+        """On PostgreSQL, LISTEN for commits of other hub processes (a wake-up only: a lost notification
+        costs at most ``poll_interval``, because the event table is read either way)."""
+        engine = self.hub.engine
+        if engine is None or engine.dialect.name != "postgresql":
+            return
+        try:
+            self._listen_conn = await engine.connect()
+            raw = await self._listen_conn.get_raw_connection()
+            await raw.driver_connection.add_listener(events.EVENTS_CHANNEL, lambda *_: self.wake())
+        except Exception:
+            log.exception("LISTEN %s failed; falling back to polling", events.EVENTS_CHANNEL)
+
     async def stop(self) -> None:
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.close()
         with contextlib.suppress(ValueError):
             self.hub.on_commit.remove(self.wake)
         if self._task:

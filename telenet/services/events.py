@@ -17,6 +17,7 @@ from telenet.store.models import Center, Event, EventTopic, Institution, Request
 # One PostgreSQL advisory lock serializes the event-writing part of transactions, so that event ids
 # become visible in id order and a reader that has seen id N never later finds a smaller id appear.
 _EVENT_ORDER_LOCK = 7_411_001
+EVENTS_CHANNEL = "telenet_events"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ async def emit(
     """Add an event row (and its topics) to the running transaction."""
     if hub.dialect == "postgresql" and not session.info.get("event_lock"):
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_ORDER_LOCK})
+        # Delivered at commit to every hub process listening: the wake-up; the event table stays the truth.
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
         session.info["event_lock"] = True
     event = Event(at=hub.clock.now(), name=name, request_id=request_id, data=data)
     session.add(event)

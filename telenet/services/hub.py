@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
@@ -37,6 +37,7 @@ class Hub:
     clock: Clock
     options: HubOptions
     dialect: str = "sqlite"
+    engine: AsyncEngine | None = None
     on_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def notify_committed(self) -> None:
@@ -89,6 +90,7 @@ class UnitOfWork:
         if self.record is not None and self.actor is not None:
             self.session.add(_audit_row(self.hub, self.actor, self.record, "ok"))
         await self.session.commit()
+        self.session.info.pop("event_lock", None)
         self.committed = True
         self.hub.notify_committed()
 
