@@ -73,7 +73,8 @@ class Broker:
         try:
             self._listen_conn = await engine.connect()
             raw = await self._listen_conn.get_raw_connection()
-            await raw.driver_connection.add_listener(events.EVENTS_CHANNEL, lambda *_: self.wake())
+            driver: Any = raw.driver_connection  # asyncpg's Connection
+            await driver.add_listener(events.EVENTS_CHANNEL, lambda *_: self.wake())
         except Exception:
             log.exception("LISTEN %s failed; falling back to polling", events.EVENTS_CHANNEL)
 
@@ -224,7 +225,7 @@ async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set
 async def _send(ws: web.WebSocketResponse, event: PublishedEvent, topics: set[str]) -> None:
     for topic in event.topics:
         if topic in topics:
-            await ws.send_json(event.message(topic))
+            await ws.send_str(event.encoded(topic))
             return
 
 

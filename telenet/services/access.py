@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, NotFound
 from telenet.domain.tiers import is_within
+from telenet.services.hub import UnitOfWork
 from telenet.store.models import Center, Institution, Participant, Request
 
 
@@ -62,6 +63,30 @@ async def load_request(session: AsyncSession, actor: Actor, request_id: int, *, 
     if not await can_see_request(session, actor, request):
         raise Forbidden(f"request {request_id} is outside your scope", code="scope")
     return request
+
+
+async def load_for_action(
+    uow: UnitOfWork, actor: Actor, request_id: int, *, integration_subtree: bool = False
+) -> tuple[Request, Center, str]:
+    """The request for a state-changing use case, with its current center and requesting institution's code;
+    404/403 as for reading. Integration accounts (gateways) reach the requests of their institution's subtree."""
+    session = uow.session
+    if integration_subtree and actor.role is Role.INTEGRATION:
+        request = (await session.execute(select(Request).where(Request.id == request_id))).scalar_one_or_none()
+        if request is None or not is_within(request.requesting_path, actor.institution_path):
+            raise (
+                NotFound(f"no request {request_id}")
+                if request is None
+                else Forbidden(f"request {request_id} is outside your scope", code="scope")
+            )
+    else:
+        request = await load_request(session, actor, request_id, for_update=True)
+    uow.audit(object_path=request.requesting_path)
+    center, _ = await center_of(session, request.center_id)
+    inst_code = (
+        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
+    ).scalar_one()
+    return request, center, inst_code
 
 
 def require_role(actor: Actor, *roles: Role, action: str) -> None:

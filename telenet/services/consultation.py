@@ -9,9 +9,10 @@ from sqlalchemy import select
 from telenet.domain.access import Actor
 from telenet.domain.errors import Conflict, Invalid
 from telenet.domain.lifecycle import Kind, is_terminal
+from telenet.services.access import load_for_action
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import _add_participant, _locked
+from telenet.services.requests import add_participant
 from telenet.store.models import Message
 
 
@@ -20,7 +21,7 @@ async def post_message(hub: Hub, actor: Actor, request_id: int, body: str) -> di
     if not body.strip():
         raise Invalid("a message needs text", code="empty-message")
     async with use_case(hub, actor, "consultation.message", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         if request.kind != Kind.CONSULTATION.value:
             raise Invalid("only a consultation has a message thread", code="not-consultation")
         if request.state == "cancelled":
@@ -51,7 +52,7 @@ async def post_message(hub: Hub, actor: Actor, request_id: int, body: str) -> di
 
 async def list_messages(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     async with use_case(hub, actor, "consultation.messages.read", "request", str(request_id)) as uow:
-        request, _, _ = await _locked(uow, actor, request_id)
+        request, _, _ = await load_for_action(uow, actor, request_id)
         rows = (
             (await uow.session.execute(select(Message).where(Message.request_id == request.id).order_by(Message.id)))
             .scalars()
@@ -62,9 +63,9 @@ async def list_messages(hub: Hub, actor: Actor, request_id: int) -> dict[str, An
 
 async def add_participants(hub: Hub, actor: Actor, request_id: int, usernames: list[str]) -> list[str]:
     async with use_case(hub, actor, "consultation.participants", "request", str(request_id)) as uow:
-        request, _, _ = await _locked(uow, actor, request_id)
+        request, _, _ = await load_for_action(uow, actor, request_id)
         for name in usernames:
-            await _add_participant(uow.session, hub, request, name)
+            await add_participant(uow.session, hub, request, name)
         return usernames
 
 

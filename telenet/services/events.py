@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
@@ -27,16 +28,17 @@ class PublishedEvent:
     topics: tuple[str, ...]
     data: dict[str, Any]
     at: str
+    _encoded: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def message(self, topic: str) -> dict[str, Any]:
-        return {
-            "type": "event",
-            "id": self.id,
-            "topic": topic,
-            "name": self.name,
-            "at": self.at,
-            "data": self.data,
-        }
+        return {"type": "event", "id": self.id, "topic": topic, "name": self.name, "at": self.at, "data": self.data}
+
+    def encoded(self, topic: str) -> str:
+        """The JSON text of the message on ``topic``, encoded once however many subscribers receive it."""
+        text = self._encoded.get(topic)
+        if text is None:
+            text = self._encoded[topic] = json.dumps(self.message(topic), ensure_ascii=False)
+        return text
 
 
 async def emit(

@@ -16,10 +16,10 @@ from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, lease_until, remaining, sla_minutes_for
 from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
-from telenet.services.access import center_by_code, center_of, require_center_staff, require_role
+from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import _locked, request_view
+from telenet.services.requests import request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 
@@ -83,7 +83,7 @@ async def worklist(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50,
 async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     """Take a request for reading; exclusive and leased. Claiming again by the holder renews the lease."""
     async with use_case(hub, actor, "request.claim", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_center_staff(actor, center, action="claim", coordinators=False)
         if request.state == "claimed" and request.claimed_by_id != actor.user_id:
             raise Conflict(
@@ -112,7 +112,7 @@ async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
 async def release(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     """Give a claimed request back to the queue (its holder, or a coordinator of the center)."""
     async with use_case(hub, actor, "request.release", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_center_staff(actor, center, action="release")
         if actor.role is Role.READER and request.claimed_by_id not in (None, actor.user_id):
             raise Forbidden("only the holder or a coordinator may release a claim", code="not-holder")
@@ -139,7 +139,7 @@ async def return_request(hub: Hub, actor: Actor, request_id: int, reason: str, n
     except ValueError:
         raise Invalid(f"unknown return reason {reason!r}", code="bad-reason") from None
     async with use_case(hub, actor, "request.return", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_center_staff(actor, center, action="return", coordinators=False)
         _require_holder(actor, request)
         await apply(
@@ -168,7 +168,7 @@ def _require_holder(actor: Actor, request: Request) -> None:
 async def escalate(hub: Hub, actor: Actor, request_id: int, reason: str) -> dict[str, Any]:
     """Re-route to the best center of a strictly higher tier (readers and coordinators of the current one)."""
     async with use_case(hub, actor, "request.escalate", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_center_staff(actor, center, action="escalate")
         if actor.role is Role.READER:
             _require_holder(actor, request)

@@ -15,10 +15,10 @@ from telenet.domain.access import MIN_YEARS_TO_SIGN, Actor, Role, may_sign_final
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.lifecycle import Action, Kind, transition
 from telenet.services import fees, outbox
-from telenet.services.access import center_of, require_center_staff, require_requesting_side
+from telenet.services.access import center_of, load_for_action, require_center_staff, require_requesting_side
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import _locked, critical_view, request_view
+from telenet.services.requests import critical_view, request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import CriticalFinding, Institution, Report, Request, User
 
@@ -69,7 +69,7 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
         hub, actor, "report.final" if final else "report.preliminary", "request", str(request_id)
     ) as uow:
         session = uow.session
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_center_staff(actor, center, action="report", coordinators=False)
         if request.state == "claimed" and request.claimed_by_id != actor.user_id:
             raise Forbidden("only the reader holding the claim may report", code="not-holder")
@@ -177,7 +177,7 @@ async def addendum(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]
     """A signed correction of a final report, by a reader of the signing center who may sign."""
     async with use_case(hub, actor, "report.addendum", "request", str(request_id)) as uow:
         session = uow.session
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         final = (
             await session.execute(select(Report).where(Report.request_id == request.id, Report.status == "final"))
         ).scalar_one_or_none()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Conflict, Forbidden, Invalid
+from telenet.domain.errors import Conflict, Invalid
 from telenet.domain.lifecycle import (
     Action,
     Kind,
@@ -24,9 +24,15 @@ from telenet.domain.lifecycle import (
 from telenet.domain.patients import SEXES, last4, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, sla_minutes_for
-from telenet.domain.tiers import Tier, is_within
+from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
-from telenet.services.access import center_of, load_request, require_requesting_side, require_role
+from telenet.services.access import (
+    center_of,
+    load_for_action,
+    load_request,
+    require_requesting_side,
+    require_role,
+)
 from telenet.services.events import emit, request_topics
 from telenet.services.hub import Hub, UnitOfWork, use_case
 from telenet.services.transitions import apply, apply_fields, summary
@@ -181,7 +187,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             request.accession_number = issued_accession(request.id, now)
         await routing.record(hub, session, request.id, "route", decision, center_id, None, actor.username)
         for username in body.get("participants", []):
-            await _add_participant(session, hub, request, username)
+            await add_participant(session, hub, request, username)
         await session.flush()
         await studies.on_routed(hub, session, request, center)
         uow.audit(object_id=str(request.id), detail={"accession_number": request.accession_number})
@@ -196,7 +202,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         return await request_view(session, actor, request)
 
 
-async def _add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
+async def add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
     if request.kind != Kind.CONSULTATION.value:
         raise Invalid("only a consultation has participants", code="participants-not-allowed")
     user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
@@ -410,7 +416,7 @@ async def data_complete(hub: Hub, actor: Actor, request_id: int, signal: str = "
     """
     require_role(actor, Role.INTEGRATION, action="mark data complete")
     async with use_case(hub, actor, "request.data_complete", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id, integration_subtree=True)
+        request, center, inst_code = await load_for_action(uow, actor, request_id, integration_subtree=True)
         if request.consent_given_at is None and request.state == RequestState.ORDERED.value:
             transition(request.kind, request.state, Action.DATA_COMPLETE)
             await apply_fields(
@@ -454,7 +460,7 @@ async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str,
     already complete, it is queued now."""
     moment = _aware(given_at, "given_at")
     async with use_case(hub, actor, "request.consent", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id, integration_subtree=True)
+        request, center, inst_code = await load_for_action(uow, actor, request_id, integration_subtree=True)
         require_requesting_side(actor, request, action="record consent")
         if request.consent_given_at is not None:
             raise Conflict("consent is already recorded", code="consent-recorded", details={"state": request.state})
@@ -480,33 +486,9 @@ async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str,
         return await request_view(uow.session, actor, request)
 
 
-async def _locked(
-    uow: UnitOfWork, actor: Actor, request_id: int, *, integration_subtree: bool = False
-) -> tuple[Request, Center, str]:
-    session = uow.session
-    if integration_subtree and actor.role is Role.INTEGRATION:
-        request = (await session.execute(select(Request).where(Request.id == request_id))).scalar_one_or_none()
-        if request is None or not is_within(request.requesting_path, actor.institution_path):
-            from telenet.domain.errors import NotFound
-
-            raise (
-                NotFound(f"no request {request_id}")
-                if request is None
-                else Forbidden(f"request {request_id} is outside your scope", code="scope")
-            )
-    else:
-        request = await load_request(session, actor, request_id, for_update=True)
-    uow.audit(object_path=request.requesting_path)
-    center, _ = await center_of(session, request.center_id)
-    inst_code = (
-        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
-    ).scalar_one()
-    return request, center, inst_code
-
-
 async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) -> dict[str, Any]:
     async with use_case(hub, actor, "request.cancel", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_requesting_side(actor, request, action="cancel a request")
         await apply(
             hub,
@@ -527,7 +509,7 @@ async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) ->
 async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) -> dict[str, Any]:
     """The requester has fixed what the reader returned it for: queued again at the same center, a new SLA."""
     async with use_case(hub, actor, "request.resubmit", "request", str(request_id)) as uow:
-        request, center, inst_code = await _locked(uow, actor, request_id)
+        request, center, inst_code = await load_for_action(uow, actor, request_id)
         require_requesting_side(actor, request, action="resubmit a request")
         now = hub.clock.now()
         await apply(

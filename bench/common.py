@@ -1,0 +1,126 @@
+"""Shared pieces of the benchmarks: a hub server in a subprocess on free ports with its own database."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "fixtures" / "network-demo.json"
+PASSWORD = "bench-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class HubProcess:
+    """``telenet serve`` in a subprocess with a fresh database (SQLite in a temp dir, or a PostgreSQL schema)."""
+
+    database_url: str | None = None
+    env_extra: dict[str, str] = field(default_factory=dict)
+    network: Path = DEMO
+
+    def __post_init__(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="telenet-bench-")
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TELENET_")}
+        self.env.update(
+            {
+                "TELENET_VAR_DIR": self.tmp,
+                "TELENET_DATABASE_URL": self.database_url or f"sqlite+aiosqlite:///{self.tmp}/telenet.db",
+                "TELENET_HTTP_PORT": str(self.port),
+                "TELENET_DICOM_ENABLED": "0",
+                "TELENET_HL7_ENABLED": "0",
+                "TELENET_LOG_LEVEL": "WARNING",
+                **self.env_extra,
+            }
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "telenet.cli", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    def prepare(self) -> None:
+        self.cli("db", "upgrade")
+        self.cli("network", "load", str(self.network))
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "telenet.cli", "serve"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_password(self, username: str) -> None:
+        from telenet.domain.errors import TelenetError  # noqa: F401 - import check only
+
+        user = self.user_row(username)
+        args = ["user", "add", username, "--role", user["role"], "--institution", user["institution"]]
+        for center in user.get("centers", []):
+            args += ["--center", center]
+        self.cli(*args, "--password-stdin", stdin=PASSWORD + "\n")
+
+    def user_row(self, username: str) -> dict[str, Any]:
+        doc = json.loads(self.network.read_text(encoding="utf-8"))
+        row: dict[str, Any] = next(u for u in doc["users"] if u["username"] == username)
+        return row
+
+    def token(self, username: str) -> str:
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/auth/token",
+            method="POST",
+            data=json.dumps({"username": username, "password": PASSWORD}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return str(json.load(resp)["token"])
