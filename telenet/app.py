@@ -22,7 +22,7 @@ from telenet.domain.sla import Clock, SystemClock
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
-from telenet.store.db import create_engine, session_factory
+from telenet.store.db import create_engine, read_session_factory, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         options=options,
         dialect=engine.dialect.name,
         engine=engine,
+        read_sessions=read_session_factory(engine),
     )
 
 

@@ -74,7 +74,7 @@ async def issue_token(hub: Hub, username: str, password: str, remote_addr: str |
 
 async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> Actor:
     """The actor behind a bearer token; 401 when unknown or expired."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         row = (
             await session.execute(
                 select(Token, User, Institution)

@@ -54,7 +54,8 @@ async def emit(
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_ORDER_LOCK})
         # Delivered at commit to every hub process listening: the wake-up; the event table stays the truth.
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
-        session.info["event_lock"] = True
+    # Marks the transaction as one that emitted events: its commit wakes the fan-out.
+    session.info["event_lock"] = True
     event = Event(at=hub.clock.now(), name=name, request_id=request_id, data=data)
     session.add(event)
     await session.flush()
@@ -74,7 +75,7 @@ async def authorize_topics(hub: Hub, actor: Actor, topics: Sequence[str]) -> tup
     """Split the requested topics into those the actor may follow and errors for the others."""
     allowed: list[str] = []
     refused: list[dict[str, str]] = []
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         for topic in topics:
             try:
                 await _authorize(session, actor, topic)
@@ -126,7 +127,7 @@ async def events_since(hub: Hub, topics: Sequence[str], since: int, limit: int =
     """Events on any of ``topics`` with an id above ``since``, in id order."""
     if not topics:
         return []
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         rows = (
             await session.execute(
                 select(Event, EventTopic.topic)
@@ -141,7 +142,7 @@ async def events_since(hub: Hub, topics: Sequence[str], since: int, limit: int =
 
 async def latest_events(hub: Hub, after: int, limit: int = 1000) -> list[PublishedEvent]:
     """Every event above ``after`` with all its topics (the fan-out's feed)."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         ids = (
             (await session.execute(select(Event.id).where(Event.id > after).order_by(Event.id).limit(limit)))
             .scalars()
@@ -161,7 +162,7 @@ async def latest_events(hub: Hub, after: int, limit: int = 1000) -> list[Publish
 
 
 async def last_event_id(hub: Hub) -> int:
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         value = (await session.execute(select(Event.id).order_by(Event.id.desc()).limit(1))).scalar_one_or_none()
     return int(value or 0)
 

@@ -38,6 +38,12 @@ class Hub:
     options: HubOptions
     dialect: str = "sqlite"
     engine: AsyncEngine | None = None
+    # Sessions that never write (token checks, event feeds); the write factory when not given.
+    read_sessions: async_sessionmaker[AsyncSession] | None = None
+
+    def reader(self) -> AsyncSession:
+        return (self.read_sessions or self.sessions)()
+
     on_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def notify_committed(self) -> None:
@@ -90,9 +96,10 @@ class UnitOfWork:
         if self.record is not None and self.actor is not None:
             self.session.add(_audit_row(self.hub, self.actor, self.record, "ok"))
         await self.session.commit()
-        self.session.info.pop("event_lock", None)
+        emitted = self.session.info.pop("event_lock", None)
         self.committed = True
-        self.hub.notify_committed()
+        if emitted:
+            self.hub.notify_committed()
 
 
 def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:

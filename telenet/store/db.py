@@ -45,7 +45,8 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions (see read_session_factory) must not queue behind writers.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     kwargs["pool_size"] = 10
@@ -58,3 +59,12 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+READ_ONLY = "telenet_read_only"
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that only read (token checks, event feeds): on SQLite a plain deferred BEGIN, so they read
+    their WAL snapshot without waiting for the write lock that every use case takes at its start."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False)
