@@ -1,0 +1,203 @@
+"""Several `telenet serve` processes on one PostgreSQL database, started on free ports by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD
+from tests.integration.test_cli import free_port
+
+pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="several hub processes need TELENET_TEST_POSTGRES_URL")
+
+
+@dataclass
+class HubNode:
+    """One hub process."""
+
+    name: str
+    env: dict[str, str]
+    http_port: int
+    dicom_port: int
+    hl7_port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "telenet.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text(errors='replace')}") from None
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no unlock, connections dropped by the kernel."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Cluster:
+    database_url: str
+    nodes: list[HubNode] = field(default_factory=list)
+
+    def token(self, node: HubNode, username: str) -> str:
+        request = urllib.request.Request(
+            f"{node.url}/api/v1/auth/token",
+            method="POST",
+            data=json.dumps({"username": username, "password": TEST_PASSWORD}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return str(json.load(resp)["token"])
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "telenet.cli", *args],
+        env=env,
+        input=stdin,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A fresh PostgreSQL database with the demo network (all passwords TEST_PASSWORD) and three hub processes,
+    shared by the tests of a module (a test that kills a process starts it again)."""
+    assert POSTGRES_URL
+    tmp_path = tmp_path_factory.mktemp("cluster")
+    name = "tn_" + uuid.uuid4().hex[:12]
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    database_url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TELENET_")}
+    base.update(
+        {
+            "TELENET_DATABASE_URL": database_url,
+            "TELENET_SECRET": "scaleout-test-secret",
+            "TELENET_LOG_LEVEL": "INFO",
+            "TELENET_SWEEP_INTERVAL_SECONDS": "0.5",
+            "TELENET_STUDY_QUIET_SECONDS": "0.5",
+        }
+    )
+    setup_env = {**base, "TELENET_VAR_DIR": str(tmp_path / "setup")}
+    _cli(setup_env, "db", "upgrade")
+    asyncio.run(_load_demo(database_url))
+    cluster = Cluster(database_url)
+    shared_var = tmp_path / "var"  # one storage path shared by every process, as on one host
+    for i in range(3):
+        http, dicom, hl7 = free_port(), free_port(), free_port()
+        env = {
+            **base,
+            "TELENET_VAR_DIR": str(shared_var),
+            "TELENET_HTTP_PORT": str(http),
+            "TELENET_DICOM_PORT": str(dicom),
+            "TELENET_HL7_PORT": str(hl7),
+        }
+        cluster.nodes.append(HubNode(f"hub{i}", env, http, dicom, hl7, tmp_path / f"hub{i}.log"))
+    try:
+        for node in cluster.nodes:
+            node.start()
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            node.stop()
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _load_demo(database_url: str) -> None:
+    """The demo network with every account's password set to TEST_PASSWORD (hashed once, not per account)."""
+    from sqlalchemy import update
+
+    from telenet.app import make_hub
+    from telenet.config import Settings
+    from telenet.services.auth import hash_password
+    from telenet.services.network import load_network
+    from telenet.store.db import create_engine
+    from telenet.store.models import User
+
+    engine = create_engine(database_url)
+    try:
+        hub = make_hub(Settings(secret="scaleout-test-secret"), engine)
+        await load_network(hub, json.loads(DEMO_NETWORK.read_text(encoding="utf-8")))
+        async with hub.sessions() as session:
+            await session.execute(update(User).values(password_hash=hash_password(TEST_PASSWORD)))
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def add_readers(cluster: Cluster, count: int, center: str) -> list[str]:
+    """Reader accounts of ``center`` with TEST_PASSWORD, added through the service layer."""
+    from sqlalchemy import update
+
+    from telenet.app import make_hub
+    from telenet.config import Settings
+    from telenet.services.auth import add_user, hash_password
+    from telenet.store.db import create_engine
+    from telenet.store.models import User
+
+    engine = create_engine(cluster.database_url)
+    names = [f"reader{i:02d}" for i in range(count)]
+    try:
+        hub = make_hub(Settings(secret="scaleout-test-secret"), engine)
+        for name in names:
+            await add_user(hub, username=name, role="reader", institution="NL-C01-K01", password=None, centers=[center])
+        async with hub.sessions() as session:
+            await session.execute(
+                update(User).where(User.username.in_(names)).values(password_hash=hash_password(TEST_PASSWORD))
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return names
+
+
+async def _admin(statement: str) -> None:
+    """CREATE/DROP DATABASE, which cannot run inside a transaction."""
+    assert POSTGRES_URL
+    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
