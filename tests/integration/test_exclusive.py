@@ -25,8 +25,7 @@ async def test_one_holder_and_takeover_when_it_dies() -> None:
     def job(n: int) -> Any:
         async def loop() -> None:
             running.append(n)
-            while True:
-                await asyncio.sleep(0.05)
+            await asyncio.Event().wait()  # a job runs until it is cancelled
 
         return loop
 
