@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from telenet.api import registry_routes, request_routes, ws
+from telenet.api import fee_routes, registry_routes, request_routes, ws
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
@@ -68,7 +68,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
 
 
 def route_sets() -> list[Routes]:
-    return [registry_routes.routes, request_routes.routes, ws.routes]
+    return [registry_routes.routes, request_routes.routes, ws.routes, fee_routes.routes]
 
 
 def build_app(

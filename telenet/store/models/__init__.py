@@ -2,6 +2,7 @@
 
 from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
 from telenet.store.models.base import Base
+from telenet.store.models.fees import FeeLine, RecognitionDecision
 from telenet.store.models.registry import (
     Agreement,
     Center,
@@ -32,6 +33,7 @@ __all__ = [
     "CriticalFinding",
     "Event",
     "EventTopic",
+    "FeeLine",
     "FeeScheduleEntry",
     "Institution",
     "InstitutionAETitle",
@@ -40,6 +42,7 @@ __all__ = [
     "NetworkMember",
     "Participant",
     "Patient",
+    "RecognitionDecision",
     "Report",
     "Request",
     "RouteStep",

@@ -376,6 +376,61 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("request_id", "user_id", name=op.f("pk_participants")),
     )
     op.create_table(
+        "recognition_decisions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("patient_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("result_request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("institution_id", sa.Integer(), nullable=False),
+        sa.Column("institution_path", sa.String(length=400), nullable=False),
+        sa.Column("producing_center_id", sa.Integer(), nullable=False),
+        sa.Column("decision", sa.String(length=16), nullable=False),
+        sa.Column("reason_code", sa.String(length=32), nullable=True),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("eligible", sa.Boolean(), nullable=False),
+        sa.Column("eligibility_reason", sa.String(length=64), nullable=False),
+        sa.Column("clinician_id", sa.Integer(), nullable=False),
+        sa.Column("clinician", sa.String(length=200), nullable=False),
+        sa.Column("fee_schedule_id", sa.Integer(), nullable=True),
+        sa.Column("fee_avoided_fen", sa.Integer(), nullable=True),
+        sa.Column("at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(
+            "decision = 'not_recognized' OR reason_code IS NULL", name=op.f("ck_recognition_decisions_recognized")
+        ),
+        sa.CheckConstraint(
+            "decision = 'recognized' OR (reason_code IS NOT NULL AND fee_avoided_fen IS NULL)",
+            name=op.f("ck_recognition_decisions_not_recognized"),
+        ),
+        sa.CheckConstraint(
+            "decision in ('recognized','not_recognized')", name=op.f("ck_recognition_decisions_decision")
+        ),
+        sa.ForeignKeyConstraint(
+            ["clinician_id"], ["users.id"], name=op.f("fk_recognition_decisions_clinician_id_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["fee_schedule_id"], ["fee_schedule.id"], name=op.f("fk_recognition_decisions_fee_schedule_id_fee_schedule")
+        ),
+        sa.ForeignKeyConstraint(
+            ["institution_id"], ["institutions.id"], name=op.f("fk_recognition_decisions_institution_id_institutions")
+        ),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["patients.id"], name=op.f("fk_recognition_decisions_patient_id_patients")
+        ),
+        sa.ForeignKeyConstraint(
+            ["producing_center_id"], ["centers.id"], name=op.f("fk_recognition_decisions_producing_center_id_centers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["result_request_id"], ["requests.id"], name=op.f("fk_recognition_decisions_result_request_id_requests")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_recognition_decisions")),
+    )
+    with op.batch_alter_table("recognition_decisions", schema=None) as batch_op:
+        batch_op.create_index("ix_recognition_decisions_path_at", ["institution_path", "at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_recognition_decisions_patient_id"), ["patient_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_recognition_decisions_result_request_id"), ["result_request_id"], unique=False
+        )
+
+    op.create_table(
         "reports",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -453,11 +508,87 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_critical_findings_request_id"), ["request_id"], unique=False)
         batch_op.create_index("ix_critical_open", ["acknowledged_at", "deadline_at"], unique=False)
 
+    op.create_table(
+        "fee_lines",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("report_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("refund_of", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("inviting_institution_id", sa.Integer(), nullable=False),
+        sa.Column("invited_institution_id", sa.Integer(), nullable=False),
+        sa.Column("inviting_path", sa.String(length=400), nullable=False),
+        sa.Column("invited_path", sa.String(length=400), nullable=False),
+        sa.Column("center_id", sa.Integer(), nullable=False),
+        sa.Column("service", sa.String(length=16), nullable=False),
+        sa.Column("modality", sa.String(length=16), nullable=True),
+        sa.Column("priority", sa.String(length=8), nullable=False),
+        sa.Column("subspecialty", sa.String(length=64), nullable=True),
+        sa.Column("fee_schedule_id", sa.Integer(), nullable=False),
+        sa.Column("price_fen", sa.Integer(), nullable=False),
+        sa.Column("inviting_fen", sa.Integer(), nullable=False),
+        sa.Column("invited_fen", sa.Integer(), nullable=False),
+        sa.Column("agreement_id", sa.Integer(), nullable=False),
+        sa.Column("network_code", sa.String(length=64), nullable=False),
+        sa.Column("invited_share_bp", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.CheckConstraint("invited_share_bp >= 0 AND invited_share_bp <= 10000", name=op.f("ck_fee_lines_share_bp")),
+        sa.CheckConstraint("inviting_fen + invited_fen = price_fen", name=op.f("ck_fee_lines_split_adds_up")),
+        sa.CheckConstraint(
+            "refund_of IS NOT NULL OR (report_id IS NOT NULL AND price_fen >= 0)", name=op.f("ck_fee_lines_charge")
+        ),
+        sa.CheckConstraint(
+            "refund_of IS NULL OR (report_id IS NULL AND price_fen <= 0 AND reason IS NOT NULL)",
+            name=op.f("ck_fee_lines_refund"),
+        ),
+        sa.ForeignKeyConstraint(["center_id"], ["centers.id"], name=op.f("fk_fee_lines_center_id_centers")),
+        sa.ForeignKeyConstraint(
+            ["fee_schedule_id"], ["fee_schedule.id"], name=op.f("fk_fee_lines_fee_schedule_id_fee_schedule")
+        ),
+        sa.ForeignKeyConstraint(
+            ["invited_institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_fee_lines_invited_institution_id_institutions"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["inviting_institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_fee_lines_inviting_institution_id_institutions"),
+        ),
+        sa.ForeignKeyConstraint(["refund_of"], ["fee_lines.id"], name=op.f("fk_fee_lines_refund_of_fee_lines")),
+        sa.ForeignKeyConstraint(["report_id"], ["reports.id"], name=op.f("fk_fee_lines_report_id_reports")),
+        sa.ForeignKeyConstraint(["request_id"], ["requests.id"], name=op.f("fk_fee_lines_request_id_requests")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_fee_lines")),
+        sa.UniqueConstraint("refund_of", name=op.f("uq_fee_lines_refund_of")),
+        sa.UniqueConstraint("report_id", name=op.f("uq_fee_lines_report_id")),
+    )
+    with op.batch_alter_table("fee_lines", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_fee_lines_at"), ["at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_fee_lines_invited_institution_id"), ["invited_institution_id"], unique=False
+        )
+        batch_op.create_index("ix_fee_lines_invited_path_at", ["invited_path", "at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_fee_lines_inviting_institution_id"), ["inviting_institution_id"], unique=False
+        )
+        batch_op.create_index("ix_fee_lines_inviting_path_at", ["inviting_path", "at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_fee_lines_request_id"), ["request_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("fee_lines", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_fee_lines_request_id"))
+        batch_op.drop_index("ix_fee_lines_inviting_path_at")
+        batch_op.drop_index(batch_op.f("ix_fee_lines_inviting_institution_id"))
+        batch_op.drop_index("ix_fee_lines_invited_path_at")
+        batch_op.drop_index(batch_op.f("ix_fee_lines_invited_institution_id"))
+        batch_op.drop_index(batch_op.f("ix_fee_lines_at"))
+
+    op.drop_table("fee_lines")
     with op.batch_alter_table("critical_findings", schema=None) as batch_op:
         batch_op.drop_index("ix_critical_open")
         batch_op.drop_index(batch_op.f("ix_critical_findings_request_id"))
@@ -471,6 +602,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_reports_request_id"))
 
     op.drop_table("reports")
+    with op.batch_alter_table("recognition_decisions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recognition_decisions_result_request_id"))
+        batch_op.drop_index(batch_op.f("ix_recognition_decisions_patient_id"))
+        batch_op.drop_index("ix_recognition_decisions_path_at")
+
+    op.drop_table("recognition_decisions")
     op.drop_table("participants")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_messages_request_id"))
