@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from telenet.api import fee_routes, registry_routes, request_routes, ws
+from gateways.dicom.node import dicom_ctx
+from telenet.api import dicom_routes, fee_routes, registry_routes, request_routes, ws
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
@@ -68,7 +69,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
 
 
 def route_sets() -> list[Routes]:
-    return [registry_routes.routes, request_routes.routes, ws.routes, fee_routes.routes]
+    return [registry_routes.routes, request_routes.routes, ws.routes, fee_routes.routes, dicom_routes.routes]
 
 
 def build_app(
@@ -96,6 +97,8 @@ def build_app(
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
         app.cleanup_ctx.append(_background(hub, settings))
+        if settings.dicom_enabled:
+            app.cleanup_ctx.append(dicom_ctx(hub, settings))
     return app
 
 

@@ -453,6 +453,8 @@ async def _queue(
         due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
         **changes,
     )
+    # The data is complete: forward it to the center's PACS in this same transaction.
+    await studies.on_routed(hub, uow.session, request, center)
 
 
 async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str, given_at: str) -> dict[str, Any]:

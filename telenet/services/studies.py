@@ -1,14 +1,521 @@
-"""DICOM studies in the service layer: index, matching, completeness, forwarding. (Issue: DICOM gateway.)"""
+"""DICOM studies in the service layer: the index, matching to requests, completeness, reconciliation, ECG.
+
+The DICOM gateway extracts plain records from what it received (it owns the files and pydicom) and calls
+these use cases on the event loop. Matching: AccessionNumber first (only requests of the sender's own
+subtree), else a StudyInstanceUID already known (an earlier instance or an MPPS); anything else waits in the
+reconciliation list. Completeness: an ECG instance completes an ``ecg`` request at once; an imaging request
+completes when an MPPS COMPLETED lists only instances that are present, or after a quiet time.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from telenet.services.hub import Hub
-from telenet.store.models import Center, Request
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Conflict, Forbidden, Invalid
+from telenet.domain.tiers import is_within
+from telenet.services import forwarding
+from telenet.services.access import center_of, require_role
+from telenet.services.events import emit, request_topics
+from telenet.services.hub import Hub, use_case
+from telenet.store.models import (
+    Center,
+    DicomInstance,
+    DicomSeries,
+    DicomStudy,
+    EcgMeasurement,
+    Institution,
+    InstitutionAETitle,
+    Request,
+)
+
+log = logging.getLogger(__name__)
+
+SIGNALS = ("mpps", "quiet-time", "ecg")
+_RETRIES = 3  # concurrent first instances of one study race on its unique UID; the loser retries
+
+
+# --------------------------------------------------------------------------------------------------
+# Who is calling: a registered AE title acts as its institution's integration account
+# --------------------------------------------------------------------------------------------------
+
+
+def gateway_actor(institution: Institution, ae_title: str | None, remote_addr: str | None = None) -> Actor:
+    """The actor of a DICOM peer: integration role at the institution its AE title is registered to."""
+    name = f"dicom:{ae_title}" if ae_title else "dicom:gateway"
+    return Actor(
+        user_id=0,
+        username=name,
+        role=Role.INTEGRATION,
+        institution_id=institution.id,
+        institution_code=institution.code,
+        institution_path=institution.path,
+        display_name=name,
+        remote_addr=remote_addr,
+    )
+
+
+async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> Actor | None:
+    """The actor of a calling AE title, or None when no institution has registered it."""
+    async with hub.sessions() as session:
+        inst = (
+            await session.execute(
+                select(Institution)
+                .join(InstitutionAETitle, InstitutionAETitle.institution_id == Institution.id)
+                .where(InstitutionAETitle.ae_title == ae_title.strip())
+            )
+        ).scalar_one_or_none()
+    return gateway_actor(inst, ae_title.strip(), remote_addr) if inst is not None else None
+
+
+async def registered_ae_titles(hub: Hub) -> set[str]:
+    async with hub.sessions() as session:
+        return set((await session.execute(select(InstitutionAETitle.ae_title))).scalars().all())
+
+
+# --------------------------------------------------------------------------------------------------
+# Records the gateway hands over
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EcgSummary:
+    """What the gateway measured on an ECG waveform (Pan–Tompkins) and where it rendered the SVG/JSON."""
+
+    heart_rate_bpm: float | None
+    rr_ms_mean: float | None
+    r_peak_count: int
+    lead: str | None
+    method: str
+    sampling_hz: float | None
+    duration_s: float | None
+    leads: list[str]
+    svg_path: str | None
+    json_path: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One received SOP instance as the index needs it: identifiers, decoded patient/study attributes, file."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    path: str
+    size_bytes: int
+    accession_number: str | None = None
+    patient_name: str | None = None
+    patient_id: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    study_date: str | None = None
+    study_time: str | None = None
+    study_id: str | None = None
+    study_description: str | None = None
+    referring_physician: str | None = None
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    body_part: str | None = None
+    instance_number: int | None = None
+    character_set: str | None = None
+    ecg: EcgSummary | None = None
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    duplicate: bool
+    study_instance_uid: str
+    request_id: int | None
+    matched_by: str | None
+    completed: str | None = None
+    existing_path: str | None = None
+
+
+@dataclass
+class Completion:
+    request_id: int
+    signal: str
+    study_ids: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# C-STORE: index one instance
+# --------------------------------------------------------------------------------------------------
+
+
+async def indexed_path(hub: Hub, sop_instance_uid: str) -> str | None:
+    """The file of an already indexed instance (duplicates are answered without touching the disk)."""
+    async with hub.sessions() as session:
+        return (
+            await session.execute(select(DicomInstance.path).where(DicomInstance.sop_instance_uid == sop_instance_uid))
+        ).scalar_one_or_none()
+
+
+async def store_instance(hub: Hub, actor: Actor, record: InstanceRecord) -> StoreOutcome:
+    """Index a received instance (its file is already in place) and match its study; idempotent per SOP UID.
+
+    Completes an ``ecg`` request when this is its ECG, and an imaging request whose MPPS is now satisfied.
+    """
+    require_role(actor, Role.INTEGRATION, action="store DICOM instances")
+    _check_record(record)
+    for attempt in range(_RETRIES):
+        try:
+            outcome, completion = await _store_once(hub, actor, record)
+            break
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise
+    if completion is not None:
+        signal = await complete_request(hub, completion)
+        return StoreOutcome(
+            outcome.duplicate, outcome.study_instance_uid, outcome.request_id, outcome.matched_by, signal
+        )
+    return outcome
+
+
+def _check_record(record: InstanceRecord) -> None:
+    for name in ("sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid"):
+        value = getattr(record, name)
+        if not value or len(value) > 64:
+            raise Invalid(f"{name} is missing or longer than 64 characters", code="bad-dicom")
+
+
+async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[StoreOutcome, Completion | None]:
+    async with use_case(hub, actor, "dicom.store", "dicom_instance", record.sop_instance_uid) as uow:
+        session = uow.session
+        existing = (
+            await session.execute(
+                select(DicomInstance.path, DicomStudy.study_instance_uid, DicomStudy.request_id)
+                .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
+                .where(DicomInstance.sop_instance_uid == record.sop_instance_uid)
+            )
+        ).one_or_none()
+        if existing is not None:
+            uow.audit(detail={"duplicate": True})
+            return StoreOutcome(True, existing[1], existing[2], None, existing_path=existing[0]), None
+        now = hub.clock.now()
+        study = await _study_for(session, hub, actor, record, now)
+        uow.audit(object_path=study.source_path, detail={"study": study.study_instance_uid})
+        series = (
+            await session.execute(
+                select(DicomSeries).where(DicomSeries.series_instance_uid == record.series_instance_uid)
+            )
+        ).scalar_one_or_none()
+        if series is None:
+            series = DicomSeries(
+                study_id=study.id,
+                series_instance_uid=record.series_instance_uid,
+                modality=record.modality,
+                series_number=record.series_number,
+                series_description=_cut(record.series_description, 64),
+                body_part=_cut(record.body_part, 64),
+                instance_count=0,
+            )
+            session.add(series)
+            await session.flush()
+        elif series.study_id != study.id:
+            raise Invalid("the series belongs to another study", code="bad-dicom")
+        instance = DicomInstance(
+            study_id=study.id,
+            series_id=series.id,
+            sop_instance_uid=record.sop_instance_uid,
+            sop_class_uid=record.sop_class_uid,
+            transfer_syntax_uid=record.transfer_syntax_uid,
+            instance_number=record.instance_number,
+            path=record.path,
+            size_bytes=record.size_bytes,
+            calling_ae=_ae_of(actor),
+            received_at=now,
+        )
+        session.add(instance)
+        await session.flush()
+        if record.ecg is not None:
+            session.add(_ecg_row(instance.id, record.ecg))
+        # Counters move with SQL expressions so concurrent associations never lose an update.
+        await session.execute(
+            update(DicomSeries).where(DicomSeries.id == series.id).values(instance_count=DicomSeries.instance_count + 1)
+        )
+        modalities = list(study.modalities or [])
+        if record.modality and record.modality not in modalities:
+            modalities.append(record.modality)
+        await session.execute(
+            update(DicomStudy)
+            .where(DicomStudy.id == study.id)
+            .values(
+                instance_count=DicomStudy.instance_count + 1,
+                total_bytes=DicomStudy.total_bytes + record.size_bytes,
+                last_received_at=now,
+                modalities=modalities,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        completion = await _completion_after_store(session, hub, study, record)
+        return StoreOutcome(False, study.study_instance_uid, study.request_id, study.matched_by), completion
+
+
+def _ae_of(actor: Actor) -> str:
+    return actor.username.removeprefix("dicom:")[:16]
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value else value
+
+
+def _ecg_row(instance_id: int, ecg: EcgSummary) -> EcgMeasurement:
+    return EcgMeasurement(
+        instance_id=instance_id,
+        heart_rate_bpm=ecg.heart_rate_bpm,
+        rr_ms_mean=ecg.rr_ms_mean,
+        r_peak_count=ecg.r_peak_count,
+        lead=ecg.lead,
+        method=ecg.method,
+        sampling_hz=ecg.sampling_hz,
+        duration_s=ecg.duration_s,
+        leads=list(ecg.leads),
+        svg_path=ecg.svg_path,
+        json_path=ecg.json_path,
+        error=ecg.error,
+    )
+
+
+async def _study_for(
+    session: AsyncSession, hub: Hub, actor: Actor, record: InstanceRecord, now: datetime
+) -> DicomStudy:
+    """The study row of this instance, created and matched on its first instance."""
+    study = (
+        await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == record.study_instance_uid))
+    ).scalar_one_or_none()
+    if study is not None:
+        if not (is_within(study.source_path, actor.institution_path) or study.source_path == actor.institution_path):
+            raise Forbidden("this study was sent by another institution", code="scope")
+        _fill_study(study, record)
+        if study.request_id is None and record.accession_number:
+            request = await request_by_accession(session, actor, record.accession_number)
+            if request is not None:
+                await link_to_request(session, hub, study, request, "accession", now, actor.username)
+        return study
+    study = DicomStudy(
+        study_instance_uid=record.study_instance_uid,
+        source_institution_id=actor.institution_id,
+        source_path=actor.institution_path,
+        calling_ae=_ae_of(actor),
+        modalities=[],
+        instance_count=0,
+        total_bytes=0,
+        first_received_at=now,
+        last_received_at=now,
+        mpps_waiting=False,
+    )
+    _fill_study(study, record)
+    session.add(study)
+    await session.flush()
+    request = await request_by_accession(session, actor, record.accession_number) if record.accession_number else None
+    if request is not None:
+        await link_to_request(session, hub, study, request, "accession", now, actor.username)
+    else:
+        inst_code = actor.institution_code
+        await emit(
+            session,
+            hub,
+            "study.unmatched",
+            [f"requests:{inst_code}"],
+            {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number},
+        )
+    return study
+
+
+def _fill_study(study: DicomStudy, record: InstanceRecord) -> None:
+    """Study attributes from the first instance that has them (later instances do not overwrite)."""
+    values = {
+        "accession_number": _cut(record.accession_number, 16),
+        "patient_name": _cut(record.patient_name, 200),
+        "patient_id": _cut(record.patient_id, 64),
+        "patient_birth_date": _cut(record.patient_birth_date, 8),
+        "patient_sex": _cut(record.patient_sex, 16),
+        "study_date": _cut(record.study_date, 8),
+        "study_time": _cut(record.study_time, 16),
+        "study_id": _cut(record.study_id, 16),
+        "study_description": _cut(record.study_description, 64),
+        "referring_physician": _cut(record.referring_physician, 200),
+        "character_set": _cut(record.character_set, 64),
+    }
+    for key, value in values.items():
+        if value and not getattr(study, key):
+            setattr(study, key, value)
+
+
+async def request_by_accession(session: AsyncSession, actor: Actor, accession: str) -> Request | None:
+    """The request with this accession number if the sender may send data for it (its own subtree)."""
+    request = (
+        await session.execute(select(Request).where(Request.accession_number == accession.strip()))
+    ).scalar_one_or_none()
+    if request is None or request.kind == "consultation":
+        return None
+    if not is_within(request.requesting_path, actor.institution_path):
+        log.warning("accession %s sent by %s belongs to another institution", accession, actor.username)
+        return None
+    return request
+
+
+async def link_to_request(
+    session: AsyncSession, hub: Hub, study: DicomStudy, request: Request, how: str, now: datetime, by: str
+) -> None:
+    study.request_id = request.id
+    study.matched_by = how
+    study.linked_at = now
+    study.linked_by = by
+    await session.flush()
+    center, _ = await center_of(session, request.center_id)
+    inst_code = (
+        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
+    ).scalar_one()
+    await emit(
+        session,
+        hub,
+        "study.received",
+        request_topics(request.id, center.code, inst_code),
+        {
+            "request_id": request.id,
+            "accession_number": request.accession_number,
+            "study_instance_uid": study.study_instance_uid,
+            "matched_by": how,
+        },
+        request_id=request.id,
+    )
+    if request.state not in ("ordered", "cancelled"):
+        await forwarding.enqueue(session, hub, study, request, center)
+
+
+async def _completion_after_store(
+    session: AsyncSession, hub: Hub, study: DicomStudy, record: InstanceRecord
+) -> Completion | None:
+    if study.request_id is None:
+        return None
+    request = await session.get(Request, study.request_id)
+    if request is None:
+        return None
+    if request.state != "ordered":
+        if request.state != "cancelled" and study.completed_at is not None:
+            center = await session.get(Center, request.center_id)
+            if center is not None:
+                await forwarding.enqueue(session, hub, study, request, center)  # a late instance
+        return None
+    if request.kind == "ecg" and record.ecg is not None:
+        return Completion(request.id, "ecg", [study.id])
+    if request.kind == "imaging" and study.mpps_waiting and await mpps_satisfied(session, study):
+        return Completion(request.id, "mpps", [study.id])
+    return None
+
+
+async def mpps_satisfied(session: AsyncSession, study: DicomStudy) -> bool:
+    from telenet.store.models import Mpps
+
+    listed: set[str] = set()
+    for uids in (
+        await session.execute(
+            select(Mpps.referenced_sop_uids).where(
+                Mpps.study_instance_uid == study.study_instance_uid, Mpps.status == "COMPLETED"
+            )
+        )
+    ).scalars():
+        listed.update(uids or [])
+    if not listed:
+        return False
+    present = (
+        await session.execute(
+            select(func.count()).select_from(DicomInstance).where(DicomInstance.sop_instance_uid.in_(sorted(listed)))
+        )
+    ).scalar_one()
+    return int(present) == len(listed)
+
+
+async def complete_request(hub: Hub, completion: Completion) -> str | None:
+    """``ordered`` → ``queued`` through requests.data_complete (which also queues the forward), then mark the
+    studies complete."""
+    from telenet.services import requests
+
+    async with hub.sessions() as session:
+        request = await session.get(Request, completion.request_id)
+        if request is None or request.state != "ordered" or request.data_completed_at is not None:
+            return None
+        requester = await session.get(Institution, request.requesting_institution_id)
+        assert requester is not None
+        actor = gateway_actor(requester, None)
+    try:
+        await requests.data_complete(hub, actor, completion.request_id, signal=completion.signal)
+    except Conflict:
+        return None  # another signal (or a person) was first
+    async with use_case(hub, None, "dicom.completed", "request", str(completion.request_id)) as uow:
+        session = uow.session
+        now = hub.clock.now()
+        studies = (
+            (await session.execute(select(DicomStudy).where(DicomStudy.request_id == completion.request_id)))
+            .scalars()
+            .all()
+        )
+        # Forwarding was queued by requests.data_complete itself, in the transaction that queued the request.
+        for study in studies:
+            study.completed_at = now
+            study.completed_by = completion.signal
+            study.mpps_waiting = False
+    log.info("request %s data complete (%s)", completion.request_id, completion.signal)
+    return completion.signal
+
+
+async def complete_quiet_studies(hub: Hub, now: datetime | None = None) -> int:
+    """Imaging requests still ``ordered`` whose studies got no instance for the quiet time → ``queued``."""
+    now = now or hub.clock.now()
+    cutoff = now - timedelta(seconds=hub.options.study_quiet_seconds)
+    async with hub.sessions() as session:
+        ids = (
+            (
+                await session.execute(
+                    select(DicomStudy.request_id)
+                    .join(Request, Request.id == DicomStudy.request_id)
+                    .where(
+                        Request.state == "ordered",
+                        Request.kind == "imaging",
+                        Request.data_completed_at.is_(None),  # complete, waiting for consent
+                        DicomStudy.instance_count > 0,
+                    )
+                    .group_by(DicomStudy.request_id)
+                    .having(func.max(DicomStudy.last_received_at) <= cutoff)
+                    .limit(200)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    done = 0
+    for request_id in ids:
+        if request_id is not None and await complete_request(hub, Completion(request_id, "quiet-time")):
+            done += 1
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# The routing hook: a request now sits at a center
+# --------------------------------------------------------------------------------------------------
 
 
 async def on_routed(hub: Hub, session: AsyncSession, request: Request, center: Center) -> None:
-    """A request now sits at ``center`` (first route or escalation): forward its study if the center has a
-    DICOM node (filled in by the DICOM work)."""
-    del hub, session, request, center
+    """A request now sits at ``center`` (first route or escalation): forward its studies that are present
+    if the center has a DICOM node. Runs inside the caller's transaction."""
+    if not center.dicom_ae_title or not center.dicom_host or not center.dicom_port:
+        return
+    if request.kind == "consultation" or request.state in ("ordered", "cancelled"):
+        return  # an ordered request is forwarded when its study is complete
+    studies = (await session.execute(select(DicomStudy).where(DicomStudy.request_id == request.id))).scalars().all()
+    for study in studies:
+        if study.instance_count > 0:
+            await forwarding.enqueue(session, hub, study, request, center)

@@ -2,6 +2,15 @@
 
 from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
 from telenet.store.models.base import Base
+from telenet.store.models.dicom import (
+    DicomInstance,
+    DicomSeries,
+    DicomStudy,
+    EcgMeasurement,
+    ForwardDestination,
+    ForwardJob,
+    Mpps,
+)
 from telenet.store.models.fees import FeeLine, RecognitionDecision
 from telenet.store.models.registry import (
     Agreement,
@@ -31,13 +40,20 @@ __all__ = [
     "Base",
     "Center",
     "CriticalFinding",
+    "DicomInstance",
+    "DicomSeries",
+    "DicomStudy",
+    "EcgMeasurement",
     "Event",
     "EventTopic",
     "FeeLine",
     "FeeScheduleEntry",
+    "ForwardDestination",
+    "ForwardJob",
     "Institution",
     "InstitutionAETitle",
     "Message",
+    "Mpps",
     "Network",
     "NetworkMember",
     "Participant",

@@ -228,6 +228,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_agreements_member_id"), ["member_id"], unique=False)
 
     op.create_table(
+        "dicom_forward_destinations",
+        sa.Column("destination", sa.String(length=300), nullable=False),
+        sa.Column("center_id", sa.Integer(), nullable=False),
+        sa.Column("down_since", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("alerted_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_success_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["center_id"], ["centers.id"], name=op.f("fk_dicom_forward_destinations_center_id_centers")
+        ),
+        sa.PrimaryKeyConstraint("destination", name=op.f("pk_dicom_forward_destinations")),
+    )
+    op.create_table(
         "network_members",
         sa.Column("network_id", sa.Integer(), nullable=False),
         sa.Column("institution_id", sa.Integer(), nullable=False),
@@ -349,6 +362,82 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("user_centers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_user_centers_center_id"), ["center_id"], unique=False)
+
+    op.create_table(
+        "dicom_mpps",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("calling_ae", sa.String(length=16), nullable=False),
+        sa.Column("source_institution_id", sa.Integer(), nullable=False),
+        sa.Column("study_instance_uid", sa.String(length=64), nullable=True),
+        sa.Column("accession_number", sa.String(length=16), nullable=True),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("modality", sa.String(length=16), nullable=True),
+        sa.Column("referenced_sop_uids", sa.JSON(), nullable=False),
+        sa.Column("created_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("status in ('IN PROGRESS','COMPLETED','DISCONTINUED')", name=op.f("ck_dicom_mpps_status")),
+        sa.ForeignKeyConstraint(["request_id"], ["requests.id"], name=op.f("fk_dicom_mpps_request_id_requests")),
+        sa.ForeignKeyConstraint(
+            ["source_institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_dicom_mpps_source_institution_id_institutions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_mpps")),
+        sa.UniqueConstraint("sop_instance_uid", name=op.f("uq_dicom_mpps_sop_instance_uid")),
+    )
+    with op.batch_alter_table("dicom_mpps", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_dicom_mpps_request_id"), ["request_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_mpps_study_instance_uid"), ["study_instance_uid"], unique=False)
+
+    op.create_table(
+        "dicom_studies",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("study_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("source_institution_id", sa.Integer(), nullable=False),
+        sa.Column("source_path", sa.String(length=400), nullable=False),
+        sa.Column("calling_ae", sa.String(length=16), nullable=False),
+        sa.Column("accession_number", sa.String(length=16), nullable=True),
+        sa.Column("patient_name", sa.String(length=200), nullable=True),
+        sa.Column("patient_id", sa.String(length=64), nullable=True),
+        sa.Column("patient_birth_date", sa.String(length=8), nullable=True),
+        sa.Column("patient_sex", sa.String(length=16), nullable=True),
+        sa.Column("study_date", sa.String(length=8), nullable=True),
+        sa.Column("study_time", sa.String(length=16), nullable=True),
+        sa.Column("study_id", sa.String(length=16), nullable=True),
+        sa.Column("study_description", sa.String(length=64), nullable=True),
+        sa.Column("referring_physician", sa.String(length=200), nullable=True),
+        sa.Column("modalities", sa.JSON(), nullable=False),
+        sa.Column("character_set", sa.String(length=64), nullable=True),
+        sa.Column("instance_count", sa.Integer(), nullable=False),
+        sa.Column("total_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("first_received_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_received_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("matched_by", sa.String(length=16), nullable=True),
+        sa.Column("linked_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("linked_by", sa.String(length=64), nullable=True),
+        sa.Column("mpps_waiting", sa.Boolean(), nullable=False),
+        sa.Column("completed_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("completed_by", sa.String(length=16), nullable=True),
+        sa.ForeignKeyConstraint(["request_id"], ["requests.id"], name=op.f("fk_dicom_studies_request_id_requests")),
+        sa.ForeignKeyConstraint(
+            ["source_institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_dicom_studies_source_institution_id_institutions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_studies")),
+        sa.UniqueConstraint("study_instance_uid", name=op.f("uq_dicom_studies_study_instance_uid")),
+    )
+    with op.batch_alter_table("dicom_studies", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_dicom_studies_accession_number"), ["accession_number"], unique=False)
+        batch_op.create_index("ix_dicom_studies_quiet", ["completed_at", "last_received_at"], unique=False)
+        batch_op.create_index("ix_dicom_studies_reconcile", ["request_id", "source_path"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_studies_request_id"), ["request_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_dicom_studies_source_institution_id"), ["source_institution_id"], unique=False
+        )
 
     op.create_table(
         "messages",
@@ -509,6 +598,57 @@ def upgrade() -> None:
         batch_op.create_index("ix_critical_open", ["acknowledged_at", "deadline_at"], unique=False)
 
     op.create_table(
+        "dicom_forward_jobs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("study_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("center_id", sa.Integer(), nullable=False),
+        sa.Column("destination", sa.String(length=300), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("instances_sent", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("done_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("state in ('pending','sending','done','dead')", name=op.f("ck_dicom_forward_jobs_state")),
+        sa.ForeignKeyConstraint(["center_id"], ["centers.id"], name=op.f("fk_dicom_forward_jobs_center_id_centers")),
+        sa.ForeignKeyConstraint(
+            ["request_id"], ["requests.id"], name=op.f("fk_dicom_forward_jobs_request_id_requests")
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["dicom_studies.id"], name=op.f("fk_dicom_forward_jobs_study_id_dicom_studies")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_forward_jobs")),
+    )
+    with op.batch_alter_table("dicom_forward_jobs", schema=None) as batch_op:
+        batch_op.create_index("ix_dicom_forward_due", ["state", "next_attempt_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_forward_jobs_center_id"), ["center_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_forward_jobs_request_id"), ["request_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_forward_jobs_study_id"), ["study_id"], unique=False)
+
+    op.create_table(
+        "dicom_series",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("study_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("series_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("modality", sa.String(length=16), nullable=True),
+        sa.Column("series_number", sa.Integer(), nullable=True),
+        sa.Column("series_description", sa.String(length=64), nullable=True),
+        sa.Column("body_part", sa.String(length=64), nullable=True),
+        sa.Column("instance_count", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["dicom_studies.id"], name=op.f("fk_dicom_series_study_id_dicom_studies")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_series")),
+        sa.UniqueConstraint("series_instance_uid", name=op.f("uq_dicom_series_series_instance_uid")),
+    )
+    with op.batch_alter_table("dicom_series", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_dicom_series_study_id"), ["study_id"], unique=False)
+
+    op.create_table(
         "fee_lines",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -575,11 +715,62 @@ def upgrade() -> None:
         batch_op.create_index("ix_fee_lines_inviting_path_at", ["inviting_path", "at"], unique=False)
         batch_op.create_index(batch_op.f("ix_fee_lines_request_id"), ["request_id"], unique=False)
 
+    op.create_table(
+        "dicom_instances",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("study_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("series_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("sop_class_uid", sa.String(length=64), nullable=False),
+        sa.Column("transfer_syntax_uid", sa.String(length=64), nullable=False),
+        sa.Column("instance_number", sa.Integer(), nullable=True),
+        sa.Column("path", sa.String(length=400), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("calling_ae", sa.String(length=16), nullable=False),
+        sa.Column("received_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["dicom_series.id"], name=op.f("fk_dicom_instances_series_id_dicom_series")
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["dicom_studies.id"], name=op.f("fk_dicom_instances_study_id_dicom_studies")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_instances")),
+        sa.UniqueConstraint("sop_instance_uid", name=op.f("uq_dicom_instances_sop_instance_uid")),
+    )
+    with op.batch_alter_table("dicom_instances", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_dicom_instances_series_id"), ["series_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dicom_instances_study_id"), ["study_id"], unique=False)
+
+    op.create_table(
+        "ecg_measurements",
+        sa.Column("instance_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("heart_rate_bpm", sa.Float(), nullable=True),
+        sa.Column("rr_ms_mean", sa.Float(), nullable=True),
+        sa.Column("r_peak_count", sa.Integer(), nullable=False),
+        sa.Column("lead", sa.String(length=16), nullable=True),
+        sa.Column("method", sa.Text(), nullable=False),
+        sa.Column("sampling_hz", sa.Float(), nullable=True),
+        sa.Column("duration_s", sa.Float(), nullable=True),
+        sa.Column("leads", sa.JSON(), nullable=False),
+        sa.Column("svg_path", sa.String(length=400), nullable=True),
+        sa.Column("json_path", sa.String(length=400), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["instance_id"], ["dicom_instances.id"], name=op.f("fk_ecg_measurements_instance_id_dicom_instances")
+        ),
+        sa.PrimaryKeyConstraint("instance_id", name=op.f("pk_ecg_measurements")),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("ecg_measurements")
+    with op.batch_alter_table("dicom_instances", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dicom_instances_study_id"))
+        batch_op.drop_index(batch_op.f("ix_dicom_instances_series_id"))
+
+    op.drop_table("dicom_instances")
     with op.batch_alter_table("fee_lines", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_fee_lines_request_id"))
         batch_op.drop_index("ix_fee_lines_inviting_path_at")
@@ -589,6 +780,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_fee_lines_at"))
 
     op.drop_table("fee_lines")
+    with op.batch_alter_table("dicom_series", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dicom_series_study_id"))
+
+    op.drop_table("dicom_series")
+    with op.batch_alter_table("dicom_forward_jobs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dicom_forward_jobs_study_id"))
+        batch_op.drop_index(batch_op.f("ix_dicom_forward_jobs_request_id"))
+        batch_op.drop_index(batch_op.f("ix_dicom_forward_jobs_center_id"))
+        batch_op.drop_index("ix_dicom_forward_due")
+
+    op.drop_table("dicom_forward_jobs")
     with op.batch_alter_table("critical_findings", schema=None) as batch_op:
         batch_op.drop_index("ix_critical_open")
         batch_op.drop_index(batch_op.f("ix_critical_findings_request_id"))
@@ -613,6 +815,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_messages_request_id"))
 
     op.drop_table("messages")
+    with op.batch_alter_table("dicom_studies", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dicom_studies_source_institution_id"))
+        batch_op.drop_index(batch_op.f("ix_dicom_studies_request_id"))
+        batch_op.drop_index("ix_dicom_studies_reconcile")
+        batch_op.drop_index("ix_dicom_studies_quiet")
+        batch_op.drop_index(batch_op.f("ix_dicom_studies_accession_number"))
+
+    op.drop_table("dicom_studies")
+    with op.batch_alter_table("dicom_mpps", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dicom_mpps_study_instance_uid"))
+        batch_op.drop_index(batch_op.f("ix_dicom_mpps_request_id"))
+
+    op.drop_table("dicom_mpps")
     with op.batch_alter_table("user_centers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_user_centers_center_id"))
 
@@ -637,6 +852,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_network_members_institution_id"))
 
     op.drop_table("network_members")
+    op.drop_table("dicom_forward_destinations")
     with op.batch_alter_table("agreements", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_agreements_member_id"))
         batch_op.drop_index(batch_op.f("ix_agreements_lead_id"))

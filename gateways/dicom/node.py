@@ -1,0 +1,255 @@
+"""The hub's DICOM node: one pynetdicom AE serving C-ECHO, C-STORE, Modality Worklist, MPPS and Study Root
+query/retrieve, started inside the app's lifecycle (``block=False``) and shut down with it.
+
+Measured traps (DESIGN, Gateways): TCP_NODELAY on every socket, or each DIMSE exchange waits ~40 ms;
+association setup grows with the presentation contexts accepted, so only what is needed is supported,
+each abstract syntax once; pynetdicom's listen backlog is 5, raised here; received C-STOREs are streamed
+to a temporary file (``STORE_RECV_CHUNKED_DATASET``) and renamed into the store instead of being decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pynetdicom import AE, StoragePresentationContexts, _config
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateways.dicom.bridge import LoopBridge
+from gateways.dicom.storage import FileStore
+from gateways.dicom.waveform import ECG_SOP_CLASSES
+from telenet.config import Settings
+from telenet.domain.access import Actor
+from telenet.services import studies
+from telenet.services.hub import Hub
+
+log = logging.getLogger(__name__)
+
+# Uncompressed syntaxes plus the compressed ones modalities actually send; stored as received, never
+# transcoded. Big endian is retired and deflate is rare: not accepted.
+STORAGE_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+PLAIN = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+LISTEN_BACKLOG = 128
+_WHITELIST_TTL_S = 30.0
+
+
+def storage_sop_classes() -> list[str]:
+    """pynetdicom's default storage list (120 classes, incl. 12-lead ECG) plus General ECG, each once."""
+    uids = [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
+    return list(dict.fromkeys([*uids, *map(str, ECG_SOP_CLASSES)]))
+
+
+class AEWhitelist:
+    """Registered calling AE titles and the actor each one acts as. An unknown title is looked up once more
+    (it may have just been registered); the whole list is reloaded every 30 s so removals take effect."""
+
+    def __init__(self, hub: Hub, bridge: LoopBridge) -> None:
+        self.hub = hub
+        self.bridge = bridge
+        self._lock = threading.Lock()
+        self._actors: dict[str, Actor] = {}
+        self._loaded_at = 0.0
+        self._known: set[str] = set()
+
+    def _lookup(self, ae_title: str) -> Actor | None:
+        actor = self.bridge.call(studies.ae_actor, self.hub, ae_title)
+        with self._lock:
+            if actor is None:
+                self._actors.pop(ae_title, None)
+            else:
+                self._actors[ae_title] = actor
+        return actor
+
+    def _refresh(self) -> None:
+        titles = self.bridge.call(studies.registered_ae_titles, self.hub)
+        with self._lock:
+            self._actors = {t: a for t, a in self._actors.items() if t in titles}
+            self._known = titles
+            self._loaded_at = time.monotonic()
+
+    def allowed(self, calling: str | None) -> list[str]:
+        """The list pynetdicom checks the calling AE title against (never empty: empty means "anyone")."""
+        if time.monotonic() - self._loaded_at > _WHITELIST_TTL_S:
+            self._refresh()
+        title = (calling or "").strip()
+        if title and title not in self._known:
+            if self._lookup(title) is not None:
+                with self._lock:
+                    self._known = {*self._known, title}
+            else:
+                log.warning("association refused: calling AE title %r is not registered to any institution", title)
+        return sorted(self._known) or ["\x00"]
+
+    def actor(self, ae_title: str, address: str | None = None) -> Actor | None:
+        title = ae_title.strip()
+        with self._lock:
+            actor = self._actors.get(title)
+        if actor is None:
+            actor = self._lookup(title)
+        return actor.with_remote(address) if actor is not None and address else actor
+
+
+class _NodeAE(AE):
+    """pynetdicom's AE with a live calling-AE whitelist and a deeper listen backlog."""
+
+    whitelist: AEWhitelist | None = None
+
+    @property
+    def require_calling_aet(self) -> list[str]:
+        if self.whitelist is None:
+            return []
+        # pynetdicom asks while negotiating, on the association's own thread, right after reading the title.
+        requestor = getattr(threading.current_thread(), "requestor", None)
+        return self.whitelist.allowed(getattr(requestor, "ae_title", None))
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
+        pass
+
+    def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["server_class"] = _Server
+        return super().make_server(address, *args, **kwargs)
+
+
+class _Server(ThreadedAssociationServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+
+def nodelay(event: Event) -> None:
+    """EVT_CONN_OPEN: switch Nagle off (pynetdicom never does; each exchange would wait for delayed ACKs)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class DicomNode:
+    """The SCP. ``start()`` binds (port 0 picks a free port; see ``port``), ``stop()`` closes everything."""
+
+    def __init__(self, hub: Hub, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        from gateways.dicom.handlers import Handlers
+
+        self.hub = hub
+        self.settings = settings
+        self.bridge = LoopBridge(loop)
+        self.store = FileStore(settings.resolved_dicom_storage_dir)
+        self.whitelist = AEWhitelist(hub, self.bridge)
+        self.on_conn_open: Callable[[Event], None] = nodelay
+        self.handlers = Handlers(self)
+        self.ae = self._make_ae()
+        self._server: Any = None
+
+    def _make_ae(self) -> _NodeAE:
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        ae = _NodeAE(ae_title=self.settings.dicom_ae_title)
+        ae.whitelist = self.whitelist
+        ae.maximum_associations = self.settings.dicom_max_associations
+        ae.maximum_pdu_size = 0  # no limit: large instances arrive in few PDUs
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.add_supported_context(Verification, PLAIN)
+        for uid in storage_sop_classes():
+            # scp_role: a C-GET requestor may ask us to act as storage SCU on its association
+            ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
+        ae.add_supported_context(ModalityWorklistInformationFind, PLAIN)
+        ae.add_supported_context(ModalityPerformedProcedureStep, PLAIN)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, PLAIN)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove, PLAIN)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet, PLAIN)
+        return ae
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the node is not started"
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._server = self.ae.start_server(
+            (self.settings.dicom_host, self.settings.dicom_port),
+            block=False,
+            evt_handlers=self.handlers.bindings(),
+        )
+        log.info("DICOM node %s listening on %s:%s", self.settings.dicom_ae_title, self.settings.dicom_host, self.port)
+
+    def stop(self) -> None:
+        self.bridge.closed = True
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
+
+
+async def run_quiet_sweep(hub: Hub, interval: float) -> None:
+    """Complete studies whose quiet time has passed; a failing pass is logged and retried."""
+    while True:
+        try:
+            await studies.complete_quiet_studies(hub)
+        except Exception:
+            log.exception("quiet-time sweep failed")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_node(hub: Hub, settings: Settings) -> AsyncIterator[DicomNode]:
+    """The node, its quiet-time sweep and the forwarder, for as long as the context is open."""
+    from gateways.dicom.forwarder import Forwarder
+
+    loop = asyncio.get_running_loop()
+    node = DicomNode(hub, settings, loop)
+    # Binding and the first whitelist load call back into this loop, so they run on a thread.
+    await asyncio.to_thread(node.start)
+    forwarder = Forwarder.from_settings(hub, settings)
+    interval = max(0.05, min(1.0, hub.options.study_quiet_seconds / 4))
+    tasks = [
+        asyncio.create_task(run_quiet_sweep(hub, interval), name="dicom-quiet-sweep"),
+        asyncio.create_task(forwarder.run(), name="dicom-forwarder"),
+    ]
+    try:
+        yield node
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(node.stop)
+
+
+def dicom_ctx(hub: Hub, settings: Settings) -> Callable[[Any], AsyncIterator[None]]:
+    """An aiohttp ``cleanup_ctx`` entry running the DICOM node and its workers with the app."""
+
+    async def ctx(_app: Any) -> AsyncIterator[None]:
+        async with running_node(hub, settings):
+            yield
+
+    return ctx

@@ -1,0 +1,125 @@
+"""DICOM studies, ECG views, reconciliation and the forwarding queue over REST (scope and audit are in the
+service layer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from telenet.api.context import actor_of, hub_of, read_json
+from telenet.api.registry_routes import query_int
+from telenet.api.request_routes import request_id
+from telenet.api.spec import Routes
+from telenet.domain.errors import Invalid, NotFound
+from telenet.services import forwarding, study_views
+
+routes = Routes()
+
+
+@routes.add(
+    "GET",
+    "/api/v1/requests/{id}/studies",
+    summary="The DICOM studies of a request, with series and the ECG measurement suggestion",
+    tag="dicom",
+    responses={"200": "studies", "403": "outside scope", "404": "no such request"},
+)
+async def request_studies(request: web.Request) -> web.Response:
+    return web.json_response(await study_views.request_studies(hub_of(request), actor_of(request), request_id(request)))
+
+
+def _sop_uid(request: web.Request) -> str:
+    uid = request.match_info["uid"]
+    if not uid or len(uid) > 64 or not all(c.isdigit() or c == "." for c in uid):
+        raise Invalid("not a SOP Instance UID", code="bad-parameter")
+    return uid
+
+
+def _read(path: str | None) -> bytes:
+    if not path or not Path(path).is_file():
+        raise NotFound("the rendered ECG is not available (the waveform could not be read)")
+    return Path(path).read_bytes()
+
+
+@routes.add(
+    "GET",
+    "/api/v1/ecg/{uid}.svg",
+    summary="A 12-lead ECG on the standard grid (25 mm/s, 10 mm/mV) as SVG",
+    tag="dicom",
+    responses={"200": "image/svg+xml", "403": "outside scope", "404": "no such ECG"},
+)
+async def ecg_svg(request: web.Request) -> web.Response:
+    view = await study_views.ecg_files(hub_of(request), actor_of(request), _sop_uid(request))
+    body = await asyncio.to_thread(_read, view["svg_path"])
+    return web.Response(body=body, content_type="image/svg+xml", charset="utf-8")
+
+
+@routes.add(
+    "GET",
+    "/api/v1/ecg/{uid}.json",
+    summary="An ECG's downsampled leads (mV) for viewers, with the measured heart rate as a suggestion",
+    tag="dicom",
+    responses={"200": "leads and suggestion", "403": "outside scope", "404": "no such ECG"},
+)
+async def ecg_json(request: web.Request) -> web.Response:
+    view = await study_views.ecg_files(hub_of(request), actor_of(request), _sop_uid(request))
+    waveform: dict[str, Any] = json.loads(await asyncio.to_thread(_read, view["json_path"]))
+    body = {
+        "sop_instance_uid": view["sop_instance_uid"],
+        "request_id": view["request_id"],
+        "suggestion": view["suggestion"],
+        **waveform,
+    }
+    return web.json_response(body)
+
+
+@routes.add(
+    "GET",
+    "/api/v1/reconciliation",
+    summary="Studies that arrived without a matching order",
+    tag="dicom",
+    roles="coordinator, admin",
+    query=(("limit", "at most this many"),),
+)
+async def reconciliation(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, low=1, high=1000)
+    return web.json_response(await study_views.reconciliation_list(hub_of(request), actor_of(request), limit=limit))
+
+
+@routes.add(
+    "POST",
+    "/api/v1/reconciliation/{study}/link",
+    summary="Link an unmatched study (by StudyInstanceUID) to its request",
+    tag="dicom",
+    body="api/reconciliation-link",
+    roles="coordinator, admin",
+    responses={"200": "the linked study", "404": "no such study or request", "409": "already linked"},
+)
+async def link(request: web.Request) -> web.Response:
+    body = await read_json(request, "api/reconciliation-link")
+    view = await study_views.link_study(
+        hub_of(request),
+        actor_of(request),
+        request.match_info["study"],
+        request_id=body.get("request_id"),
+        accession_number=body.get("accession_number"),
+    )
+    return web.json_response(view)
+
+
+@routes.add(
+    "GET",
+    "/api/v1/forwarding",
+    summary="The forwarding queue to center PACS nodes and current destination outages",
+    tag="dicom",
+    roles="coordinator, admin",
+    query=(("state", "pending|sending|done|dead"), ("limit", "at most this many")),
+)
+async def forwarding_queue(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, low=1, high=1000)
+    return web.json_response(
+        await forwarding.list_jobs(hub_of(request), actor_of(request), state=request.query.get("state"), limit=limit)
+    )

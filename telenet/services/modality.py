@@ -1,0 +1,498 @@
+"""What modalities and workstations ask the hub over DICOM: the Modality Worklist (from ``ordered`` imaging and
+ECG requests, scoped to the calling AE's institution), MPPS (a modality's exact "study complete" signal), and
+Study Root query/retrieve (a center's workstation sees the studies routed to its institution's centers and
+those its institution sent, nothing else)."""
+
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Conflict, Invalid, NotFound
+from telenet.services import studies
+from telenet.services.access import require_role
+from telenet.services.hub import Hub, use_case
+from telenet.store.models import (
+    Center,
+    DicomInstance,
+    DicomSeries,
+    DicomStudy,
+    Institution,
+    InstitutionAETitle,
+    Mpps,
+    Patient,
+    Request,
+)
+
+MAX_MATCHES = 1000
+_UID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4b7e-9a51-2f0c6e0d7a11")
+_PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
+
+
+def study_uid_for(accession_number: str) -> str:
+    """The StudyInstanceUID the worklist hands out for a request: stable, derived from the accession number
+    (2.25 + a name-based UUID, PS3.5 B.2)."""
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, accession_number).int}"
+
+
+def matches(pattern: str | None, value: str | None) -> bool:
+    """DICOM single-value matching with ``*`` and ``?`` wildcards; an empty key matches everything."""
+    if not pattern or pattern == "*":
+        return True
+    if value is None:
+        return False
+    if "*" in pattern or "?" in pattern:
+        return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+    return value == pattern
+
+
+def _in_range(value: str | None, low: str | None, high: str | None) -> bool:
+    if low is None and high is None:
+        return True
+    if not value:
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+# --------------------------------------------------------------------------------------------------
+# Modality Worklist
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    """The matching keys of a worklist C-FIND (dates as YYYYMMDD strings, names as DICOM patterns)."""
+
+    accession_number: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    modality: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    station_ae: str | None = None
+
+
+async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[str, Any]]:
+    """``ordered`` imaging and ECG requests of the caller's institution that match the query."""
+    require_role(actor, Role.INTEGRATION, action="query the modality worklist")
+    async with use_case(hub, actor, "dicom.worklist.find", "request") as uow:
+        session = uow.session
+        uow.audit(object_path=actor.institution_path)
+        own_aes = set(
+            (
+                await session.execute(
+                    select(InstitutionAETitle.ae_title).where(InstitutionAETitle.institution_id == actor.institution_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if query.station_ae and not any(matches(query.station_ae, ae) for ae in own_aes):
+            return []
+        sql = (
+            select(Request, Patient, Institution.name)
+            .join(Patient, Patient.id == Request.patient_id)
+            .join(Institution, Institution.id == Request.requesting_institution_id)
+            .where(
+                Request.requesting_institution_id == actor.institution_id,
+                Request.state == "ordered",
+                Request.kind.in_(("imaging", "ecg")),
+            )
+            .order_by(Request.priority_rank, Request.id)
+            .limit(MAX_MATCHES)
+        )
+        if query.accession_number and not _wild(query.accession_number):
+            sql = sql.where(Request.accession_number == query.accession_number)
+        station = _station(query.station_ae, actor)
+        items = []
+        for request, patient, institution_name in (await session.execute(sql)).all():
+            scheduled = request.scheduled_at or request.ordered_at
+            item: dict[str, Any] = {
+                "request_id": request.id,
+                "accession_number": request.accession_number,
+                "patient_name": patient.name,
+                "patient_id": patient.his_id,
+                "patient_birth_date": patient.birth_date.strftime("%Y%m%d") if patient.birth_date else None,
+                "patient_sex": patient.sex,
+                "modality": request.modality,
+                "body_part": request.body_part,
+                "kind": request.kind,
+                "priority": _PRIORITY.get(request.priority, "ROUTINE"),
+                "procedure_description": " ".join(x for x in (request.modality, request.body_part) if x),
+                "reason": request.clinical_question,
+                "requesting_physician": request.requester_name,
+                "requesting_institution": institution_name,
+                "scheduled_date": scheduled.strftime("%Y%m%d"),
+                "scheduled_time": scheduled.strftime("%H%M%S"),
+                "station_ae": station,
+                "study_instance_uid": study_uid_for(request.accession_number),
+            }
+            if (
+                matches(query.accession_number, item["accession_number"])
+                and matches(query.patient_id, item["patient_id"])
+                and matches(query.patient_name, item["patient_name"])
+                and matches(query.modality, item["modality"])
+                and _in_range(item["scheduled_date"], query.date_from, query.date_to)
+            ):
+                items.append(item)
+        uow.audit(detail={"count": len(items)})
+        return items
+
+
+def _wild(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _station(asked: str | None, actor: Actor) -> str:
+    if asked and not _wild(asked):
+        return asked
+    return actor.username.removeprefix("dicom:")[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# MPPS
+# --------------------------------------------------------------------------------------------------
+
+MPPS_STATES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
+
+
+@dataclass(frozen=True)
+class MppsRecord:
+    sop_instance_uid: str
+    status: str
+    study_instance_uid: str | None = None
+    accession_number: str | None = None
+    modality: str | None = None
+    referenced_sop_uids: tuple[str, ...] = ()
+
+
+async def mpps_create(hub: Hub, actor: Actor, record: MppsRecord) -> None:
+    """N-CREATE: a procedure step begins (IN PROGRESS); it links its study to the request in advance."""
+    require_role(actor, Role.INTEGRATION, action="report a performed procedure step")
+    if record.status != "IN PROGRESS":
+        raise Invalid("an MPPS is created IN PROGRESS", code="bad-mpps")
+    async with use_case(hub, actor, "dicom.mpps.create", "dicom_mpps", record.sop_instance_uid) as uow:
+        session = uow.session
+        uow.audit(object_path=actor.institution_path)
+        taken = (await session.execute(select(Mpps.id).where(Mpps.sop_instance_uid == record.sop_instance_uid))).first()
+        if taken is not None:
+            raise Conflict("this MPPS instance exists already", code="duplicate-mpps")
+        now = hub.clock.now()
+        request = (
+            await studies.request_by_accession(session, actor, record.accession_number)
+            if record.accession_number
+            else None
+        )
+        session.add(
+            Mpps(
+                sop_instance_uid=record.sop_instance_uid,
+                status=record.status,
+                calling_ae=actor.username.removeprefix("dicom:")[:16],
+                source_institution_id=actor.institution_id,
+                study_instance_uid=record.study_instance_uid,
+                accession_number=record.accession_number,
+                request_id=request.id if request else None,
+                modality=record.modality,
+                referenced_sop_uids=list(record.referenced_sop_uids),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if request is not None and record.study_instance_uid:
+            await _link_study_stub(session, hub, actor, request, record.study_instance_uid, now)
+
+
+async def _link_study_stub(
+    session: AsyncSession, hub: Hub, actor: Actor, request: Request, study_uid: str, now: datetime
+) -> None:
+    """Make the study known before its instances arrive, so those without an accession number still match."""
+    study = (
+        await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == study_uid))
+    ).scalar_one_or_none()
+    if study is None:
+        study = DicomStudy(
+            study_instance_uid=study_uid,
+            source_institution_id=actor.institution_id,
+            source_path=actor.institution_path,
+            calling_ae=actor.username.removeprefix("dicom:")[:16],
+            accession_number=request.accession_number,
+            modalities=[],
+            instance_count=0,
+            total_bytes=0,
+            first_received_at=now,
+            last_received_at=now,
+            mpps_waiting=False,
+        )
+        session.add(study)
+        await session.flush()
+    if study.request_id is None:
+        await studies.link_to_request(session, hub, study, request, "mpps", now, actor.username)
+
+
+async def mpps_set(hub: Hub, actor: Actor, record: MppsRecord) -> str | None:
+    """N-SET: the step is COMPLETED (listing its instances) or DISCONTINUED; a final step cannot change.
+
+    When COMPLETED and every listed instance is present, the request is complete (signal ``mpps``);
+    otherwise the study waits and the last listed instance to arrive completes it. Returns the signal."""
+    require_role(actor, Role.INTEGRATION, action="report a performed procedure step")
+    if record.status not in MPPS_STATES:
+        raise Invalid(f"PerformedProcedureStepStatus must be one of {', '.join(MPPS_STATES)}", code="bad-mpps")
+    completion: studies.Completion | None = None
+    async with use_case(hub, actor, "dicom.mpps.set", "dicom_mpps", record.sop_instance_uid) as uow:
+        session = uow.session
+        mpps = (
+            await session.execute(select(Mpps).where(Mpps.sop_instance_uid == record.sop_instance_uid))
+        ).scalar_one_or_none()
+        if mpps is None:
+            raise NotFound(f"no MPPS {record.sop_instance_uid}")
+        if mpps.source_institution_id != actor.institution_id:
+            from telenet.domain.errors import Forbidden
+
+            raise Forbidden("this MPPS was created by another institution", code="scope")
+        uow.audit(object_path=actor.institution_path)
+        if mpps.status != "IN PROGRESS":
+            raise Conflict(f"the procedure step is {mpps.status} and may no longer be updated", code="mpps-final")
+        mpps.status = record.status
+        mpps.updated_at = hub.clock.now()
+        if record.referenced_sop_uids:
+            mpps.referenced_sop_uids = list(record.referenced_sop_uids)
+        await session.flush()
+        if mpps.status == "COMPLETED" and mpps.study_instance_uid:
+            study = (
+                await session.execute(
+                    select(DicomStudy).where(DicomStudy.study_instance_uid == mpps.study_instance_uid)
+                )
+            ).scalar_one_or_none()
+            if study is not None and study.request_id is not None:
+                request = await session.get(Request, study.request_id)
+                if request is not None and request.state == "ordered":
+                    if await studies.mpps_satisfied(session, study):
+                        completion = studies.Completion(request.id, "mpps", [study.id])
+                    else:
+                        study.mpps_waiting = True
+    if completion is not None:
+        return await studies.complete_request(hub, completion)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Study Root query / retrieve
+# --------------------------------------------------------------------------------------------------
+
+LEVELS = ("STUDY", "SERIES", "IMAGE")
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    level: str
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] = ()
+    accession_number: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    modality: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+
+
+def _scope(actor: Actor) -> Any:
+    """Studies routed to the caller's institution's centers, or sent by the caller's institution."""
+    own_centers = select(Center.id).where(Center.institution_id == actor.institution_id)
+    routed = select(Request.id).where(Request.center_id.in_(own_centers))
+    return DicomStudy.request_id.in_(routed) | (DicomStudy.source_institution_id == actor.institution_id)
+
+
+async def _studies(session: AsyncSession, actor: Actor, query: StudyQuery) -> list[DicomStudy]:
+    sql = select(DicomStudy).where(_scope(actor), DicomStudy.instance_count > 0).order_by(DicomStudy.id)
+    if query.study_uids:
+        sql = sql.where(DicomStudy.study_instance_uid.in_(query.study_uids))
+    rows = (await session.execute(sql.limit(MAX_MATCHES))).scalars().all()
+    return [
+        s
+        for s in rows
+        if matches(query.accession_number, s.accession_number)
+        and matches(query.patient_id, s.patient_id)
+        and matches(query.patient_name, s.patient_name)
+        and (not query.modality or any(matches(query.modality, m) for m in s.modalities or []))
+        and _in_range(s.study_date, query.date_from, query.date_to)
+    ]
+
+
+async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]]:
+    """C-FIND at study, series or image level within the caller's scope; each match as attribute values."""
+    require_role(actor, Role.INTEGRATION, action="query studies")
+    if query.level not in LEVELS:
+        raise Invalid(f"QueryRetrieveLevel must be one of {', '.join(LEVELS)}", code="bad-level")
+    async with use_case(hub, actor, "dicom.find", "dicom_study") as uow:
+        session = uow.session
+        uow.audit(object_path=actor.institution_path, detail={"level": query.level})
+        found = await _studies(session, actor, query)
+        by_id = {s.id: s for s in found}
+        if query.level == "STUDY" or not by_id:
+            series_counts = await _series_counts(session, list(by_id))
+            results = [_study_values(s, series_counts.get(s.id, 0)) for s in found]
+            uow.audit(detail={"count": len(results)})
+            return results if query.level == "STUDY" else []
+        series_sql = select(DicomSeries).where(DicomSeries.study_id.in_(list(by_id)))
+        if query.series_uids:
+            series_sql = series_sql.where(DicomSeries.series_instance_uid.in_(query.series_uids))
+        series_rows = (await session.execute(series_sql.order_by(DicomSeries.id))).scalars().all()
+        if query.level == "SERIES":
+            results = [
+                {**_study_keys(by_id[s.study_id]), **_series_values(s)}
+                for s in series_rows
+                if not query.modality or matches(query.modality, s.modality)
+            ]
+            uow.audit(detail={"count": len(results)})
+            return results
+        series_by_id = {s.id: s for s in series_rows}
+        inst_sql = select(DicomInstance).where(DicomInstance.series_id.in_(list(series_by_id)))
+        if query.sop_uids:
+            inst_sql = inst_sql.where(DicomInstance.sop_instance_uid.in_(query.sop_uids))
+        instances = (await session.execute(inst_sql.order_by(DicomInstance.id).limit(MAX_MATCHES))).scalars().all()
+        results = [
+            {
+                **_study_keys(by_id[i.study_id]),
+                "SeriesInstanceUID": series_by_id[i.series_id].series_instance_uid,
+                "SOPInstanceUID": i.sop_instance_uid,
+                "SOPClassUID": i.sop_class_uid,
+                "InstanceNumber": i.instance_number,
+            }
+            for i in instances
+        ]
+        uow.audit(detail={"count": len(results)})
+        return results
+
+
+async def _series_counts(session: AsyncSession, study_ids: list[int]) -> dict[int, int]:
+    from sqlalchemy import func
+
+    if not study_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(DicomSeries.study_id, func.count())
+            .where(DicomSeries.study_id.in_(study_ids))
+            .group_by(DicomSeries.study_id)
+        )
+    ).all()
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def _study_keys(study: DicomStudy) -> dict[str, Any]:
+    return {"StudyInstanceUID": study.study_instance_uid, "PatientID": study.patient_id}
+
+
+def _study_values(study: DicomStudy, series_count: int) -> dict[str, Any]:
+    return {
+        "StudyInstanceUID": study.study_instance_uid,
+        "PatientName": study.patient_name,
+        "PatientID": study.patient_id,
+        "PatientBirthDate": study.patient_birth_date,
+        "PatientSex": study.patient_sex,
+        "StudyDate": study.study_date,
+        "StudyTime": study.study_time,
+        "AccessionNumber": study.accession_number,
+        "StudyID": study.study_id,
+        "StudyDescription": study.study_description,
+        "ReferringPhysicianName": study.referring_physician,
+        "ModalitiesInStudy": list(study.modalities or []),
+        "NumberOfStudyRelatedSeries": series_count,
+        "NumberOfStudyRelatedInstances": study.instance_count,
+        "SpecificCharacterSet": study.character_set,
+    }
+
+
+def _series_values(series: DicomSeries) -> dict[str, Any]:
+    return {
+        "SeriesInstanceUID": series.series_instance_uid,
+        "Modality": series.modality,
+        "SeriesNumber": series.series_number,
+        "SeriesDescription": series.series_description,
+        "BodyPartExamined": series.body_part,
+        "NumberOfSeriesRelatedInstances": series.instance_count,
+    }
+
+
+@dataclass(frozen=True)
+class RetrieveFile:
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+async def retrieve(hub: Hub, actor: Actor, query: StudyQuery, *, destination: str | None = None) -> list[RetrieveFile]:
+    """The files a C-MOVE or C-GET sends: the matches of ``query`` within the caller's scope."""
+    require_role(actor, Role.INTEGRATION, action="retrieve studies")
+    if query.level not in LEVELS:
+        raise Invalid(f"QueryRetrieveLevel must be one of {', '.join(LEVELS)}", code="bad-level")
+    if not (query.study_uids or query.series_uids or query.sop_uids):
+        raise Invalid("a retrieve names the studies, series or instances it wants", code="bad-retrieve")
+    action = "dicom.move" if destination else "dicom.get"
+    async with use_case(hub, actor, action, "dicom_study") as uow:
+        session = uow.session
+        uow.audit(object_path=actor.institution_path, detail={"destination": destination})
+        study_ids = [
+            s.id for s in await _studies(session, actor, StudyQuery(level="STUDY", study_uids=query.study_uids))
+        ]
+        if not study_ids:
+            return []
+        sql = (
+            select(DicomInstance)
+            .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
+            .where(DicomInstance.study_id.in_(study_ids))
+        )
+        if query.series_uids:
+            sql = sql.where(DicomSeries.series_instance_uid.in_(query.series_uids))
+        if query.sop_uids:
+            sql = sql.where(DicomInstance.sop_instance_uid.in_(query.sop_uids))
+        rows = (await session.execute(sql.order_by(DicomInstance.id))).scalars().all()
+        uow.audit(detail={"count": len(rows)})
+        return [RetrieveFile(i.path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid) for i in rows]
+
+
+async def move_destination(hub: Hub, actor: Actor, ae_title: str) -> tuple[str, str, int]:
+    """Where a C-MOVE may send: the registered DICOM node (AE, host, port) of a center of the caller's
+    institution. Anything else is an unknown destination."""
+    async with hub.sessions() as session:
+        row = (
+            await session.execute(
+                select(Center.dicom_ae_title, Center.dicom_host, Center.dicom_port).where(
+                    Center.dicom_ae_title == ae_title.strip(), Center.institution_id == actor.institution_id
+                )
+            )
+        ).first()
+    if row is None or not row[1] or not row[2]:
+        raise NotFound(f"move destination {ae_title!r} is not a registered node of your institution")
+    return str(row[0]), str(row[1]), int(row[2])
+
+
+def parse_date_range(value: str | None) -> tuple[str | None, str | None]:
+    """A DICOM DA range ``YYYYMMDD``, ``A-B``, ``A-`` or ``-B`` as (low, high) strings."""
+    if not value:
+        return None, None
+    text = value.strip()
+    if "-" not in text:
+        _date(text)
+        return text, text
+    low, _, high = text.partition("-")
+    for part in (low, high):
+        if part:
+            _date(part)
+    return low or None, high or None
+
+
+def _date(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise Invalid(f"{text!r} is not a DICOM date (YYYYMMDD)", code="bad-date") from None

@@ -1,0 +1,77 @@
+"""A simulated township modality against the hub: worklist (scoped, Chinese names intact), C-STORE and MPPS,
+completeness by MPPS exactly when every listed instance is present."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateways.dicom.modality_sim import ModalityError, ModalitySim
+from telenet.config import Settings
+from tests.dicom_fixtures import OTHER_TOWNSHIP_AE, TOWNSHIP_AE, dicom_settings, node_for
+from tests.factories import order
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return dicom_settings(tmp_path)
+
+
+@pytest.fixture
+async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
+    async with node_for(client.hub, settings) as running:
+        yield running
+
+
+async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
+    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
+    assert resp.status == 201, await resp.text()
+    view: dict[str, Any] = await resp.json()
+    return view
+
+
+async def state_of(client: Any, request_id: int) -> dict[str, Any]:
+    resp = await client.get(f"/api/v1/requests/{request_id}", headers=await client.login("township_doc"))
+    view: dict[str, Any] = await resp.json()
+    return view
+
+
+async def test_worklist_store_and_mpps_complete_the_request(client: Any, node: Any) -> None:
+    view = await ordered(client, modality="DX", name="张三")
+    await ordered(client, kind="consultation", modality=None)  # not a worklist item
+    sim = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)
+    items = await asyncio.to_thread(sim.worklist)
+    assert [str(i.AccessionNumber) for i in items] == [view["accession_number"]]
+    item = items[0]
+    assert str(item.PatientName) == "张三" and str(item.PatientID) == "P0001"
+    assert item.ScheduledProcedureStepSequence[0].Modality == "DX"
+
+    other = ModalitySim(OTHER_TOWNSHIP_AE, "127.0.0.1", node.port)
+    assert await asyncio.to_thread(other.worklist) == [], "another institution's orders stay invisible"
+
+    done = await asyncio.to_thread(sim.perform, item, 3)
+    assert done.store_statuses == [0, 0, 0]
+    state = await state_of(client, view["id"])
+    assert state["state"] == "queued" and state["data_completed_by"] == "mpps"
+    assert await asyncio.to_thread(sim.worklist) == [], "a queued request has left the worklist"
+
+    with pytest.raises(ModalityError, match="0x0110"):
+        await asyncio.to_thread(sim.mpps_completed, done.mpps_uid, done.images)
+
+
+async def test_mpps_waits_for_every_listed_instance(client: Any, node: Any) -> None:
+    view = await ordered(client, modality="CT")
+    sim = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port, modality="CT")
+    (item,) = await asyncio.to_thread(sim.worklist, accession_number=view["accession_number"])
+    images = sim.acquire(item, 2)
+    mpps = await asyncio.to_thread(sim.mpps_in_progress, item, str(images[0].StudyInstanceUID))
+    await asyncio.to_thread(sim.store, images[:1])
+    await asyncio.to_thread(sim.mpps_completed, mpps, images)
+    assert (await state_of(client, view["id"]))["state"] == "ordered", "one listed instance is still missing"
+    await asyncio.to_thread(sim.store, images[1:])
+    state = await state_of(client, view["id"])
+    assert state["state"] == "queued" and state["data_completed_by"] == "mpps"

@@ -1,0 +1,202 @@
+"""The hub as a DICOM node, driven by pynetdicom SCUs on both engines: the AE whitelist, C-STORE into the
+index with matching, duplicates and refusals, completeness by quiet time, ECG on arrival, reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.presentation import build_context
+from sqlalchemy import func, select
+
+from gateways.dicom.node import nodelay
+from telenet.config import Settings
+from telenet.store.models import DicomInstance, DicomStudy
+from tests.dicom_fixtures import (
+    OTHER_TOWNSHIP_AE,
+    TOWNSHIP_AE,
+    dicom_settings,
+    instance,
+    node_for,
+    wait_for,
+)
+from tests.factories import order
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return dicom_settings(tmp_path)
+
+
+@pytest.fixture
+async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
+    async with node_for(client.hub, settings) as running:
+        yield running
+
+
+def _associate(port: int, calling: str, contexts: list[Any]) -> Any:
+    ae = AE(ae_title=calling)
+    ae.requested_contexts = contexts
+    return ae.associate("127.0.0.1", port, ae_title="TELENET", evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+
+
+def store(port: int, calling: str, datasets: list[Any]) -> list[Dataset]:
+    """C-STORE each dataset (or file) on one association (on a thread: the hub answers from the test's loop)."""
+
+    def sop_class(ds: Any) -> str:
+        return str(ds.SOPClassUID if isinstance(ds, Dataset) else pydicom.dcmread(ds).SOPClassUID)
+
+    def run() -> list[Dataset]:
+        contexts = [build_context(uid) for uid in dict.fromkeys(sop_class(ds) for ds in datasets)]
+        assoc = _associate(port, calling, contexts)
+        assert assoc.is_established, "association refused"
+        try:
+            return [assoc.send_c_store(ds) for ds in datasets]
+        finally:
+            assoc.release()
+
+    return asyncio.to_thread(run)  # type: ignore[return-value]
+
+
+async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
+    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
+    assert resp.status == 201, await resp.text()
+    view: dict[str, Any] = await resp.json()
+    return view
+
+
+async def request_state(client: Any, request_id: int) -> dict[str, Any]:
+    resp = await client.get(f"/api/v1/requests/{request_id}", headers=await client.login("township_doc"))
+    view: dict[str, Any] = await resp.json()
+    return view
+
+
+async def count(client: Any, model: Any) -> int:
+    async with client.hub.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_only_registered_ae_titles_associate(node: Any) -> None:
+    def echo(calling: str) -> tuple[bool, int | None]:
+        assoc = _associate(node.port, calling, [build_context("1.2.840.10008.1.1")])
+        if not assoc.is_established:
+            return False, None
+        status = assoc.send_c_echo()
+        assoc.release()
+        return True, int(status.Status)
+
+    assert await asyncio.to_thread(echo, TOWNSHIP_AE) == (True, 0x0000)
+    assert await asyncio.to_thread(echo, "UNKNOWN") == (False, None)
+
+
+async def test_store_matches_by_accession_and_quiet_time_completes(client: Any, node: Any, clock: Any) -> None:
+    view = await ordered(client, modality="CT")
+    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    datasets = [
+        instance("CT_small.dcm", study_uid=study_uid, accession=view["accession_number"]),
+        instance("CT_small.dcm", study_uid=study_uid),  # no accession: matched by the known StudyInstanceUID
+    ]
+    statuses = await store(node.port, TOWNSHIP_AE, datasets)
+    assert [int(s.Status) for s in statuses] == [0, 0]
+    assert (await request_state(client, view["id"]))["state"] == "ordered", "not before the quiet time"
+
+    clock.advance(seconds=1)
+
+    async def queued() -> dict[str, Any] | None:
+        state = await request_state(client, view["id"])
+        return state if state["state"] == "queued" else None
+
+    state = await wait_for(queued)
+    assert state["data_completed_by"] == "quiet-time"
+
+    async def completed() -> list[dict[str, Any]] | None:
+        resp = await client.get(f"/api/v1/requests/{view['id']}/studies", headers=await client.login("county_reader"))
+        assert resp.status == 200, await resp.text()
+        found: list[dict[str, Any]] = (await resp.json())["studies"]
+        return found if found and found[0]["completed_by"] else None
+
+    studies = await wait_for(completed)
+    assert [s["study_instance_uid"] for s in studies] == [study_uid]
+    assert studies[0]["instance_count"] == 2 and studies[0]["completed_by"] == "quiet-time"
+    assert studies[0]["matched_by"] == "accession"
+    outsider = await client.get(f"/api/v1/requests/{view['id']}/studies", headers=await client.login("township_doc2"))
+    assert outsider.status == 403
+
+
+async def test_duplicate_is_idempotent_and_bad_dataset_refused(client: Any, node: Any, tmp_path: Path) -> None:
+    ds = instance("MR_small.dcm")
+    first, again = await store(node.port, TOWNSHIP_AE, [ds, ds])
+    assert int(first.Status) == 0 and int(again.Status) == 0
+    assert await count(client, DicomInstance) == 1
+
+    broken = instance("MR_small.dcm")
+    del broken.SOPInstanceUID  # the command set still names one (file meta); the dataset itself has none
+    path = tmp_path / "broken.dcm"
+    broken.save_as(path, enforce_file_format=True)
+    (status,) = await store(node.port, TOWNSHIP_AE, [path])
+    assert int(status.Status) == 0xC000
+    assert "SOP Instance UID" in str(status.ErrorComment)
+    assert await count(client, DicomInstance) == 1 and await count(client, DicomStudy) == 1
+    leftovers = [p for p in node.store.root.rglob("*.dcm")]
+    assert len(leftovers) == 1, "nothing of the refused dataset stays on disk"
+
+
+async def test_unmatched_study_waits_for_reconciliation(client: Any, node: Any, clock: Any) -> None:
+    view = await ordered(client, modality="CT", patient_id="P0042")
+    ds = instance("CT_small.dcm", accession="NOSUCHORDER")
+    await store(node.port, TOWNSHIP_AE, [ds])
+    # An accession of another institution's request never matches (scope): the other county's township.
+    stray = instance("CT_small.dcm", accession=view["accession_number"])
+    await store(node.port, OTHER_TOWNSHIP_AE, [stray])
+
+    coordinator = await client.login("county_coord")
+    listing = await (await client.get("/api/v1/reconciliation", headers=coordinator)).json()
+    assert [i["study_instance_uid"] for i in listing["items"]] == [str(ds.StudyInstanceUID)]
+    assert listing["items"][0]["source_institution"] == "NL-C01-K01-T01"
+    assert (await client.get("/api/v1/reconciliation", headers=await client.login("township_doc"))).status == 403
+
+    url = f"/api/v1/reconciliation/{ds.StudyInstanceUID}/link"
+    resp = await client.post(url, json={"accession_number": view["accession_number"]}, headers=coordinator)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["request_id"] == view["id"]
+    again = await client.post(url, json={"request_id": view["id"]}, headers=coordinator)
+    assert again.status == 409
+    assert (await (await client.get("/api/v1/reconciliation", headers=coordinator)).json())["items"] == []
+
+    clock.advance(seconds=1)
+
+    async def queued() -> bool:
+        return (await request_state(client, view["id"]))["state"] == "queued"
+
+    await wait_for(queued)
+
+
+async def test_ecg_is_queued_on_arrival_with_a_measured_suggestion(client: Any, node: Any) -> None:
+    view = await ordered(client, kind="ecg", modality="ECG")
+    ecg = instance("waveform_ecg.dcm", accession=view["accession_number"])
+    (status,) = await store(node.port, TOWNSHIP_AE, [ecg])
+    assert int(status.Status) == 0
+    state = await request_state(client, view["id"])
+    assert state["state"] == "queued" and state["data_completed_by"] == "ecg", "no quiet time for an ECG"
+
+    reader = await client.login("county_reader")
+    studies = await (await client.get(f"/api/v1/requests/{view['id']}/studies", headers=reader)).json()
+    (entry,) = studies["studies"][0]["ecg"]
+    assert entry["suggestion"]["heart_rate_bpm"] and "suggestion" in entry["suggestion"]["note"]
+
+    data = await (await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.json", headers=reader)).json()
+    assert set(data["leads"]) >= {"I", "II", "V6"} and data["suggestion"]["method"].startswith("Pan-Tompkins")
+    resp = await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.svg", headers=reader)
+    assert resp.status == 200 and resp.content_type == "image/svg+xml"
+    root = ET.fromstring(await resp.text())
+    labels = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"} <= labels
+    outsider = await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.svg", headers=await client.login("township_doc2"))
+    assert outsider.status == 403
