@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy telenet gateways
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n auto
 
 test: lint typecheck pytest
 

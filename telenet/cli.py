@@ -37,6 +37,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="give every account without a password a random one and append it to FILE (0600)",
     )
+    gen = net.add_parser("generate", help="write a synthetic five-tier network file (deterministic per seed)")
+    gen.add_argument("--cities", type=int, default=2, metavar="N")
+    gen.add_argument("--counties-per-city", type=int, default=2, metavar="N")
+    gen.add_argument("--townships-per-county", type=int, default=3, metavar="N")
+    gen.add_argument("--villages-per-township", type=int, default=2, metavar="N")
+    gen.add_argument("--seed", type=int, default=1, metavar="S")
+    gen.add_argument("--prefix", default="GP", help="code prefix of every institution (2-4 letters, default GP)")
+    gen.add_argument(
+        "--hl7-destination",
+        metavar="HOST:PORT",
+        help="send ORU^R01 results of every county and township there (default: results are not pushed)",
+    )
+    gen.add_argument(
+        "--hl7-distinct-ports", action="store_true", help="one port each, counting up from the --hl7-destination port"
+    )
+    gen.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write ('-' for stdout)")
 
     user = sub.add_parser("user", help="accounts").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", help="create or update an account")
@@ -72,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(settings.database_url, args.revision)
             print(f"database at revision {args.revision}")
             return 0
+        if args.command == "network" and args.network_command == "generate":
+            return _network_generate(args)
         if args.command == "network":
             return _network_load(settings, args.file, args.demo_passwords)
         if args.command == "user":
@@ -116,6 +134,43 @@ def _network_load(settings: Settings, file: str, demo_passwords: str | None) -> 
         with path.open("a", encoding="utf-8") as fh:
             fh.writelines(lines)
         print(f"{len(lines)} demo password(s) written to {path}")
+    return 0
+
+
+def _network_generate(args: argparse.Namespace) -> int:
+    from telenet.netgen import generate_network
+
+    destination = None
+    if args.hl7_destination:
+        host, _, port = args.hl7_destination.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"telenet: --hl7-destination must be HOST:PORT, got {args.hl7_destination!r}", file=sys.stderr)
+            return 2
+        destination = (host, int(port))
+    try:
+        doc = generate_network(
+            cities=args.cities,
+            counties_per_city=args.counties_per_city,
+            townships_per_county=args.townships_per_county,
+            villages_per_township=args.villages_per_township,
+            seed=args.seed,
+            prefix=args.prefix,
+            hl7_destination=destination,
+            hl7_distinct_ports=args.hl7_distinct_ports,
+        )
+    except ValueError as exc:
+        print(f"telenet: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(args.output).write_text(text, encoding="utf-8")
+    tiers: dict[str, int] = {}
+    for inst in doc["institutions"]:
+        tiers[inst["tier"]] = tiers.get(inst["tier"], 0) + 1
+    summary = ", ".join(f"{n} {tier}" for tier, n in tiers.items())
+    print(f"{args.output}: {summary}; {len(doc['centers'])} centers, {len(doc['users'])} accounts")
     return 0
 
 
