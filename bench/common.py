@@ -42,18 +42,23 @@ class HubProcess:
     database_url: str | None = None
     env_extra: dict[str, str] = field(default_factory=dict)
     network: Path = DEMO
+    protocols: bool = False  # run the DICOM node and the HL7 listener too (on free ports)
 
     def __post_init__(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="telenet-bench-")
         self.port = free_port()
+        self.dicom_port = free_port()
+        self.hl7_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TELENET_")}
         self.env.update(
             {
                 "TELENET_VAR_DIR": self.tmp,
                 "TELENET_DATABASE_URL": self.database_url or f"sqlite+aiosqlite:///{self.tmp}/telenet.db",
                 "TELENET_HTTP_PORT": str(self.port),
-                "TELENET_DICOM_ENABLED": "0",
-                "TELENET_HL7_ENABLED": "0",
+                "TELENET_DICOM_ENABLED": "1" if self.protocols else "0",
+                "TELENET_HL7_ENABLED": "1" if self.protocols else "0",
+                "TELENET_DICOM_PORT": str(self.dicom_port),
+                "TELENET_HL7_PORT": str(self.hl7_port),
                 "TELENET_LOG_LEVEL": "WARNING",
                 **self.env_extra,
             }
@@ -76,20 +81,18 @@ class HubProcess:
         self.cli("network", "load", str(self.network))
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "telenet.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "telenet.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
                     return
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the hub did not start:\n{self.log.read_text(errors='replace')}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -98,12 +101,35 @@ class HubProcess:
             self.proc.wait(timeout=30)
 
     @property
+    def log(self) -> Path:
+        return Path(self.tmp) / "serve.log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set_password(self, username: str) -> None:
-        from telenet.domain.errors import TelenetError  # noqa: F401 - import check only
+    def set_all_passwords(self) -> list[str]:
+        """Every account of the database gets PASSWORD (hashed once, written in one UPDATE); their names."""
+        import asyncio
 
+        async def update_all() -> list[str]:
+            from sqlalchemy import select, update
+
+            from telenet.services.auth import hash_password
+            from telenet.store.db import create_engine
+            from telenet.store.models import User
+
+            engine = create_engine(self.env["TELENET_DATABASE_URL"])
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(update(User).values(password_hash=hash_password(PASSWORD)))
+                    return list((await conn.execute(select(User.username))).scalars())
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(update_all())
+
+    def set_password(self, username: str) -> None:
         user = self.user_row(username)
         args = ["user", "add", username, "--role", user["role"], "--institution", user["institution"]]
         for center in user.get("centers", []):

@@ -15,7 +15,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
-from telenet.api import dicom_routes, fee_routes, registry_routes, request_routes, ws
+from gateways.hl7.server import HL7Gateway
+from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
+from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
@@ -28,6 +30,7 @@ from telenet.store.db import create_engine, read_session_factory, session_factor
 log = logging.getLogger(__name__)
 
 ENGINE = web.AppKey("engine", AsyncEngine)
+HL7_GATEWAY = web.AppKey("hl7_gateway", HL7Gateway)
 
 
 def load_or_create_secret(settings: Settings) -> bytes:
@@ -69,7 +72,14 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
 
 
 def route_sets() -> list[Routes]:
-    return [registry_routes.routes, request_routes.routes, ws.routes, fee_routes.routes, dicom_routes.routes]
+    return [
+        registry_routes.routes,
+        request_routes.routes,
+        ws.routes,
+        fee_routes.routes,
+        hl7_routes.routes,
+        dicom_routes.routes,
+    ]
 
 
 def build_app(
@@ -86,6 +96,13 @@ def build_app(
     hub = make_hub(settings, engine, clock)
     app = build_web_app(hub, route_sets())
     app[ENGINE] = engine
+    # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
+    interfaces: dict[str, Any] = {}
+    if background and settings.dicom_enabled:
+        interfaces["dicom"] = {"ae_title": settings.dicom_ae_title, "port": settings.dicom_port}
+    if background and settings.hl7_enabled:
+        interfaces["hl7"] = {"port": settings.hl7_port}
+    app[EXTRA]["interfaces"] = interfaces
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield
@@ -97,6 +114,11 @@ def build_app(
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
         app.cleanup_ctx.append(_background(hub, settings))
+        if settings.hl7_enabled:
+            hl7_gateway = HL7Gateway(hub, settings)
+            app[HL7_GATEWAY] = hl7_gateway
+            app[hl7_routes.REPLAYER] = hl7_gateway.replay
+            app.cleanup_ctx.append(hl7_gateway.cleanup_ctx)
         if settings.dicom_enabled:
             app.cleanup_ctx.append(dicom_ctx(hub, settings))
     return app

@@ -110,13 +110,13 @@ class Settings:
         default=60.0,
         metadata={"doc": "A study is complete after this long without a new instance (like Orthanc's StableAge)."},
     )
-    lease_minutes_stat: int = dataclasses.field(
+    lease_minutes_stat: float = dataclasses.field(
         default=15, metadata={"doc": "How long a claim on a STAT request lasts before it returns to the queue."}
     )
-    lease_minutes_urgent: int = dataclasses.field(
+    lease_minutes_urgent: float = dataclasses.field(
         default=30, metadata={"doc": "How long a claim on an urgent request lasts (a reader renews by claiming again)."}
     )
-    lease_minutes_routine: int = dataclasses.field(
+    lease_minutes_routine: float = dataclasses.field(
         default=60, metadata={"doc": "How long a claim on a routine request lasts."}
     )
     sweep_interval_seconds: float = dataclasses.field(

@@ -91,6 +91,8 @@ class Forwarder:
         self.hub.on_commit.append(self._wake_up)
         try:
             with contextlib.suppress(Exception):
+                # This process holds the forwarder's exclusive lock now: what is "sending" was a dead one's.
+                await forwarding.release_orphans(self.hub)
                 await forwarding.ensure_jobs(self.hub)
             passes = 0
             while True:

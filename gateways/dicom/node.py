@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from pynetdicom import AE, StoragePresentationContexts, _config
@@ -36,6 +36,7 @@ from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.config import Settings
 from telenet.domain.access import Actor
 from telenet.services import studies
+from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -230,9 +231,14 @@ async def running_node(hub: Hub, settings: Settings) -> AsyncIterator[DicomNode]
     await asyncio.to_thread(node.start)
     forwarder = Forwarder.from_settings(hub, settings)
     interval = max(0.05, min(1.0, hub.options.study_quiet_seconds / 4))
+
+    def exclusive(name: str, job: Callable[[], Coroutine[Any, Any, None]]) -> Coroutine[Any, Any, None]:
+        # With several hub processes on PostgreSQL, each background job runs in one of them at a time.
+        return run_exclusive(hub.engine, name, job) if hub.engine is not None else job()
+
     tasks = [
-        asyncio.create_task(run_quiet_sweep(hub, interval), name="dicom-quiet-sweep"),
-        asyncio.create_task(forwarder.run(), name="dicom-forwarder"),
+        asyncio.create_task(exclusive("dicom-quiet-sweep", lambda: run_quiet_sweep(hub, interval))),
+        asyncio.create_task(exclusive("dicom-forwarder", forwarder.run)),
     ]
     try:
         yield node

@@ -15,6 +15,7 @@ __all__ = [
     "CR",
     "DEFAULT_MAX_SIZE",
     "FS",
+    "HEAD_BYTES",
     "VT",
     "FrameError",
     "FrameTooLarge",
@@ -31,6 +32,7 @@ FS = b"\x1c"
 CR = b"\x0d"
 _END = FS + CR
 DEFAULT_MAX_SIZE = 1 << 20
+HEAD_BYTES = 4096
 
 
 class FrameError(Exception):
@@ -38,12 +40,16 @@ class FrameError(Exception):
 
 
 class FrameTooLarge(FrameError):
-    """A frame grew past ``max_size``; ``size`` is how many payload bytes were seen when we gave up."""
+    """A frame grew past ``max_size``; ``size`` is how many payload bytes were seen when we gave up.
 
-    def __init__(self, size: int, max_size: int) -> None:
+    ``head`` is the start of the frame (at most :data:`HEAD_BYTES`), enough to read MSH and echo MSH-10.
+    """
+
+    def __init__(self, size: int, max_size: int, head: bytes = b"") -> None:
         super().__init__(f"MLLP frame exceeds {max_size} bytes ({size} seen so far)")
         self.size = size
         self.max_size = max_size
+        self.head = head
 
 
 class IncompleteFrame(FrameError):
@@ -97,9 +103,9 @@ async def _read_body(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes
             chunk = await reader.readexactly(max(exc.consumed, 1))
             done = False
         size += len(chunk) - (len(_END) if done else 0)
-        if size > max_size:
-            raise FrameTooLarge(size, max_size)
         parts.append(chunk)
+        if size > max_size:
+            raise FrameTooLarge(size, max_size, _head(parts))
         if done:
             break
     body = b"".join(parts)[: -len(_END)]
@@ -108,6 +114,15 @@ async def _read_body(reader: asyncio.StreamReader, max_size: int) -> tuple[bytes
         # A sender that gave up on a frame and started over: keep the last frame only.
         return body[restart + 1 :], restart + 1
     return body, 0
+
+
+def _head(parts: list[bytes]) -> bytes:
+    head = bytearray()
+    for part in parts:
+        head += part[: HEAD_BYTES - len(head)]
+        if len(head) >= HEAD_BYTES:
+            break
+    return bytes(head)
 
 
 async def _read(reader: asyncio.StreamReader, max_size: int) -> _Read:

@@ -68,6 +68,7 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "database": db,
             "dialect": hub.dialect,
+            "interfaces": request.app[EXTRA].get("interfaces", {}),
         },
         status=status,
     )

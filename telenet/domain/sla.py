@@ -117,10 +117,16 @@ def is_breached(due_at: datetime, now: datetime) -> bool:
 
 
 def lease_until(
-    now: datetime, priority: Priority | str, lease_minutes: Mapping[str, int] = DEFAULT_LEASE_MINUTES
+    now: datetime, priority: Priority | str, lease_minutes: Mapping[str, float] = DEFAULT_LEASE_MINUTES
 ) -> datetime:
-    """When a claim taken (or renewed) at ``now`` runs out."""
-    return require_aware(now, "now") + timedelta(minutes=_minutes(lease_minutes, _priority(priority), "lease"))
+    """When a claim taken (or renewed) at ``now`` runs out; lease lengths may be fractional minutes."""
+    level = _priority(priority)
+    minutes = lease_minutes.get(level.value)
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
+        raise Invalid(
+            f"lease minutes for priority {level.value} must be a positive number, got {minutes!r}", code="bad-lease"
+        )
+    return require_aware(now, "now") + timedelta(minutes=minutes)
 
 
 class Clock(Protocol):

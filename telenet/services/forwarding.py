@@ -142,6 +142,20 @@ async def ensure_jobs(hub: Hub) -> int:
     return added
 
 
+async def release_orphans(hub: Hub) -> int:
+    """Jobs left ``sending`` by a forwarder that is gone: called when this process takes over the forwarder's
+    exclusive lock, so they are retried now instead of when their lease runs out."""
+    now = hub.clock.now()
+    async with hub.sessions() as session:
+        result = await session.execute(
+            update(ForwardJob)
+            .where(ForwardJob.state == "sending")
+            .values(state="pending", lease_until=None, updated_at=now)
+        )
+        await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def claim_due(hub: Hub, policy: RetryPolicy, *, limit: int = 8) -> list[ForwardTask]:
     """Take due jobs (and jobs whose sender died holding them) for sending; each row goes to one worker."""
     now = hub.clock.now()

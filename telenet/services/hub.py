@@ -26,7 +26,7 @@ class HubOptions:
     token_ttl_minutes: int = 720
     critical_ack_minutes: int = 15
     study_quiet_seconds: float = 60.0
-    lease_minutes: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LEASE_MINUTES))
+    lease_minutes: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LEASE_MINUTES))
 
 
 @dataclass

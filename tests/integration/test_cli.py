@@ -78,7 +78,9 @@ def test_upgrade_load_user_and_serve(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "unknown role" in bad.stderr
 
     port = free_port()
-    env["TELENET_HTTP_PORT"] = str(port)
+    env.update(
+        {"TELENET_HTTP_PORT": str(port), "TELENET_DICOM_PORT": str(free_port()), "TELENET_HL7_PORT": str(free_port())}
+    )
     server = subprocess.Popen([*TELENET, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         health = _wait_json(f"http://127.0.0.1:{port}/healthz")

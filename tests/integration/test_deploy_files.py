@@ -66,9 +66,15 @@ def _published(service: dict[str, Any]) -> set[int]:
 
 def test_services_ports_and_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"hub", "postgres", "orthanc"}
+    assert set(services) == {"hub", "hub2", "postgres", "orthanc"}
     hub, postgres, orthanc = services["hub"], services["postgres"], services["orthanc"]
     assert _published(hub) == {8080, 11112, 2575}
+    # The second hub process: same database, storage and secrets, its own host ports.
+    hub2 = services["hub2"]
+    assert _published(hub2) == {8081, 11113, 2576}
+    assert hub2["environment"]["TELENET_DATABASE_URL"] == hub["environment"]["TELENET_DATABASE_URL"]
+    assert "telenet-var:/var/lib/telenet" in _volumes(hub2)
+    assert hub2["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert not _published(postgres), "the database is reachable only on the compose network"
     assert postgres["image"] == "postgres:15"
     assert "pgdata:/var/lib/postgresql/data" in _volumes(postgres)

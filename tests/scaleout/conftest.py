@@ -76,6 +76,7 @@ class HubNode:
 class Cluster:
     database_url: str
     nodes: list[HubNode] = field(default_factory=list)
+    his_port: int = 0  # where results for the demo township NL-C01-K01-T01 are sent
 
     def token(self, node: HubNode, username: str) -> str:
         request = urllib.request.Request(
@@ -101,7 +102,7 @@ def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A fresh PostgreSQL database with the demo network (all passwords TEST_PASSWORD) and three hub processes,
     shared by the tests of a module (a test that kills a process starts it again)."""
     assert POSTGRES_URL
@@ -117,12 +118,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "TELENET_LOG_LEVEL": "INFO",
             "TELENET_SWEEP_INTERVAL_SECONDS": "0.5",
             "TELENET_STUDY_QUIET_SECONDS": "0.5",
+            "TELENET_HL7_ACK_TIMEOUT_SECONDS": "3",  # also bounds how long a stopping sender waits
+            # A module may set its own (e.g. short leases): CLUSTER_ENV = {...}
+            **getattr(request.module, "CLUSTER_ENV", {}),
         }
     )
     setup_env = {**base, "TELENET_VAR_DIR": str(tmp_path / "setup")}
     _cli(setup_env, "db", "upgrade")
-    asyncio.run(_load_demo(database_url))
-    cluster = Cluster(database_url)
+    his_port = free_port()
+    asyncio.run(_load_demo(database_url, his_port))
+    cluster = Cluster(database_url, his_port=his_port)
     shared_var = tmp_path / "var"  # one storage path shared by every process, as on one host
     for i in range(3):
         http, dicom, hl7 = free_port(), free_port(), free_port()
@@ -144,7 +149,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _load_demo(database_url: str) -> None:
+async def _load_demo(database_url: str, his_port: int) -> None:
     """The demo network with every account's password set to TEST_PASSWORD (hashed once, not per account)."""
     from sqlalchemy import update
 
@@ -158,7 +163,11 @@ async def _load_demo(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         hub = make_hub(Settings(secret="scaleout-test-secret"), engine)
-        await load_network(hub, json.loads(DEMO_NETWORK.read_text(encoding="utf-8")))
+        doc = json.loads(DEMO_NETWORK.read_text(encoding="utf-8"))
+        for inst in doc["institutions"]:
+            if inst["code"] == "NL-C01-K01-T01":
+                inst["hl7_destination"] = {"host": "127.0.0.1", "port": his_port}
+        await load_network(hub, doc)
         async with hub.sessions() as session:
             await session.execute(update(User).values(password_hash=hash_password(TEST_PASSWORD)))
             await session.commit()

@@ -12,6 +12,7 @@ from telenet.store.models.dicom import (
     Mpps,
 )
 from telenet.store.models.fees import FeeLine, RecognitionDecision
+from telenet.store.models.hl7 import HL7DeadLetter, HL7Destination, HL7InboundMessage, HL7OutboxItem
 from telenet.store.models.registry import (
     Agreement,
     Center,
@@ -50,6 +51,10 @@ __all__ = [
     "FeeScheduleEntry",
     "ForwardDestination",
     "ForwardJob",
+    "HL7DeadLetter",
+    "HL7Destination",
+    "HL7InboundMessage",
+    "HL7OutboxItem",
     "Institution",
     "InstitutionAETitle",
     "Message",

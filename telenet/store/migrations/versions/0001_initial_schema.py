@@ -66,6 +66,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fee_schedule")),
     )
     op.create_table(
+        "hl7_destinations",
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("down_since", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_failure_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_success_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("outages", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("host", "port", name=op.f("pk_hl7_destinations")),
+    )
+    op.create_table(
         "institutions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("code", sa.String(length=32), nullable=False),
@@ -440,6 +451,32 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "hl7_inbound_messages",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("facility", sa.String(length=64), nullable=False),
+        sa.Column("message_control_id", sa.String(length=199), nullable=False),
+        sa.Column("message_type", sa.String(length=16), nullable=False),
+        sa.Column("institution_id", sa.Integer(), nullable=False),
+        sa.Column("received_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("peer", sa.String(length=64), nullable=True),
+        sa.Column("ack_code", sa.String(length=2), nullable=False),
+        sa.Column("ack", sa.LargeBinary(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("order_info", sa.JSON(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["institution_id"], ["institutions.id"], name=op.f("fk_hl7_inbound_messages_institution_id_institutions")
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"], ["requests.id"], name=op.f("fk_hl7_inbound_messages_request_id_requests")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_inbound_messages")),
+        sa.UniqueConstraint("facility", "message_control_id", name="uq_hl7_inbound_messages_key"),
+    )
+    with op.batch_alter_table("hl7_inbound_messages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_hl7_inbound_messages_request_id"), ["request_id"], unique=False)
+
+    op.create_table(
         "messages",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -716,6 +753,45 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_fee_lines_request_id"), ["request_id"], unique=False)
 
     op.create_table(
+        "hl7_outbox",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("request_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("report_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("institution_id", sa.Integer(), nullable=False),
+        sa.Column("institution_path", sa.String(length=400), nullable=False),
+        sa.Column("destination_host", sa.String(length=255), nullable=False),
+        sa.Column("destination_port", sa.Integer(), nullable=False),
+        sa.Column("receiving_facility", sa.String(length=64), nullable=False),
+        sa.Column("patient_key", sa.String(length=100), nullable=False),
+        sa.Column("message_control_id", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("result_status", sa.String(length=1), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_attempt_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("result_status in ('F','C')", name=op.f("ck_hl7_outbox_result_status")),
+        sa.CheckConstraint("status in ('pending','delivered','dead')", name=op.f("ck_hl7_outbox_status")),
+        sa.ForeignKeyConstraint(
+            ["institution_id"], ["institutions.id"], name=op.f("fk_hl7_outbox_institution_id_institutions")
+        ),
+        sa.ForeignKeyConstraint(["report_id"], ["reports.id"], name=op.f("fk_hl7_outbox_report_id_reports")),
+        sa.ForeignKeyConstraint(["request_id"], ["requests.id"], name=op.f("fk_hl7_outbox_request_id_requests")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_outbox")),
+    )
+    with op.batch_alter_table("hl7_outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_hl7_outbox_queue", ["status", "destination_host", "destination_port", "patient_key", "id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_hl7_outbox_request_id"), ["request_id"], unique=False)
+        batch_op.create_index("ix_hl7_outbox_scope", ["institution_path", "status", "id"], unique=False)
+
+    op.create_table(
         "dicom_instances",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("study_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -742,6 +818,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_dicom_instances_study_id"), ["study_id"], unique=False)
 
     op.create_table(
+        "hl7_dead_letters",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("direction", sa.String(length=8), nullable=False),
+        sa.Column("raw", sa.LargeBinary(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("received_at", telenet.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("peer", sa.String(length=64), nullable=True),
+        sa.Column("facility", sa.String(length=64), nullable=True),
+        sa.Column("message_control_id", sa.String(length=199), nullable=True),
+        sa.Column("institution_id", sa.Integer(), nullable=True),
+        sa.Column("institution_path", sa.String(length=400), nullable=True),
+        sa.Column("outbox_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("replays", sa.Integer(), nullable=False),
+        sa.Column("last_replayed_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_replayed_by", sa.String(length=64), nullable=True),
+        sa.Column("last_outcome", sa.Text(), nullable=True),
+        sa.Column("resolved_at", telenet.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("direction in ('inbound','outbound')", name=op.f("ck_hl7_dead_letters_direction")),
+        sa.ForeignKeyConstraint(
+            ["institution_id"], ["institutions.id"], name=op.f("fk_hl7_dead_letters_institution_id_institutions")
+        ),
+        sa.ForeignKeyConstraint(
+            ["outbox_id"], ["hl7_outbox.id"], name=op.f("fk_hl7_dead_letters_outbox_id_hl7_outbox")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_dead_letters")),
+    )
+    with op.batch_alter_table("hl7_dead_letters", schema=None) as batch_op:
+        batch_op.create_index("ix_hl7_dead_letters_scope", ["institution_path", "id"], unique=False)
+
+    op.create_table(
         "ecg_measurements",
         sa.Column("instance_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("heart_rate_bpm", sa.Float(), nullable=True),
@@ -766,11 +872,21 @@ def upgrade() -> None:
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table("ecg_measurements")
+    with op.batch_alter_table("hl7_dead_letters", schema=None) as batch_op:
+        batch_op.drop_index("ix_hl7_dead_letters_scope")
+
+    op.drop_table("hl7_dead_letters")
     with op.batch_alter_table("dicom_instances", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dicom_instances_study_id"))
         batch_op.drop_index(batch_op.f("ix_dicom_instances_series_id"))
 
     op.drop_table("dicom_instances")
+    with op.batch_alter_table("hl7_outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_hl7_outbox_scope")
+        batch_op.drop_index(batch_op.f("ix_hl7_outbox_request_id"))
+        batch_op.drop_index("ix_hl7_outbox_queue")
+
+    op.drop_table("hl7_outbox")
     with op.batch_alter_table("fee_lines", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_fee_lines_request_id"))
         batch_op.drop_index("ix_fee_lines_inviting_path_at")
@@ -815,6 +931,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_messages_request_id"))
 
     op.drop_table("messages")
+    with op.batch_alter_table("hl7_inbound_messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_hl7_inbound_messages_request_id"))
+
+    op.drop_table("hl7_inbound_messages")
     with op.batch_alter_table("dicom_studies", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dicom_studies_source_institution_id"))
         batch_op.drop_index(batch_op.f("ix_dicom_studies_request_id"))
@@ -884,6 +1004,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_institutions_parent_id"))
 
     op.drop_table("institutions")
+    op.drop_table("hl7_destinations")
     op.drop_table("fee_schedule")
     op.drop_table("events")
     with op.batch_alter_table("audit", schema=None) as batch_op:

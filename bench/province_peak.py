@@ -1,0 +1,107 @@
+"""Province peak hour: the generated province network (10 cities, 100 counties, 1,000 townships, 10,000
+villages) and about 8,000 requests with their HL7, DICOM and WebSocket traffic, against one hub process
+(issue 7 target: done in at most 6 minutes, i.e. 10 × real time, with zero loss).
+
+    .venv/bin/python -m bench.province_peak [--rate 22] [--duration 360] [--postgres URL-of-an-empty-database]
+
+The simulator (`telenet simulate`) runs in its own process: township HIS endpoints send ORM^O01 over MLLP and
+receive ORU^R01, township modalities query the worklist and send studies + MPPS (ECGs as 12-lead waveforms),
+readers follow their worklists over WebSocket and sign, clinics acknowledge critical findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import PASSWORD, HubProcess, free_port
+from telenet.netgen import generate_network
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=22.0, help="orders per second")
+    parser.add_argument("--duration", type=float, default=360.0, help="seconds of ordering")
+    parser.add_argument("--postgres", help="postgresql+asyncpg URL of an EMPTY database")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--scale", type=int, default=10, help="cities, counties per city, ... (10 = province)")
+    parser.add_argument("--processes", type=int, default=1, help="hub processes on the one database (PostgreSQL)")
+    args = parser.parse_args()
+    if args.processes > 1 and not args.postgres:
+        raise SystemExit("several processes need --postgres")
+    his_port = free_port()
+    doc = generate_network(
+        cities=args.scale,
+        counties_per_city=args.scale,
+        townships_per_county=args.scale,
+        villages_per_township=args.scale,
+        seed=args.seed,
+        hl7_destination=("127.0.0.1", his_port),
+    )
+    extra = {"TELENET_STUDY_QUIET_SECONDS": "2", "TELENET_SWEEP_INTERVAL_SECONDS": "2"}
+    hub = HubProcess(database_url=args.postgres, protocols=True, env_extra=extra)
+    network = Path(hub.tmp) / "province.json"
+    network.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    hub.network = network
+    started = time.monotonic()
+    hub.prepare()
+    users = hub.set_all_passwords()
+    accounts = Path(hub.tmp) / "accounts.txt"
+    accounts.write_text("".join(f"{u} {PASSWORD}\n" for u in users), encoding="utf-8")
+    print(f"network of {len(doc['institutions'])} institutions loaded in {time.monotonic() - started:.0f} s")
+    # Further processes share the database, the DICOM storage directory and the secret.
+    peers = [
+        HubProcess(database_url=args.postgres, protocols=True, env_extra={**extra, "TELENET_VAR_DIR": hub.tmp})
+        for _ in range(args.processes - 1)
+    ]
+    processes = [hub, *peers]
+    for process in processes:
+        process.start()
+    try:
+        started = time.monotonic()
+        command = [
+            sys.executable,
+            "-m",
+            "telenet.cli",
+            "simulate",
+            "--hub",
+            ",".join(p.url for p in processes),
+            "--duration",
+            str(args.duration),
+            "--rate",
+            str(args.rate),
+            "--network",
+            str(network),
+            "--accounts",
+            str(accounts),
+            "--json",
+            "--drain",
+            "300",
+            "--seed",
+            str(args.seed),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, env=hub.env, check=False)
+        elapsed = time.monotonic() - started
+    finally:
+        for process in processes:
+            process.stop()
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        print(done.stderr[-3000:])
+        raise SystemExit(1)
+    summary = json.loads(lines[-1])
+    dialect = "postgresql" if args.postgres else "sqlite"
+    print(
+        f"{dialect}, {args.processes} process(es): {summary['orders']} orders at {args.rate}/s for "
+        f"{args.duration:.0f} s; all done in {elapsed:.0f} s; lost {summary['lost']}; errors {summary['errors']}; "
+        f"turnaround s {summary['turnaround_seconds']}"
+    )
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Acknowledgments: the original-mode ACK we answer with, and reading the ACK a peer answers our ORU with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import hl7apy
+
+from gateways.hl7.er7 import (
+    DEFAULT_VERSION,
+    ERROR_CODES,
+    SUPPORTED_VERSIONS,
+    Reject,
+    decode,
+    escape,
+    first,
+    format_ts,
+    header_from_line,
+    new_message,
+    outbound_charset,
+    parse_segments,
+    set_field,
+    split_lines,
+    version_tuple,
+)
+from gateways.hl7.messages import AckCode, AckInfo, ErrorInfo, Inbound, InvalidAck, Rejected
+
+
+def _erl(location: str) -> str:
+    """Error location as ERL: PID-3 -> PID^1^3, PID-3.1 -> PID^1^3^1^1, ORC -> ORC^1."""
+    seg, _, rest = location.partition("-")
+    fld, _, comp = rest.partition(".")
+    parts = [seg, "1"] + ([fld] if fld else []) + (["1", comp] if fld and comp else [])
+    return "^".join(parts)
+
+
+def build_ack(
+    *,
+    ack_code: AckCode,
+    control_id_in: str | None,
+    facility_in: str | None,
+    receiving_app: str = "TELENET",
+    receiving_facility: str = "TELENET",
+    version: str | None,
+    error: ErrorInfo | None = None,
+    text: str | None = None,
+    message_control_id: str,
+    now: datetime,
+    application_in: str | None = None,
+    trigger_event: str | None = None,
+    charset: str | None = "utf-8",
+) -> bytes:
+    """An original-mode ACK: MSA-2 echoes the inbound MSH-10, ERR when there is an error.
+
+    Answers in the inbound version when it is supported (else 2.5.1) and in the inbound charset
+    (``charset`` is the Python codec of :attr:`PatientUpdate.charset` etc.; utf-8 when unknown).
+    ERR is ERR-1 (ELD) before 2.5 and ERR-2/3/4/8 from 2.5 on.
+    """
+    version = version if version in SUPPORTED_VERSIONS else DEFAULT_VERSION
+    modern = version_tuple(version) >= (2, 5)
+    codec, msh18 = outbound_charset(charset)
+    event = f"^{escape(trigger_event)}" if trigger_event else ""
+    msh_9 = f"ACK{event}^ACK" if event and version_tuple(version) >= (2, 4) else f"ACK{event}"
+    m = new_message("ACK", version, {
+        3: escape(receiving_app), 4: escape(receiving_facility), 5: escape(application_in or ""),
+        6: escape(facility_in or ""), 7: format_ts(now), 9: msh_9, 10: escape(message_control_id),
+        11: "P", 18: msh18,
+    })  # fmt: skip
+    msa = m.add_segment("MSA")
+    set_field(msa, 1, ack_code)
+    set_field(msa, 2, escape(control_id_in or ""))
+    message_text = text or (error.text if error else None)
+    set_field(msa, 3, escape(message_text or ""))
+    if error is not None:
+        cwe = f"{error.code}^{escape(ERROR_CODES.get(error.code, ''))}^HL70357"
+        err = m.add_segment("ERR")
+        if modern:
+            set_field(err, 2, _erl(error.location) if error.location else None)
+            set_field(err, 3, cwe)
+            set_field(err, 4, error.severity)
+            set_field(err, 8, escape(error.text or message_text or ""))
+        else:
+            set_field(msa, 6, cwe)
+            eld = _erl(error.location).split("^")[:3] if error.location else ["", "", ""]
+            set_field(err, 1, "^".join([*eld, *[""] * (3 - len(eld)), cwe.replace("^", "&")]))
+    return (str(m.to_er7()) + "\r").encode(codec, "replace")
+
+
+def build_ack_for(
+    message: Inbound,
+    *,
+    message_control_id: str,
+    now: datetime,
+    ack_code: AckCode | None = None,
+    error: ErrorInfo | None = None,
+    text: str | None = None,
+    receiving_app: str = "TELENET",
+    receiving_facility: str = "TELENET",
+) -> bytes:
+    """The ACK for a parsed message: AR/AE with its ERR for a :class:`Rejected`, else ``ack_code``
+    (AA by default; pass AE and an :class:`ErrorInfo` for a service-level refusal)."""
+    if isinstance(message, Rejected):
+        ack_code = ack_code or message.ack_code
+        error = error or message.error
+        text = text or message.reason
+    _, _, event = (message.message_type or "").partition("^")
+    return build_ack(
+        ack_code=ack_code or ("AE" if error else "AA"),
+        control_id_in=message.message_control_id,
+        facility_in=message.facility,
+        receiving_app=receiving_app,
+        receiving_facility=receiving_facility,
+        version=message.version,
+        error=error,
+        text=text,
+        message_control_id=message_control_id,
+        now=now,
+        application_in=message.sending_application,
+        trigger_event=event or None,
+        charset=message.charset,
+    )
+
+
+def parse_ack(raw: bytes) -> AckInfo:
+    """Read a peer's ACK (2.3.1 to 2.5.1 and other versions hl7apy knows); raises :class:`InvalidAck`."""
+    try:
+        text, charset = decode(raw)
+        head = header_from_line(split_lines(text)[0], charset)
+        version = head.version if head.version in hl7apy.SUPPORTED_LIBRARIES else None
+        if version is None:
+            raise Reject("AR", 203, "MSH-12", f"HL7 version {head.version!r} unknown")
+        segs = parse_segments(text, version, charset)
+    except Reject as r:
+        raise InvalidAck(r.reason) from None
+    msa, err = first(segs, "MSA"), first(segs, "ERR")
+    if msa is None:
+        raise InvalidAck("no MSA segment")
+    ack_code = msa.get(1).upper()
+    if ack_code not in ("AA", "AE", "AR", "CA", "CE", "CR"):
+        raise InvalidAck(f"MSA-1 {ack_code!r} is not an acknowledgment code")
+    code = (err.get(3) or err.get(1, 4, 1) if err else "") or msa.get(6)
+    message = msa.get(3) or (err.get(8) if err else "")
+    return AckInfo(
+        ack_code=ack_code,
+        control_id_acked=msa.get(2),
+        text=message or None,
+        error_code=int(code) if code.isdigit() else None,
+        message_control_id=head.message_control_id,
+    )

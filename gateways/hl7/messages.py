@@ -1,0 +1,184 @@
+"""The plain, picklable values the HL7 codec produces and consumes (no hl7apy objects escape it).
+
+Frozen dataclasses of bytes, str, dates and numbers only, so that they cross a process pool unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+AckCode = Literal["AA", "AE", "AR", "CA", "CE", "CR"]
+Priority = Literal["stat", "urgent", "routine"]
+Kind = Literal["imaging", "ecg"]
+
+
+@dataclass(frozen=True)
+class PatientData:
+    id: str
+    family: str
+    given: str
+    display: str
+    sex: str  # M F O U
+    birth_date: date | None
+    national_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Clinician:
+    id: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Consent:
+    given_by: str
+    given_at: datetime | None
+    relationship: str | None = None  # CON-25, table 0548
+    mode: str | None = None  # CON-10: W written, V verbal, T telephone
+    status: str | None = None  # CON-11: A active, L limited, R refused, X rescinded, B bypassed
+    granted: bool = True
+
+
+@dataclass(frozen=True)
+class PatientUpdate:
+    facility: str
+    message_control_id: str
+    version: str
+    patient: PatientData
+    message_type: str  # "ADT^A04" | "ADT^A08"
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    facility: str
+    message_control_id: str
+    version: str
+    patient: PatientData
+    accession_number: str
+    kind: Kind
+    modality: str  # DICOM modality: DX, CT, ..., ECG
+    procedure_code: str
+    procedure_text: str
+    body_part: str | None
+    priority: Priority
+    clinical_question: str | None
+    ordering_clinician: Clinician | None
+    consent: Consent | None
+    placer_order_number: str | None
+    filler_order_number: str | None
+    message_type: str  # "ORM^O01" | "OMI^O23"
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class CancelOrder:
+    facility: str
+    message_control_id: str
+    version: str
+    accession_number: str
+    patient: PatientData | None
+    message_type: str
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """One ERR segment: a table 0357 code, the field to blame ("PID-3", "MSH-4", "ORC") and a text."""
+
+    code: int
+    location: str | None = None
+    text: str | None = None
+    severity: Literal["E", "W", "I"] = "E"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An inbound message we answer with AR (unparseable or unsupported) or AE (valid, not acceptable).
+
+    Header fields are whatever could be read, even from a broken message, so the ACK can echo MSH-10.
+    ``raw_text`` is the decoded message, None when the bytes did not decode.
+    """
+
+    ack_code: Literal["AR", "AE"]
+    reason: str
+    error_location: str | None
+    message_control_id: str | None
+    facility: str | None
+    version: str | None
+    raw_text: str | None
+    error_code: int = 207
+    message_type: str | None = None
+    sending_application: str | None = None
+    charset: str | None = None
+
+    @property
+    def error(self) -> ErrorInfo:
+        return ErrorInfo(code=self.error_code, location=self.error_location, text=self.reason)
+
+
+Inbound = PatientUpdate | NewOrder | CancelOrder | Rejected
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What goes back to the requesting HIS as ORU^R01.
+
+    ``ecg`` keys (all optional): rate_bpm, pr_ms, qrs_ms, qt_ms, qtc_ms, axis_deg (numbers) and
+    rhythm (text). ``status`` is F for a final report, C for a correction or addendum.
+    """
+
+    accession_number: str
+    patient: PatientData
+    procedure_code: str
+    procedure_text: str
+    findings: str
+    impression: str
+    signer_name: str
+    signer_id: str
+    signed_at: datetime
+    status: Literal["F", "C"] = "F"
+    critical: bool = False
+    critical_items: list[str] = field(default_factory=list)
+    addendum_text: str | None = None
+    ecg: dict[str, Any] | None = None
+    observed_at: datetime | None = None
+    placer_order_number: str | None = None  # the HIS's own order number; defaults to the accession
+    modality: str | None = None
+
+
+@dataclass(frozen=True)
+class AckInfo:
+    ack_code: str
+    control_id_acked: str
+    text: str | None
+    error_code: int | None = None
+    message_control_id: str | None = None
+
+
+class InvalidAck(ValueError):
+    """The peer's answer is not an HL7 ACK we can read."""
+
+
+__all__ = [
+    "AckCode",
+    "AckInfo",
+    "CancelOrder",
+    "Clinician",
+    "Consent",
+    "ErrorInfo",
+    "Inbound",
+    "InvalidAck",
+    "Kind",
+    "NewOrder",
+    "PatientData",
+    "PatientUpdate",
+    "Priority",
+    "Rejected",
+    "ReportResult",
+]
