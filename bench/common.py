@@ -35,6 +35,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def serve(env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
+    """Start `telenet serve` with ``env`` (output appended to ``log``) and return once /healthz answers."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "telenet.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the hub did not start:\n{log.read_text(errors='replace')}") from None
+            time.sleep(0.1)
+
+
 @dataclass
 class HubProcess:
     """``telenet serve`` in a subprocess with a fresh database (SQLite in a temp dir, or a PostgreSQL schema)."""
@@ -81,19 +99,7 @@ class HubProcess:
         self.cli("network", "load", str(self.network))
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "telenet.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the hub did not start:\n{self.log.read_text(errors='replace')}") from None
-                time.sleep(0.2)
+        self.proc = serve(self.env, self.log, self.url)
 
     def stop(self) -> None:
         if self.proc:

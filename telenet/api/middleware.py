@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
@@ -81,6 +82,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             _TITLES.get(exc.status, exc.reason),
             exc.text if exc.text else None,
             request.path,
+        )
+    except SQLAlchemyTimeoutError:
+        # Every database connection is busy: the hub is overloaded, not broken. Tell the client to come back.
+        log.warning("database connections exhausted on %s %s", request.method, request.path)
+        return problem(
+            503,
+            "overloaded",
+            "Service unavailable",
+            "the hub is overloaded; retry shortly",
+            request.path,
+            headers={"Retry-After": "5"},
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
+from dataclasses import replace
 from datetime import date, timedelta
 
 from sqlalchemy import delete, select
@@ -72,15 +74,29 @@ async def issue_token(hub: Hub, username: str, password: str, remote_addr: str |
     return {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat()}
 
 
+# How long a token's actor is reused without reading the database again: an account disabled, or its centers
+# changed, takes effect within this time (token expiry itself is checked on every request).
+ACTOR_CACHE_SECONDS = 15.0
+ACTOR_CACHE_SIZE = 10_000
+
+
 async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> Actor:
     """The actor behind a bearer token; 401 when unknown or expired."""
+    digest = token_digest(token)
+    cached = hub.actor_cache.get(digest)
+    if cached is not None:
+        actor, expires_at, cached_at = cached
+        if time.monotonic() - cached_at < ACTOR_CACHE_SECONDS:
+            if expires_at <= hub.clock.now():
+                raise Unauthorized("the bearer token has expired", code="token-expired")
+            return replace(actor, remote_addr=remote_addr)
     async with hub.reader() as session:
         row = (
             await session.execute(
                 select(Token, User, Institution)
                 .join(User, User.id == Token.user_id)
                 .join(Institution, Institution.id == User.institution_id)
-                .where(Token.token_hash == token_digest(token))
+                .where(Token.token_hash == digest)
             )
         ).one_or_none()
         if row is None:
@@ -90,7 +106,11 @@ async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> 
             raise Unauthorized("the bearer token has expired", code="token-expired")
         if not user.active:
             raise Unauthorized("the account is disabled", code="bad-token")
-        return await _actor(session, user, inst, remote_addr)
+        actor = await _actor(session, user, inst, remote_addr)
+    if len(hub.actor_cache) >= ACTOR_CACHE_SIZE:
+        hub.actor_cache.clear()
+    hub.actor_cache[digest] = (actor, tok.expires_at, time.monotonic())
+    return actor
 
 
 async def actor_for_username(hub: Hub, username: str, remote_addr: str | None = None) -> Actor:

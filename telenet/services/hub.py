@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -45,6 +46,8 @@ class Hub:
         return (self.read_sessions or self.sessions)()
 
     on_commit: list[Callable[[], None]] = field(default_factory=list)
+    # token digest -> (actor, token expiry, when cached): see services.auth.authenticate
+    actor_cache: dict[str, tuple[Actor, datetime, float]] = field(default_factory=dict)
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""

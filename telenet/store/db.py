@@ -26,6 +26,8 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
+        # Readers run in parallel on WAL; writers queue on SQLite's lock (busy_timeout), not on the pool.
+        kwargs.update(pool_size=10, max_overflow=30, pool_timeout=60)
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.common import serve
 from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD
 from tests.integration.test_cli import free_port
 
@@ -43,19 +43,7 @@ class HubNode:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "telenet.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text(errors='replace')}") from None
-                time.sleep(0.1)
+        self.proc = serve(self.env, self.log, self.url)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no unlock, connections dropped by the kernel."""
