@@ -82,8 +82,9 @@ class Tally:
         tracked.results.append(status)
 
     def outstanding(self) -> list[Tracked]:
-        """Orders whose story is not finished: no final yet, or a final whose ORU has not arrived."""
-        return [t for t in self.orders.values() if t.ack in (None, "AA") and not self._settled(t)]
+        """Acknowledged orders whose story is not finished: no final yet, or a final whose ORU has not arrived.
+        (An order the hub never acknowledged was not accepted, so it cannot be lost: it is counted apart.)"""
+        return [t for t in self.orders.values() if t.ack == "AA" and not self._settled(t)]
 
     @staticmethod
     def _settled(t: Tracked) -> bool:
@@ -127,6 +128,7 @@ class Tally:
             "returned": sum(t.returned for t in self.orders.values()),
             "escalated": sum(t.escalated for t in self.orders.values()),
             "errors": dict(self.errors),
+            "never_acknowledged": sum(1 for t in self.orders.values() if t.ack is None),
             "explained_unfinished": dict(explained),
             "lost": len(lost),
             "lost_accessions": lost[:20],
