@@ -30,6 +30,12 @@ TEST_PASSWORD = "demo-password-1"
 DEFAULT_NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 
 
+def needs_postgres(what: str) -> pytest.MarkDecorator:
+    """Skip a PostgreSQL-only test where no PostgreSQL is configured, except where peers are required (CI):
+    there the test runs, and fails loudly without TELENET_TEST_POSTGRES_URL."""
+    return pytest.mark.skipif(not POSTGRES_URL and not REQUIRE_PEERS, reason=f"{what} need TELENET_TEST_POSTGRES_URL")
+
+
 def engine_params() -> list[Any]:
     params = [pytest.param("sqlite", id="sqlite")]
     if POSTGRES_URL:
@@ -183,3 +189,13 @@ async def client(aiohttp_client: Any, demo_hub: Any, settings: Settings, databas
     cli.login = login
     cli.hub = demo_hub
     return cli
+
+
+@pytest.fixture
+async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
+    """The hub's DICOM node on a free port around the ``client`` hub (DICOM test modules override ``settings``
+    with ``tests.dicom_fixtures.dicom_settings``)."""
+    from tests.dicom_fixtures import node_for
+
+    async with node_for(client.hub, settings) as running:
+        yield running

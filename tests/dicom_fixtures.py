@@ -158,3 +158,13 @@ async def node_for(hub: Any, settings: Settings) -> AsyncIterator[Any]:
 
     async with running_node(hub, settings) as node:
         yield node
+
+
+async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
+    """A request ordered over REST by the demo township (tests.factories.order's body)."""
+    from tests.factories import order
+
+    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
+    assert resp.status == 201, await resp.text()
+    view: dict[str, Any] = await resp.json()
+    return view

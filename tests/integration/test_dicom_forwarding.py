@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from telenet.config import Settings
 from telenet.services.network import load_network
 from telenet.store.models import Event
-from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, free_port, instance, node_for, wait_for
+from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, free_port, instance, wait_for
 from tests.factories import order
 
 
@@ -34,12 +33,6 @@ def with_nodes(doc: dict[str, Any], nodes: dict[str, int]) -> dict[str, Any]:
             ae = "PACS" + center["code"].replace("NL-", "").replace("-", "")[:12]
             center["dicom_node"] = {"ae_title": ae, "host": "127.0.0.1", "port": nodes[center["code"]]}
     return patched
-
-
-@pytest.fixture
-async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
-    async with node_for(client.hub, settings) as running:
-        yield running
 
 
 def send(port: int, ds: Any) -> None:

@@ -4,7 +4,6 @@ completeness by MPPS exactly when every listed instance is present."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +11,12 @@ import pytest
 
 from gateways.dicom.modality_sim import ModalityError, ModalitySim
 from telenet.config import Settings
-from tests.dicom_fixtures import OTHER_TOWNSHIP_AE, TOWNSHIP_AE, dicom_settings, node_for
-from tests.factories import order
+from tests.dicom_fixtures import OTHER_TOWNSHIP_AE, TOWNSHIP_AE, dicom_settings, ordered
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return dicom_settings(tmp_path)
-
-
-@pytest.fixture
-async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
-    async with node_for(client.hub, settings) as running:
-        yield running
-
-
-async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
-    assert resp.status == 201, await resp.text()
-    view: dict[str, Any] = await resp.json()
-    return view
 
 
 async def state_of(client: Any, request_id: int) -> dict[str, Any]:

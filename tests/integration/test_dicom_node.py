@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,14 @@ from tests.dicom_fixtures import (
     TOWNSHIP_AE,
     dicom_settings,
     instance,
-    node_for,
+    ordered,
     wait_for,
 )
-from tests.factories import order
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return dicom_settings(tmp_path)
-
-
-@pytest.fixture
-async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
-    async with node_for(client.hub, settings) as running:
-        yield running
 
 
 def _associate(port: int, calling: str, contexts: list[Any]) -> Any:
@@ -63,13 +55,6 @@ def store(port: int, calling: str, datasets: list[Any]) -> list[Dataset]:
             assoc.release()
 
     return asyncio.to_thread(run)  # type: ignore[return-value]
-
-
-async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
-    assert resp.status == 201, await resp.text()
-    view: dict[str, Any] = await resp.json()
-    return view
 
 
 async def request_state(client: Any, request_id: int) -> dict[str, Any]:

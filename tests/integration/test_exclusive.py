@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from telenet.services.exclusive import lock_key, run_exclusive
 from telenet.store.db import create_engine
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, needs_postgres
 
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="advisory locks need TELENET_TEST_POSTGRES_URL")
+pytestmark = needs_postgres("advisory locks")
 
 
 async def test_one_holder_and_takeover_when_it_dies() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,16 @@ from tests.dicom_fixtures import (
     dicom_settings,
     free_port,
     instance,
-    node_for,
+    ordered,
     pydicom_file,
     run_tool,
     save,
 )
-from tests.factories import order
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return dicom_settings(tmp_path)
-
-
-@pytest.fixture
-async def node(client: Any, settings: Settings) -> AsyncIterator[Any]:
-    async with node_for(client.hub, settings) as running:
-        yield running
-
-
-async def ordered(client: Any, **kwargs: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/requests", json=order(**kwargs), headers=await client.login("township_doc"))
-    assert resp.status == 201, await resp.text()
-    view: dict[str, Any] = await resp.json()
-    return view
 
 
 def peer(node: Any) -> list[str]:

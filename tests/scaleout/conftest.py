@@ -20,10 +20,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import serve
-from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD
+from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD, needs_postgres
 from tests.integration.test_cli import free_port
 
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="several hub processes need TELENET_TEST_POSTGRES_URL")
+pytestmark = needs_postgres("several hub processes")
 
 
 @dataclass

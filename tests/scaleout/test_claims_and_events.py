@@ -8,14 +8,13 @@ import random
 from typing import Any
 
 import aiohttp
-import pytest
 import websockets
 
-from tests.conftest import POSTGRES_URL
+from tests.conftest import needs_postgres
 from tests.factories import order
 from tests.scaleout.conftest import Cluster, add_readers
 
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="several hub processes need TELENET_TEST_POSTGRES_URL")
+pytestmark = needs_postgres("several hub processes")
 
 CENTER = "NL-C01-K01-IMG"
 

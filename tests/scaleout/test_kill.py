@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import aiohttp
-import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import text
@@ -17,12 +16,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateways.dicom.node import nodelay
 from telenet.services.exclusive import lock_key
 from telenet.sim.his import ResultListener
-from tests.conftest import POSTGRES_URL
+from tests.conftest import needs_postgres
 from tests.dicom_fixtures import TOWNSHIP_AE, instance
 from tests.factories import order
 from tests.scaleout.conftest import Cluster, HubNode
 
-pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="several hub processes need TELENET_TEST_POSTGRES_URL")
+pytestmark = needs_postgres("several hub processes")
 
 # Short leases (6 s for routine work) so that a dead reader's claim comes back within the test.
 CLUSTER_ENV = {
