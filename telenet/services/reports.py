@@ -288,7 +288,8 @@ async def critical_timeline(session: AsyncSession, finding: CriticalFinding) -> 
         .scalars()
         .all()
     )
-    view = critical_view(finding)
+    acknowledger = await session.get(User, finding.acknowledged_by_id) if finding.acknowledged_by_id else None
+    view = critical_view(finding, acknowledger.username if acknowledger else None)
     view["timeline"] = [
         {
             "at": e.at.isoformat(),

@@ -240,14 +240,13 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
         .all()
     )
     criticals = (
-        (
-            await session.execute(
-                select(CriticalFinding).where(CriticalFinding.request_id == request.id).order_by(CriticalFinding.id)
-            )
+        await session.execute(
+            select(CriticalFinding, User.username)
+            .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
+            .where(CriticalFinding.request_id == request.id)
+            .order_by(CriticalFinding.id)
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     participants = (
         (
             await session.execute(
@@ -317,7 +316,7 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             for s, code in steps
         ],
         "reports": [report_view(r) for r in reports],
-        "critical_findings": [critical_view(c) for c in criticals],
+        "critical_findings": [critical_view(c, username) for c, username in criticals],
     }
 
 
@@ -337,7 +336,9 @@ def report_view(report: Report) -> dict[str, Any]:
     }
 
 
-def critical_view(finding: CriticalFinding) -> dict[str, Any]:
+def critical_view(finding: CriticalFinding, acknowledged_by: str | None) -> dict[str, Any]:
+    """A critical finding; ``acknowledged_by`` is the username of the account that acknowledged it (the stable
+    identity), ``acknowledged_by_name`` the name of that person as recorded at the acknowledgement."""
     return {
         "id": finding.id,
         "items": finding.items,
@@ -346,7 +347,8 @@ def critical_view(finding: CriticalFinding) -> dict[str, Any]:
         "deadline_at": _iso(finding.deadline_at),
         "escalation_level": finding.escalation_level,
         "acknowledged_at": _iso(finding.acknowledged_at),
-        "acknowledged_by": finding.acknowledged_by,
+        "acknowledged_by": acknowledged_by,
+        "acknowledged_by_name": finding.acknowledged_by,
         "read_back_by": finding.read_back_by,
         "read_back": finding.read_back,
     }

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from telenet.domain.errors import Conflict, Forbidden
+from telenet.schemas import validate
 from telenet.services import queue, reports, requests
 from telenet.services.auth import actor_for_username, add_user
 from telenet.services.sweeper import sweep_once
+from tests.conftest import ROOT
 from tests.factories import order
 
 FINAL = {"findings": "窦性心律。", "impression": "急性下壁心肌梗死。", "final": True}
@@ -122,7 +125,12 @@ async def test_unacknowledged_critical_finding_escalates_until_acknowledged(demo
     acked = await reports.acknowledge(
         demo_hub, clinic, critical["id"], {"read_back_by": "值班护士李四", "read_back": "ST段抬高型心肌梗死"}
     )
-    assert acked["acknowledged_by"] == "township_doc" or acked["acknowledged_by"]
+    assert (acked["acknowledged_by"], acked["acknowledged_by_name"]) == ("township_doc", "李青山")
+    validate("api/critical-finding", acked)
+    seen = await requests.get(demo_hub, clinic, view["id"])
+    assert [(c["acknowledged_by"], c["acknowledged_by_name"]) for c in seen["critical_findings"]] == [
+        ("township_doc", "李青山")
+    ], "the request view names the acknowledger the same way"
     assert acked["escalation_level"] == 2 and acked["read_back_by"] == "值班护士李四"
     events = [step["event"] for step in acked["timeline"]]
     assert events == ["critical.raised", "critical.escalated", "critical.escalated", "critical.acknowledged"]
@@ -182,11 +190,36 @@ async def test_declining_a_consultation_needs_a_reason(demo_hub: Any) -> None:
     assert declined["state"] == "returned" and declined["return"]["note"] == "请转神经内科"
 
 
-def test_lease_defaults_are_documented() -> None:
-    from telenet.domain.sla import DEFAULT_LEASE_MINUTES
+def documented_lease_minutes() -> dict[str, int]:
+    """The claim leases as docs/policy.md states them ("Claim leases ...: stat 15, urgent 30, routine 60 min")."""
+    text = (ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    found = re.search(r"Claim leases[^:]*: stat (\d+), urgent (\d+), routine (\d+) min", text)
+    assert found, "docs/policy.md states the default claim leases"
+    return dict(zip(("stat", "urgent", "routine"), map(int, found.groups()), strict=True))
 
-    assert DEFAULT_LEASE_MINUTES["stat"] < DEFAULT_LEASE_MINUTES["routine"]
-    assert timedelta(minutes=DEFAULT_LEASE_MINUTES["routine"]) == timedelta(hours=1)
+
+@pytest.mark.parametrize("priority", ["stat", "urgent", "routine"])
+async def test_a_claim_under_the_default_lease_returns_to_the_queue_at_the_documented_time(
+    demo_hub: Any, priority: str
+) -> None:
+    """The hub is built from default settings: the lease is the one docs/policy.md documents, and the sweeper
+    puts the request back in the queue once it has run out, not before."""
+    minutes = documented_lease_minutes()[priority]
+    view = await queued(demo_hub, order(priority=priority))
+    reader = await actor_for_username(demo_hub, "county_reader")
+    claimed = await queue.claim(demo_hub, reader, view["id"])
+    claimed_at = demo_hub.clock.now()
+    assert claimed["claim_expires_at"] == (claimed_at + timedelta(minutes=minutes)).isoformat()
+    demo_hub.clock.advance(minutes=minutes - 1)
+    assert (await sweep_once(demo_hub)).leases_expired == 0
+    still = await requests.get(demo_hub, reader, view["id"])
+    assert (still["state"], still["claimed_by"]) == ("claimed", "county_reader")
+    demo_hub.clock.advance(minutes=2)
+    assert (await sweep_once(demo_hub)).leases_expired == 1
+    after = await requests.get(demo_hub, reader, view["id"])
+    assert (after["state"], after["claimed_by"], after["claim_expires_at"]) == ("queued", None, None)
+    worklist = await queue.worklist(demo_hub, reader, "NL-C01-K01-IMG")
+    assert [(i["request_id"], i["state"], i["claimed_by"]) for i in worklist["items"]] == [(view["id"], "queued", None)]
 
 
 async def test_lease_length_is_configurable(demo_hub: Any) -> None:
