@@ -28,6 +28,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/lint_tests.py tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy telenet gateways
