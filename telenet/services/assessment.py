@@ -56,6 +56,9 @@ class Selection:
         self.requests: list[ColumnElement[bool]] = []
         self.decisions: list[ColumnElement[bool]] = []
         self.labels: dict[str, str | None] = {"network": None, "center": None, "institution": None}
+        # The institution whose figures these are (for the audit row): the institution, the center's host, or
+        # the network's lead, the narrowest chosen.
+        self.owner_path: str | None = None
 
 
 async def _select(
@@ -73,6 +76,7 @@ async def _select(
         chosen.requests.append(Request.requesting_path.startswith(inst.path, autoescape=True))
         chosen.decisions.append(RecognitionDecision.institution_path.startswith(inst.path, autoescape=True))
         chosen.labels["institution"] = inst.code
+        chosen.owner_path = inst.path
     if center is not None:
         row, host = await center_by_code(session, center)
         if not (actor.sees_center(row.code, host.path) or is_within(host.path, actor.institution_path)):
@@ -80,6 +84,7 @@ async def _select(
         chosen.requests.append(Request.center_id == row.id)
         chosen.decisions.append(RecognitionDecision.producing_center_id == row.id)
         chosen.labels["center"] = row.code
+        chosen.owner_path = chosen.owner_path or host.path
     if network is not None:
         net = (await session.execute(select(Network).where(Network.code == network))).scalar_one_or_none()
         if net is None:
@@ -92,6 +97,7 @@ async def _select(
         chosen.requests.append(Request.requesting_institution_id.in_(members))
         chosen.decisions.append(RecognitionDecision.institution_id.in_(members))
         chosen.labels["network"] = net.code
+        chosen.owner_path = chosen.owner_path or lead.path
     return chosen
 
 
@@ -126,7 +132,9 @@ async def compute(
     async with use_case(hub, actor, "assessment.read", "assessment") as uow:
         session = uow.session
         chosen = await _select(session, actor, network, center, institution)
-        uow.audit(object_path=actor.institution_path, detail={**chosen.labels, "from": start.isoformat()})
+        uow.audit(
+            object_path=chosen.owner_path or actor.institution_path, detail={**chosen.labels, "from": start.isoformat()}
+        )
 
         def during(column: Any) -> list[ColumnElement[bool]]:
             return [column >= start, column < end]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, NotFound
-from telenet.services.hub import Hub
+from telenet.services.hub import Hub, use_case
 from telenet.store.models import Center, Event, EventTopic, Institution, Request
 
 # One PostgreSQL advisory lock serializes the event-writing part of transactions, so that event ids
@@ -75,17 +75,19 @@ async def authorize_topics(hub: Hub, actor: Actor, topics: Sequence[str]) -> tup
     """Split the requested topics into those the actor may follow and errors for the others."""
     allowed: list[str] = []
     refused: list[dict[str, str]] = []
-    async with hub.reader() as session:
-        for topic in topics:
-            try:
-                await _authorize(session, actor, topic)
-                allowed.append(topic)
-            except (Forbidden, NotFound, Invalid) as exc:
-                refused.append({"topic": topic, "code": exc.code, "detail": exc.message})
+    for topic in topics:
+        # A subscription is a read of what the topic's events tell: audited like one, refused ones with their code,
+        # each naming the institution whose data the topic carries.
+        try:
+            async with use_case(hub, actor, "events.subscribe", "topic", topic) as uow:
+                await _authorize(uow.session, actor, topic, lambda path: uow.audit(object_path=path))
+            allowed.append(topic)
+        except (Forbidden, NotFound, Invalid) as exc:
+            refused.append({"topic": topic, "code": exc.code, "detail": exc.message})
     return allowed, refused
 
 
-async def _authorize(session: AsyncSession, actor: Actor, topic: str) -> None:
+async def _authorize(session: AsyncSession, actor: Actor, topic: str, owner: Callable[[str], None]) -> None:
     kind, _, key = topic.partition(":")
     if not key:
         raise Invalid(f"topic {topic!r} is not one of worklist:{{center}}, requests:{{institution}}, request:{{id}}")
@@ -99,12 +101,14 @@ async def _authorize(session: AsyncSession, actor: Actor, topic: str) -> None:
         ).one_or_none()
         if row is None:
             raise NotFound(f"no center {key!r}")
+        owner(row[1])
         if not actor.sees_center(row[0], row[1]):
             raise Forbidden(f"{key} is not one of your centers", code="scope")
     elif kind == "requests":
         path = (await session.execute(select(Institution.path).where(Institution.code == key))).scalar_one_or_none()
         if path is None:
             raise NotFound(f"no institution {key!r}")
+        owner(path)
         if not actor.sees_institution(path):
             raise Forbidden(f"{key} is outside your scope", code="scope")
     elif kind == "request":
@@ -117,6 +121,7 @@ async def _authorize(session: AsyncSession, actor: Actor, topic: str) -> None:
         request = await session.get(Request, request_id)
         if request is None:
             raise NotFound(f"no request {request_id}")
+        owner(request.requesting_path)
         if not await can_see_request(session, actor, request):
             raise Forbidden(f"request {request_id} is outside your scope", code="scope")
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -335,6 +336,7 @@ async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"level": query.level})
         found = await _studies(session, actor, query)
+        uow.audit(object_path=_owner_path(found, actor))
         by_id = {s.id: s for s in found}
         if query.level == "STUDY" or not by_id:
             series_counts = await _series_counts(session, list(by_id))
@@ -370,6 +372,17 @@ async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]
         ]
         uow.audit(detail={"count": len(results)})
         return results
+
+
+def _owner_path(studies: Sequence[DicomStudy], actor: Actor) -> str:
+    """The institution whose data a query or retrieve touched, for its audit row: the one institution that
+    acquired every matched study, else (none, or several) the caller's own, whose scope the query ranged over."""
+    sources = {s.source_path for s in studies}
+    if len(sources) == 1:
+        (only,) = sources
+        if only:
+            return only
+    return actor.institution_path
 
 
 async def _series_counts(session: AsyncSession, study_ids: list[int]) -> dict[int, int]:
@@ -441,9 +454,9 @@ async def retrieve(hub: Hub, actor: Actor, query: StudyQuery, *, destination: st
     async with use_case(hub, actor, action, "dicom_study") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"destination": destination})
-        study_ids = [
-            s.id for s in await _studies(session, actor, StudyQuery(level="STUDY", study_uids=query.study_uids))
-        ]
+        matched = await _studies(session, actor, StudyQuery(level="STUDY", study_uids=query.study_uids))
+        uow.audit(object_path=_owner_path(matched, actor))
+        study_ids = [s.id for s in matched]
         if not study_ids:
             return []
         sql = (

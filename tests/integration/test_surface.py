@@ -1,0 +1,443 @@
+"""The whole surface against its authorization-and-audit table (``tests/integration/surface_table.py``).
+
+One real server per database (aiohttp on loopback plus the DICOM node), one scenario, every row fired once per
+role and scope from one module fixture; the tests then compare what was observed with the table. A route of the
+application's router without a row fails ``test_every_route_has_a_row``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from telenet.store.models import AuditEntry, FeeLine, Institution
+from tests.conftest import (
+    DEFAULT_NOW,
+    DEMO_NETWORK,
+    TEST_PASSWORD,
+    Database,
+    _drop_database,
+    _make_database,
+    engine_params,
+)
+from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance
+from tests.factories import order
+from tests.integration import surface_table as table
+from tests.integration.surface_table import ACCOUNTS, ROLES, SCOPES, Row, Side
+
+OTHER_READER = "surface_other_reader"
+OTHER_DOC = "surface_other_doc"
+OTHER_AE = "C02K01T01"  # NL-C02-K01-T01, under an agreement with the NL-C02-K01 centers
+UNKNOWN_AE = "NOBODY"
+
+
+@dataclass
+class AuditSeen:
+    action: str
+    object_type: str
+    object_path: str | None
+    outcome: str
+    actor: str
+
+
+@dataclass
+class Observed:
+    """What the fixture saw: per (row key, role, scope) the status and the audit rows written meanwhile."""
+
+    status: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    audit: dict[tuple[str, str, str], list[AuditSeen]] = field(default_factory=dict)
+    topics: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    dicom: dict[tuple[str, str], str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # institution code -> path
+    sides: dict[str, Side] = field(default_factory=dict)
+    routes: list[tuple[str, str]] = field(default_factory=list)
+    actor_institution: dict[str, str] = field(default_factory=dict)  # role -> institution code
+
+
+# --- the scenario --------------------------------------------------------------------------------------------
+
+
+async def _store(port: int, calling: str, datasets: list[Any]) -> list[int]:
+    from pynetdicom import AE
+
+    def run() -> list[int]:
+        ae = AE(ae_title=calling)
+        for ds in datasets:
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", port, ae_title="TELENET")
+        assert assoc.is_established, f"{calling}: association refused"
+        try:
+            return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        finally:
+            assoc.release()
+
+    return await asyncio.to_thread(run)
+
+
+async def _side(hub: Any, port: int, *, requester: str, reader: str, admin: str, ae: str, serial: int) -> Side:
+    from telenet.services import consultation, fees, queue, reports, requests
+    from telenet.services.auth import actor_for_username
+
+    clinic = await actor_for_username(hub, requester)
+    patient_id = f"P{serial:04d}"
+    ecg = await requests.submit(
+        hub, clinic, order("ecg", modality="ECG", priority="stat", patient_id=patient_id, serial=serial)
+    )
+    ds = instance("waveform_ecg.dcm", accession=ecg["accession_number"], patient_id=patient_id)
+    assert await _store(port, ae, [ds]) == [0]
+    reading = await actor_for_username(hub, reader)
+    await queue.claim(hub, reading, ecg["id"])
+    final = await reports.report(
+        hub,
+        reading,
+        ecg["id"],
+        {
+            "findings": "窦性心律。",
+            "impression": "急性下壁心肌梗死。",
+            "final": True,
+            "critical": True,
+            "critical_items": ["ST段抬高型心肌梗死"],
+        },
+    )
+    critical_id = final["critical_findings"][0]["id"]
+    await reports.acknowledge(hub, clinic, critical_id, {"read_back_by": "值班护士"})
+    async with hub.sessions() as session:
+        line_id = (await session.execute(select(FeeLine.id).where(FeeLine.request_id == ecg["id"]))).scalar_one()
+    await fees.refund(hub, await actor_for_username(hub, admin), line_id, "surface table: refunded once")
+    waiting = await requests.submit(hub, clinic, order(patient_id=patient_id, serial=serial))
+    assert waiting["state"] == "ordered"
+    consult = await requests.submit(
+        hub,
+        clinic,
+        order(
+            "consultation",
+            modality=None,
+            subspecialty="cardiology",
+            priority="urgent",
+            patient_id=patient_id,
+            serial=serial,
+            participants=[reader],
+        ),
+    )
+    await consultation.post_message(hub, clinic, consult["id"], "患者胸痛加重。")
+    center_code = final["center"]["code"]
+    return Side(
+        institution=final["requesting_institution"]["code"],
+        center_institution=final["center"]["institution"],
+        center=center_code,
+        request_id=ecg["id"],
+        accession_number=ecg["accession_number"],
+        ecg_uid=str(ds.SOPInstanceUID),
+        study_uid=str(ds.StudyInstanceUID),
+        critical_id=critical_id,
+        fee_line_id=line_id,
+        consultation_id=consult["id"],
+        patient_id=patient_id,
+        ordered_accession=waiting["accession_number"],
+    )
+
+
+async def build_scenario(hub: Any, port: int) -> dict[str, Side]:
+    from telenet.services.auth import add_user
+
+    await add_user(hub, username=OTHER_DOC, role="requester", institution="NL-C02-K01-T01", password=None)
+    await add_user(
+        hub,
+        username=OTHER_READER,
+        role="reader",
+        institution="NL-C02-K01",
+        password=None,
+        centers=["NL-C02-K01-IMG", "NL-C02-K01-ECG"],
+        practice_since=date(2010, 1, 1),
+    )
+    own = await _side(
+        hub, port, requester="township_doc", reader="county_reader", admin="county_admin", ae=TOWNSHIP_AE, serial=1
+    )
+    other = await _side(
+        hub, port, requester=OTHER_DOC, reader=OTHER_READER, admin="province_admin", ae=OTHER_AE, serial=2
+    )
+    return {"own": own, "other": other}
+
+
+# --- firing ----------------------------------------------------------------------------------------------
+
+
+class Server:
+    """The hub of one database: the aiohttp app from the composition root on a loopback port, and the DICOM
+    node on another."""
+
+    def __init__(self, db: Database, tmp: Path) -> None:
+        self.db = db
+        self.settings = dicom_settings(tmp)
+        self.network = json.loads(DEMO_NETWORK.read_text("utf-8"))
+
+    async def __aenter__(self) -> Server:
+        from sqlalchemy import update
+
+        from gateways.dicom.node import running_node
+        from telenet.api.context import HUB
+        from telenet.app import build_app, make_hub
+        from telenet.domain.sla import FixedClock
+        from telenet.services.auth import hash_password
+        from telenet.services.network import load_network
+        from telenet.store.models import User
+
+        self.clock = FixedClock(DEFAULT_NOW)
+        self.hub = make_hub(self.settings, self.db.engine, self.clock)
+        await load_network(self.hub, self.network)
+        async with self.hub.sessions() as session:
+            await session.execute(update(User).values(password_hash=hash_password(TEST_PASSWORD)))
+            await session.commit()
+        self.app = build_app(self.settings, engine=self.db.engine, clock=self.clock, background=False)
+        self.app[HUB] = self.hub
+        self.runner = web.AppRunner(self.app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self._node = running_node(self.hub, self.settings)
+        self.node = await self._node.__aenter__()
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.http.close()
+        await self._node.__aexit__(None, None, None)
+        await self.runner.cleanup()
+
+
+async def _audit_after(hub: Any, after: int) -> tuple[int, list[AuditSeen]]:
+    async with hub.sessions() as session:
+        rows = (
+            (await session.execute(select(AuditEntry).where(AuditEntry.id > after).order_by(AuditEntry.id)))
+            .scalars()
+            .all()
+        )
+    last = rows[-1].id if rows else after
+    return last, [AuditSeen(r.action, r.object_type, r.object_path, r.outcome, r.actor) for r in rows]
+
+
+async def _fire_route(server: Server, row: Row, side: Side, role: str, scope: str, tokens: dict[str, str]) -> int:
+    headers = {"Authorization": f"Bearer {tokens[role]}"} if role in tokens else {}
+    target = row.target_of(side)
+    url = server.base + target.url
+    if row.websocket:
+        try:
+            async with server.http.ws_connect(url, headers=headers) as ws:
+                await ws.close()
+                return 101
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+    body = target.json
+    if row.path == "/api/v1/auth/token":
+        username = ACCOUNTS.get(role, "nobody-at-all")
+        body = {"username": username, "password": TEST_PASSWORD if scope == "own" else "wrong-password-1"}
+    elif body == "ORDER":
+        body = order(patient_id="P9001", serial=9001)
+    async with server.http.request(row.method, url, json=body, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def _fire_topics(server: Server, obs: Observed, tokens: dict[str, str], last: int) -> int:
+    for topic, role, scope in itertools.product(table.TOPICS, tokens, SCOPES):
+        name = topic.build(obs.sides[scope])
+        url = f"{server.base}/api/v1/ws"
+        async with server.http.ws_connect(url, headers={"Authorization": f"Bearer {tokens[role]}"}) as ws:
+            await ws.send_json({"action": "subscribe", "topics": [name]})
+            outcome = "?"
+            for _ in range(3):
+                message = await ws.receive_json(timeout=10)
+                if message["type"] == "error":
+                    outcome = message["code"]
+                    break
+                if message["type"] == "subscribed":
+                    outcome = "ok" if name in message["topics"] else "?"
+                    break
+            await ws.close()
+        key = (topic.template, role, scope)
+        obs.topics[key] = outcome
+        last, obs.audit[("WS " + topic.template, role, scope)] = await _audit_after(server.hub, last)
+    return last
+
+
+async def _fire_dicom(server: Server, obs: Observed, last: int) -> int:
+    from pydicom.uid import generate_uid
+    from sqlalchemy import update
+
+    from telenet.store.models import Center
+    from tests.integration import surface_dicom as scu
+
+    pacs = scu.StorageSCP("K01PACS")
+    pacs_port = await asyncio.to_thread(pacs.start)
+    async with server.hub.sessions() as session:
+        await session.execute(update(Center).where(Center.dicom_ae_title == "K01PACS").values(dicom_port=pacs_port))
+        await session.commit()
+    own = obs.sides["own"]
+    port = server.node.port
+    mpps_uids = {caller: generate_uid() for caller in table.DICOM_CALLERS}
+    runs: dict[str, Any] = {
+        "C-ECHO": lambda ae, caller: scu.echo(port, ae),
+        "C-STORE": lambda ae, caller: scu.store(port, ae),
+        "C-FIND study root": lambda ae, caller: scu.find_study(port, ae, own.study_uid),
+        "C-FIND modality worklist": lambda ae, caller: scu.worklist(port, ae, own.ordered_accession),
+        "C-MOVE study root": lambda ae, caller: scu.move(port, ae, own.study_uid, pacs, "K01PACS"),
+        "C-GET study root": lambda ae, caller: scu.get(port, ae, own.study_uid),
+        "MPPS N-CREATE": lambda ae, caller: scu.mpps_create(port, ae, own.ordered_accession, mpps_uids[caller]),
+        "MPPS N-SET": lambda ae, caller: scu.mpps_set(port, ae, mpps_uids["own"]),
+    }
+    try:
+        for op in table.DICOM:
+            for caller in table.DICOM_CALLERS:
+                ae = table.STATIONS[op.station][caller]
+                obs.dicom[(op.name, caller)] = await asyncio.to_thread(runs[op.name], ae, caller)
+                last, obs.audit[("DICOM " + op.name, caller, "-")] = await _audit_after(server.hub, last)
+    finally:
+        await asyncio.to_thread(pacs.stop)
+    return last
+
+
+async def fire_everything(kind: str, tmp: Path) -> Observed:
+    db = await _make_database(kind, tmp, migrate=False)
+    obs = Observed()
+    try:
+        async with Server(db, tmp) as server:
+            obs.routes = [
+                (route.method, route.resource.canonical)
+                for route in server.app.router.routes()
+                if route.resource is not None and route.method != "HEAD"
+            ]
+            obs.sides = await build_scenario(server.hub, server.node.port)
+            async with server.hub.sessions() as session:
+                obs.paths = dict((await session.execute(select(Institution.code, Institution.path))).all())
+            tokens: dict[str, str] = {}
+            for role, username in ACCOUNTS.items():
+                async with server.http.post(
+                    server.base + "/api/v1/auth/token", json={"username": username, "password": TEST_PASSWORD}
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    tokens[role] = (await resp.json())["token"]
+            from telenet.services.auth import actor_for_username
+
+            for role, username in ACCOUNTS.items():
+                obs.actor_institution[role] = (await actor_for_username(server.hub, username)).institution_code
+            last, _ = await _audit_after(server.hub, 0)
+            for row in table.ROUTES:
+                for role, scope in itertools.product(ROLES, SCOPES):
+                    key = (row.key, role, scope)
+                    obs.status[key] = await _fire_route(server, row, obs.sides[scope], role, scope, tokens)
+                    last, obs.audit[key] = await _audit_after(server.hub, last)
+            last = await _fire_topics(server, obs, tokens, last)
+            last = await _fire_dicom(server, obs, last)
+    finally:
+        await _drop_database(db)
+    return obs
+
+
+@pytest.fixture(scope="module", params=engine_params())
+def surface(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    tmp = tmp_path_factory.mktemp(f"surface-{request.param}")
+    yield asyncio.run(asyncio.wait_for(fire_everything(request.param, tmp), timeout=300))
+
+
+# --- the tests -------------------------------------------------------------------------------------------------
+
+
+def _row_ids(rows: list[Any]) -> list[str]:
+    return [getattr(r, "key", None) or getattr(r, "template", None) or r.name for r in rows]
+
+
+def test_every_route_has_a_row(surface: Observed) -> None:
+    """Walk the router of the app the composition root builds: every route needs a row, every row a route."""
+    missing = sorted(
+        f"{method} {path}" for method, path in surface.routes if not any(r.covers(method, path) for r in table.ROUTES)
+    )
+    assert missing == [], f"routes without a row in tests/integration/surface_table.py: {missing}"
+    stale = sorted(r.key for r in table.ROUTES if not any(r.covers(m, p) for m, p in surface.routes))
+    assert stale == [], f"rows without a route: {stale}"
+    keys = [r.key for r in table.ROUTES]
+    assert len(keys) == len(set(keys)), "one row per route"
+
+
+@pytest.mark.parametrize("row", table.ROUTES, ids=_row_ids(table.ROUTES))
+def test_route_statuses(surface: Observed, row: Row) -> None:
+    seen = {role: (surface.status[(row.key, role, "own")], surface.status[(row.key, role, "other")]) for role in ROLES}
+    assert seen == row.expect
+
+
+def _owner_code(surface: Observed, owner: str, side: Side, role: str) -> str:
+    if owner == "institution":
+        return side.institution
+    if owner == "center":
+        return side.center_institution
+    assert owner == "actor", owner
+    return surface.actor_institution[role]
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in table.ROUTES if r.audit], ids=_row_ids([r for r in table.ROUTES if r.audit])
+)
+def test_patient_data_reads_leave_their_audit_row(surface: Observed, row: Row) -> None:
+    assert row.audit is not None
+    for role, scope in itertools.product(ROLES, SCOPES):
+        key = (row.key, role, scope)
+        rows = [a for a in surface.audit[key] if a.action == row.audit.action]
+        ok = [a for a in rows if a.outcome == "ok"]
+        if 200 <= surface.status[key] < 300:
+            owner = _owner_code(surface, row.audit.owner, surface.sides[scope], role)
+            expected = [(row.audit.action, row.audit.object_type, surface.paths[owner], ACCOUNTS[role])]
+            assert [(a.action, a.object_type, a.object_path, a.actor) for a in ok] == expected, key
+        else:
+            assert ok == [], f"{key}: a refused read must not be audited as ok"
+
+
+@pytest.mark.parametrize("topic", table.TOPICS, ids=_row_ids(table.TOPICS))
+def test_websocket_topics(surface: Observed, topic: table.Topic) -> None:
+    seen = {
+        role: (surface.topics[(topic.template, role, "own")], surface.topics[(topic.template, role, "other")])
+        for role in ACCOUNTS
+    }
+    assert seen == topic.expect
+    for role, scope in itertools.product(ACCOUNTS, SCOPES):
+        rows = [a for a in surface.audit[("WS " + topic.template, role, scope)] if a.action == "events.subscribe"]
+        owner = _owner_code(surface, topic.owner, surface.sides[scope], role)
+        outcome = surface.topics[(topic.template, role, scope)]
+        assert [(a.object_type, a.object_path, a.outcome) for a in rows] == [
+            ("topic", surface.paths[owner], outcome)
+        ], (topic.template, role, scope)
+
+
+@pytest.mark.parametrize("op", table.DICOM, ids=_row_ids(table.DICOM))
+def test_dicom_operations(surface: Observed, op: table.DicomOp) -> None:
+    seen = {caller: surface.dicom[(op.name, caller)] for caller in table.DICOM_CALLERS}
+    assert seen == op.expect
+    if op.audit is None:
+        return
+    for caller in table.DICOM_CALLERS:
+        rows = [a for a in surface.audit[("DICOM " + op.name, caller, "-")] if a.action == op.audit.action]
+        outcome = surface.dicom[(op.name, caller)]
+        if not outcome.startswith("ok:"):
+            assert [a for a in rows if a.outcome == "ok"] == [], (op.name, caller)
+            continue
+        found = outcome != "ok:0"
+        owner = surface.sides["own"].institution if found else _station_institution(surface, op.station, caller)
+        ae = table.STATIONS[op.station][caller]
+        assert [(a.object_type, a.object_path, a.outcome, a.actor) for a in rows] == [
+            (op.audit.object_type, surface.paths[owner], "ok", f"dicom:{ae}")
+        ], (op.name, caller)
+
+
+def _station_institution(surface: Observed, station: str, caller: str) -> str:
+    side = surface.sides[caller]
+    return side.institution if station == "township" else side.center_institution
