@@ -42,7 +42,7 @@ How to add a row (a new endpoint fails ``test_every_route_has_a_row`` until you 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ROLES = ("requester", "reader", "coordinator", "admin", "integration", "anonymous")
@@ -524,13 +524,36 @@ DICOM: list[DicomOp] = [
 ]
 
 
+#: HL7 senders by MSH-4: the own township, the other side's township (it has an integration account), and a
+#: facility nobody registered. Fired in this order, so the other side tries the own side's order first.
+HL7_FACILITIES = {"unknown": "NOWHERE", "other": "NL-C02-K01-T01", "own": "NL-C01-K01-T01"}
+#: The order control codes (ORC-1) the gateway supports on ORM^O01 and OMI^O23.
+HL7_ORDER_CONTROLS = ("NW", "CA")
+
+
 @dataclass(frozen=True)
 class HL7Message:
-    """An inbound HL7 message type with the ACK code per sending facility (own township's MSH-4, the other
-    side's, and one nobody registered)."""
+    """An inbound message type (with its order control), and the ACK code (MSA-1) per sender. New orders and
+    patients are the sender's own; a cancel names the order the own township placed with the NW row of the
+    same message type."""
 
-    type: str
-    expect: dict[str, str] = field(default_factory=lambda: {"own": "AA", "other": "AA", "unknown": "AE"})
+    type: str  # "ADT^A04", "ORM^O01 NW", ...
+    expect: dict[str, str]
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        code_event, _, control = self.type.partition(" ")
+        code, _, event = code_event.partition("^")
+        return code, event, control or None
 
 
-HL7: list[HL7Message] = []
+_NEW = {"own": "AA", "other": "AA", "unknown": "AE"}
+
+HL7: list[HL7Message] = [
+    HL7Message("ADT^A04", _NEW),
+    HL7Message("ADT^A08", _NEW),
+    HL7Message("ORM^O01 NW", _NEW),
+    HL7Message("ORM^O01 CA", {"own": "AA", "other": "AE", "unknown": "AE"}),
+    HL7Message("OMI^O23 NW", _NEW),
+    HL7Message("OMI^O23 CA", {"own": "AA", "other": "AE", "unknown": "AE"}),
+]

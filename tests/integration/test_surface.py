@@ -59,6 +59,8 @@ class Observed:
     audit: dict[tuple[str, str, str], list[AuditSeen]] = field(default_factory=dict)
     topics: dict[tuple[str, str, str], str] = field(default_factory=dict)
     dicom: dict[tuple[str, str], str] = field(default_factory=dict)
+    hl7: dict[tuple[str, str], str] = field(default_factory=dict)
+    hl7_errors: dict[tuple[str, str], str] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)  # institution code -> path
     sides: dict[str, Side] = field(default_factory=dict)
     routes: list[tuple[str, str]] = field(default_factory=list)
@@ -152,6 +154,7 @@ async def build_scenario(hub: Any, port: int) -> dict[str, Side]:
     from telenet.services.auth import add_user
 
     await add_user(hub, username=OTHER_DOC, role="requester", institution="NL-C02-K01-T01", password=None)
+    await add_user(hub, username="surface_other_his", role="integration", institution="NL-C02-K01-T01", password=None)
     await add_user(
         hub,
         username=OTHER_READER,
@@ -308,6 +311,24 @@ async def _fire_dicom(server: Server, obs: Observed, last: int) -> int:
     return last
 
 
+async def _fire_hl7(server: Server, obs: Observed) -> None:
+    from gateways.hl7.server import HL7Gateway
+    from tests.integration import surface_hl7
+
+    settings = server.settings.replace(hl7_enabled=True, hl7_port=0, hl7_workers=1)
+    gateway = HL7Gateway(server.hub, settings, send=False)
+    await gateway.start()
+    try:
+        for number, (row, sender) in enumerate(itertools.product(table.HL7, table.HL7_FACILITIES), start=1):
+            code, _event, control = row.key
+            # A cancel names the order the own township placed with the NW row of the same message type.
+            accession = f"HL7{code}{'own' if control == 'CA' else sender}"
+            raw = surface_hl7.message(row.type, table.HL7_FACILITIES[sender], f"SURFACE{number:04d}", accession)
+            obs.hl7[(row.type, sender)], obs.hl7_errors[(row.type, sender)] = await surface_hl7.send(gateway.port, raw)
+    finally:
+        await gateway.stop()
+
+
 async def fire_everything(kind: str, tmp: Path) -> Observed:
     db = await _make_database(kind, tmp, migrate=False)
     obs = Observed()
@@ -340,6 +361,7 @@ async def fire_everything(kind: str, tmp: Path) -> Observed:
                     last, obs.audit[key] = await _audit_after(server.hub, last)
             last = await _fire_topics(server, obs, tokens, last)
             last = await _fire_dicom(server, obs, last)
+            await _fire_hl7(server, obs)
     finally:
         await _drop_database(db)
     return obs
@@ -441,3 +463,38 @@ def test_dicom_operations(surface: Observed, op: table.DicomOp) -> None:
 def _station_institution(surface: Observed, station: str, caller: str) -> str:
     side = surface.sides[caller]
     return side.institution if station == "township" else side.center_institution
+
+
+@pytest.mark.parametrize("message", table.HL7, ids=[m.type for m in table.HL7])
+def test_hl7_messages(surface: Observed, message: table.HL7Message) -> None:
+    seen = {sender: surface.hl7[(message.type, sender)] for sender in table.HL7_FACILITIES}
+    errors = {sender: surface.hl7_errors[(message.type, sender)] for sender in table.HL7_FACILITIES}
+    assert seen == message.expect, errors
+
+
+def test_every_dicom_and_hl7_operation_has_a_row() -> None:
+    """The DICOM node's event bindings and the HL7 codec's message table, walked like the router."""
+    from gateways.dicom import handlers
+    from gateways.hl7 import codec
+
+    bound = {
+        name
+        for name, value in vars(handlers.evt).items()
+        if name.startswith("EVT_") and any(value is event for event, _ in _bindings())
+    }
+    covered = {op.event for op in table.DICOM}
+    assert bound - {"EVT_CONN_OPEN"} == covered, "each bound DIMSE event has a row in surface_table.DICOM"
+    supported = {("ADT", event, None) for event in codec._ADT_EVENTS} | {
+        (code, event, control) for code, event in codec._ORDER_TYPES for control in table.HL7_ORDER_CONTROLS
+    }
+    assert supported == {m.key for m in table.HL7}, "each supported HL7 message type has a row in surface_table.HL7"
+
+
+def _bindings() -> list[tuple[Any, Any]]:
+    from gateways.dicom.handlers import Handlers
+
+    class _Node:
+        hub = bridge = store = None
+        on_conn_open = None
+
+    return list(Handlers(_Node()).bindings())  # type: ignore[arg-type]
