@@ -52,14 +52,19 @@ async def can_see_request(session: AsyncSession, actor: Actor, request: Request)
     return participant is not None
 
 
-async def load_request(session: AsyncSession, actor: Actor, request_id: int, *, for_update: bool = False) -> Request:
-    """The request if it exists and the actor may see it; 404 / 403 otherwise."""
+async def load_request(
+    session: AsyncSession, actor: Actor, request_id: int, *, for_update: bool = False, uow: UnitOfWork | None = None
+) -> Request:
+    """The request if it exists and the actor may see it; 404 / 403 otherwise. With ``uow``, its audit row names
+    the requesting institution before the scope check, so a refused attempt is on that institution's record."""
     query = select(Request).where(Request.id == request_id)
     if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update()
     request = (await session.execute(query)).scalar_one_or_none()
     if request is None:
         raise NotFound(f"no request {request_id}")
+    if uow is not None:
+        uow.audit(object_path=request.requesting_path)
     if not await can_see_request(session, actor, request):
         raise Forbidden(f"request {request_id} is outside your scope", code="scope")
     return request
@@ -80,7 +85,7 @@ async def load_for_action(
                 else Forbidden(f"request {request_id} is outside your scope", code="scope")
             )
     else:
-        request = await load_request(session, actor, request_id, for_update=True)
+        request = await load_request(session, actor, request_id, for_update=True, uow=uow)
     uow.audit(object_path=request.requesting_path)
     center, _ = await center_of(session, request.center_id)
     inst_code = (

@@ -27,7 +27,7 @@ from telenet.domain.routing import LOCAL_TZ
 from telenet.domain.tiers import is_within
 from telenet.services.access import center_by_code, require_role
 from telenet.services.fees import check_period, institution_by_code
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, UnitOfWork, use_case
 from telenet.store.models import (
     CriticalFinding,
     Event,
@@ -62,7 +62,12 @@ class Selection:
 
 
 async def _select(
-    session: AsyncSession, actor: Actor, network: str | None, center: str | None, institution: str | None
+    session: AsyncSession,
+    actor: Actor,
+    network: str | None,
+    center: str | None,
+    institution: str | None,
+    uow: UnitOfWork | None = None,
 ) -> Selection:
     chosen = Selection()
     if institution is None and center is None and network is None:
@@ -71,6 +76,8 @@ async def _select(
         institution = own.code
     if institution is not None:
         inst = await institution_by_code(session, institution)
+        if uow is not None:
+            uow.audit(object_path=inst.path)
         if not actor.sees_institution(inst.path):
             raise Forbidden(f"{inst.code} is outside your scope", code="scope")
         chosen.requests.append(Request.requesting_path.startswith(inst.path, autoescape=True))
@@ -79,6 +86,8 @@ async def _select(
         chosen.owner_path = inst.path
     if center is not None:
         row, host = await center_by_code(session, center)
+        if uow is not None and chosen.owner_path is None:
+            uow.audit(object_path=host.path)
         if not (actor.sees_center(row.code, host.path) or is_within(host.path, actor.institution_path)):
             raise Forbidden(f"{row.code} is outside your scope", code="scope")
         chosen.requests.append(Request.center_id == row.id)
@@ -91,6 +100,8 @@ async def _select(
             raise NotFound(f"no network {network!r}")
         lead = await session.get(Institution, net.lead_id)
         assert lead is not None
+        if uow is not None and chosen.owner_path is None and center is None:
+            uow.audit(object_path=lead.path)
         if not is_within(lead.path, actor.institution_path):
             raise Forbidden(f"{net.code} is led by {lead.code}, outside your scope", code="scope")
         members = select(NetworkMember.institution_id).where(NetworkMember.network_id == net.id)
@@ -131,7 +142,7 @@ async def compute(
     start, end = _period(start, end, now)
     async with use_case(hub, actor, "assessment.read", "assessment") as uow:
         session = uow.session
-        chosen = await _select(session, actor, network, center, institution)
+        chosen = await _select(session, actor, network, center, institution, uow)
         uow.audit(
             object_path=chosen.owner_path or actor.institution_path, detail={**chosen.labels, "from": start.isoformat()}
         )

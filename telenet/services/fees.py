@@ -31,7 +31,7 @@ from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.routing import LOCAL_TZ
 from telenet.domain.tiers import is_within
 from telenet.services.access import center_of, require_role
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, UnitOfWork, use_case
 from telenet.store.models import (
     Agreement,
     Center,
@@ -195,11 +195,15 @@ async def institution_by_code(session: AsyncSession, code: str) -> Institution:
     return inst
 
 
-async def scope_root(session: AsyncSession, actor: Actor, code: str | None) -> tuple[Institution, bool]:
+async def scope_root(
+    session: AsyncSession, actor: Actor, code: str | None, uow: UnitOfWork | None = None
+) -> tuple[Institution, bool]:
     """The institution a listing is about (the actor's own by default) and whether its subtree counts;
-    403 when the actor may not see it."""
+    403 when the actor may not see it (with ``uow``, audited as an attempt on that institution's data)."""
     inst = await institution_by_code(session, code) if code else await session.get(Institution, actor.institution_id)
     assert inst is not None
+    if uow is not None:
+        uow.audit(object_path=inst.path)
     if not actor.sees_institution(inst.path):
         raise Forbidden(f"{inst.code} is outside your scope", code="scope")
     return inst, actor.role in SUBTREE_ROLES
@@ -303,7 +307,7 @@ async def list_fees(
     check_period(start, end)
     async with use_case(hub, actor, "fee.list", "fee_line") as uow:
         session = uow.session
-        root, subtree = await scope_root(session, actor, institution)
+        root, subtree = await scope_root(session, actor, institution, uow)
         uow.audit(object_path=root.path, detail={"institution": root.code, "service": service})
         where = [involving(root.path, subtree)]
         if start is not None:
@@ -475,7 +479,7 @@ async def settlement(hub: Hub, actor: Actor, period: str, institution: str | Non
     start, end = rules.period_bounds(period, LOCAL_TZ)
     async with use_case(hub, actor, "settlement.read", "settlement", period) as uow:
         session = uow.session
-        root, subtree = await scope_root(session, actor, institution)
+        root, subtree = await scope_root(session, actor, institution, uow)
         uow.audit(object_path=root.path, detail={"institution": root.code})
         rows = (
             (

@@ -164,6 +164,7 @@ async def list_audit(
             ).scalar_one_or_none()
             if path is None:
                 raise NotFound(f"no institution {institution!r}")
+            uow.audit(object_path=path)
             if not path.startswith(actor.institution_path):
                 raise Forbidden(f"{institution} is outside your subtree", code="scope")
             root = path

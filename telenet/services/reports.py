@@ -309,8 +309,7 @@ async def get_critical(hub: Hub, actor: Actor, critical_id: int) -> dict[str, An
             raise NotFound(f"no critical finding {critical_id}")
         from telenet.services.access import load_request
 
-        request = await load_request(uow.session, actor, finding.request_id)
-        uow.audit(object_path=request.requesting_path)
+        await load_request(uow.session, actor, finding.request_id, uow=uow)
         return await critical_timeline(uow.session, finding)
 
 

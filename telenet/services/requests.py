@@ -214,8 +214,7 @@ async def add_participant(session: AsyncSession, hub: Hub, request: Request, use
 
 async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     async with use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
-        request = await load_request(uow.session, actor, request_id)
-        uow.audit(object_path=request.requesting_path)
+        request = await load_request(uow.session, actor, request_id, uow=uow)
         return await request_view(uow.session, actor, request)
 
 

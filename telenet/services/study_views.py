@@ -137,8 +137,7 @@ async def request_studies(hub: Hub, actor: Actor, request_id: int) -> dict[str, 
     """The studies of a request with their series and, for ECG instances, the hub's measured suggestion."""
     async with use_case(hub, actor, "dicom.studies.read", "request", str(request_id)) as uow:
         session = uow.session
-        request = await load_request(session, actor, request_id)
-        uow.audit(object_path=request.requesting_path)
+        request = await load_request(session, actor, request_id, uow=uow)
         studies = (
             (
                 await session.execute(

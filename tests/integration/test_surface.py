@@ -422,6 +422,12 @@ def test_patient_data_reads_leave_their_audit_row(surface: Observed, row: Row) -
             assert [(a.action, a.object_type, a.object_path, a.actor) for a in ok] == expected, key
         else:
             assert ok == [], f"{key}: a refused read must not be audited as ok"
+        own_status = surface.status[(row.key, role, "own")]
+        if scope == "other" and 200 <= own_status < 300 and surface.status[key] == 403:
+            # Refused by scope alone: the attempt is on the record of the institution whose data it was.
+            owner = _owner_code(surface, row.audit.owner, surface.sides[scope], role)
+            refused = [(a.object_path, a.outcome) for a in rows if a.outcome != "ok"]
+            assert refused == [(surface.paths[owner], "scope")], key
 
 
 @pytest.mark.parametrize("topic", table.TOPICS, ids=_row_ids(table.TOPICS))
