@@ -15,7 +15,8 @@ What a row says
     ``audit``: for a read of patient data, the row it must leave when it succeeds: action, object type, and the
     institution that owns the data (``owner``: ``"institution"`` = the side's requesting institution,
     ``"center"`` = the institution of the side's center, ``"actor"`` = the caller's own institution, for lists
-    that range over the caller's scope). A refused read must leave no ``ok`` row.
+    that range over the caller's scope, ``"none"`` for the registry directory). A refused read must leave no
+    ``ok`` row, and one refused by scope alone a refusal row naming the institution it tried to read.
 
 Writes are fired at objects in a state where the action is illegal (a final request, an acknowledged
 critical finding, a refunded fee line), so nothing changes: ``409`` proves the caller got past role and scope,
@@ -35,8 +36,13 @@ How to add a row (a new endpoint fails ``test_every_route_has_a_row`` until you 
     4. A read of patient data gets ``audit=Read("action", "object_type", owner)``.
     5. A family of static assets under one prefix (e.g. the OHIF viewer under ``/ohif/``) is one row with
        ``prefix=True``: it covers every route whose canonical path starts with ``path``.
+    6. Requests carry the role's bearer token and redirects are not followed (a 302/303 is the status). A
+       console page authenticated by a session cookie needs that way of logging in added to
+       ``_fire_route`` in ``test_surface.py`` (a field on ``Row`` saying which credential the row sends).
     WebSocket topics go in ``TOPICS`` (expected ``"ok"`` or the refusal code), DICOM operations in ``DICOM``
-    (keyed by the pynetdicom event they are bound to), HL7 message types in ``HL7``.
+    (keyed by the pynetdicom event they are bound to; ``test_every_dicom_and_hl7_operation_has_a_row`` walks the
+    node's bindings), HL7 message types in ``HL7`` (keyed by message type and order control; the same test walks
+    the codec's tables of supported types, so a new one fails until it has a row).
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ class Read:
 
     action: str
     object_type: str
-    owner: str  # "institution" | "center" | "actor"
+    owner: str  # "institution" | "center" | "actor" | "none" (the registry directory belongs to no institution)
 
 
 Cells = dict[str, tuple[int, int]]
@@ -143,7 +149,7 @@ def _req(suffix: str = "", json: Any = None) -> Callable[[Side], Target]:
     return lambda side: Target(f"/api/v1/requests/{side.request_id}{suffix}", json)
 
 
-def _period(side: Side) -> str:
+def _of_institution(side: Side) -> str:
     return f"institution={side.institution}"
 
 
@@ -167,14 +173,17 @@ ROUTES: list[Row] = [
         "/api/v1/institutions",
         everyone(200),
         target=lambda side: Target(f"/api/v1/institutions?within={side.institution}"),
+        audit=Read("institution.list", "institution", "none"),
+        note="the directory is not patient data, but every read of it is audited too",
     ),
     Row(
         "GET",
         "/api/v1/institutions/{code}",
         everyone(200),
         target=lambda side: Target(f"/api/v1/institutions/{side.institution}"),
+        audit=Read("institution.read", "institution", "institution"),
     ),
-    Row("GET", "/api/v1/centers", everyone(200)),
+    Row("GET", "/api/v1/centers", everyone(200), audit=Read("center.list", "center", "none")),
     Row(
         "GET",
         "/api/v1/audit",
@@ -366,7 +375,7 @@ ROUTES: list[Row] = [
         "GET",
         "/api/v1/fees",
         expect(requester=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)),
-        target=lambda side: Target(f"/api/v1/fees?{_period(side)}"),
+        target=lambda side: Target(f"/api/v1/fees?{_of_institution(side)}"),
         audit=Read("fee.list", "fee_line", "institution"),
     ),
     Row(
@@ -379,7 +388,7 @@ ROUTES: list[Row] = [
         "GET",
         "/api/v1/settlements",
         expect(coordinator=(200, 403), admin=(200, 403)),
-        target=lambda side: Target(f"/api/v1/settlements?period=2026-03&{_period(side)}"),
+        target=lambda side: Target(f"/api/v1/settlements?period=2026-03&{_of_institution(side)}"),
         audit=Read("settlement.read", "settlement", "institution"),
     ),
     Row(

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from telenet.store.models import Token
+from telenet.store.models import AuditEntry, Token
 
 
 async def problem_of(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -117,6 +117,16 @@ async def test_audit_is_for_admins_in_their_subtree(client: Any) -> None:
     body = await (await client.get("/api/v1/audit?action=audit.read", headers=province)).json()
     outcomes = {e["outcome"] for e in body["items"] if e["actor"] == "county_admin"}
     assert outcomes == {"ok", "scope"}, "a refused attempt is audited with its error code"
+
+
+async def test_a_read_of_something_that_does_not_exist_is_audited_with_not_found(client: Any) -> None:
+    """Every other read, per role and scope, is in tests/integration/surface_table.py."""
+    headers = await client.login("township_doc")
+    resp = await client.get("/api/v1/institutions/NOPE", headers=headers)
+    assert resp.status == 404
+    async with client.hub.sessions() as session:
+        rows = (await session.execute(select(AuditEntry).where(AuditEntry.action == "institution.read"))).scalars()
+        assert [(r.actor, r.object_id, r.outcome) for r in rows] == [("township_doc", "NOPE", "not-found")]
 
 
 async def test_unknown_route_is_problem_json(client: Any) -> None:
