@@ -59,6 +59,7 @@ class Observed:
     topics: dict[tuple[str, str, str], str] = field(default_factory=dict)
     dicom: dict[tuple[str, str], str] = field(default_factory=dict)
     hl7: dict[tuple[str, str], str] = field(default_factory=dict)
+    bodies: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     hl7_errors: dict[tuple[str, str], str] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)  # institution code -> path
     sides: dict[str, Side] = field(default_factory=dict)
@@ -230,7 +231,9 @@ async def _audit_after(hub: Any, after: int) -> tuple[int, list[AuditSeen]]:
     return last, [AuditSeen(r.action, r.object_type, r.object_path, r.outcome, r.actor) for r in rows]
 
 
-async def _fire_route(server: Server, row: Row, side: Side, role: str, scope: str, tokens: dict[str, str]) -> int:
+async def _fire_route(
+    server: Server, row: Row, side: Side, role: str, scope: str, tokens: dict[str, str]
+) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {tokens[role]}"} if role in tokens else {}
     target = row.target_of(side)
     url = server.base + target.url
@@ -238,9 +241,9 @@ async def _fire_route(server: Server, row: Row, side: Side, role: str, scope: st
         try:
             async with server.http.ws_connect(url, headers=headers) as ws:
                 await ws.close()
-                return 101
+                return 101, b""
         except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
+            return exc.status, b""
     body = target.json
     if row.path == "/api/v1/auth/token":
         username = ACCOUNTS.get(role, "nobody-at-all")
@@ -248,8 +251,7 @@ async def _fire_route(server: Server, row: Row, side: Side, role: str, scope: st
     elif body == "ORDER":
         body = order(patient_id="P9001", serial=9001)
     async with server.http.request(row.method, url, json=body, headers=headers, allow_redirects=False) as resp:
-        await resp.read()
-        return resp.status
+        return resp.status, await resp.read()
 
 
 async def _fire_topics(server: Server, obs: Observed, tokens: dict[str, str], last: int) -> int:
@@ -358,7 +360,8 @@ async def fire_everything(kind: str, tmp: Path) -> Observed:
                     last, _ = await _audit_after(server.hub, last)
                 for role, scope in itertools.product(ROLES, SCOPES):
                     key = (row.key, role, scope)
-                    obs.status[key] = await _fire_route(server, row, obs.sides[scope], role, scope, tokens)
+                    obs.status[key], body = await _fire_route(server, row, obs.sides[scope], role, scope, tokens)
+                    obs.bodies[key] = body
                     if row.audit:
                         last, obs.audit[key] = await _audit_after(server.hub, last)
             last, _ = await _audit_after(server.hub, last)
@@ -439,6 +442,19 @@ def test_patient_data_reads_leave_their_audit_row(surface: Observed, row: Row) -
             owner = _owner_path(surface, row.audit.owner, surface.sides[scope], role)
             refused = [(a.object_path, a.outcome) for a in rows if a.outcome != "ok"]
             assert refused == [(owner, "scope")], key
+
+
+def test_no_answer_carries_the_other_sides_data(surface: Observed) -> None:
+    """Every caller is of the own side: no answer of any route, in either scope, names an order of the other
+    side (lists filter by scope, refusals do not echo what they refused). The own side's orders do appear,
+    so the search would find them."""
+    other = surface.sides["other"]
+    secrets = [other.accession_number.encode(), other.ordered_accession.encode()]
+    leaks = sorted(" ".join(key) for key, body in surface.bodies.items() if any(secret in body for secret in secrets))
+    assert leaks == []
+    own = surface.sides["own"].accession_number.encode()
+    assert own in surface.bodies[("GET /api/v1/requests", "requester", "own")]
+    assert own in surface.bodies[("GET /api/v1/requests/{id}", "reader", "own")]
 
 
 @pytest.mark.parametrize("topic", table.TOPICS, ids=_row_ids(table.TOPICS))
