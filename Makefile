@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy telenet gateways
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n auto
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -36,6 +36,10 @@ from tests.factories import order
 from tests.integration import surface_table as table
 from tests.integration.surface_table import ACCOUNTS, ROLES, SCOPES, Row, Side
 
+# Under xdist (make test: --dist loadgroup) every test of this module runs on one worker, so each database's
+# server is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("surface")
+
 OTHER_READER = "surface_other_reader"
 OTHER_DOC = "surface_other_doc"
 OTHER_AE = "C02K01T01"  # NL-C02-K01-T01, under an agreement with the NL-C02-K01 centers
