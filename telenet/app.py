@@ -22,6 +22,7 @@ from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services import order_status
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
@@ -68,6 +69,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         dialect=engine.dialect.name,
         engine=engine,
         read_sessions=read_session_factory(engine),
+        event_listeners=[order_status.on_event],
     )
 
 

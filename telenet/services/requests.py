@@ -82,6 +82,8 @@ async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, d
     if digest is not None and national_id is not None:
         patient.national_id_hmac = digest
         patient.national_id_last4 = last4(national_id)
+    if data.get("identifiers"):
+        patient.identifiers = {**(patient.identifiers or {}), **data["identifiers"]}
     patient.updated_at = now
     await session.flush()
     return patient
