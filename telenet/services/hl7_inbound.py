@@ -240,9 +240,11 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
         row.ack = data
         row.error = f"{error.code}: {error.message}" if error else None
         row.request_id = request_id
-        row.order_info = command.order_info if command.action == "order" and error is None else None
-        if command.action == "orders" and error is None and command.parts[0].action == "order":
-            row.order_info = command.parts[0].order_info
+        # Left unset (SQL NULL, not JSON null) unless the message is an accepted order: the ORU and the status
+        # messages look the order up by ``order_info IS NOT NULL``.
+        order_command = command.parts[0] if command.action == "orders" else command
+        if error is None and order_command.action == "order" and order_command.order_info is not None:
+            row.order_info = order_command.order_info
         await session.commit()
     if transaction.wake:
         hub.notify_committed()
