@@ -275,8 +275,18 @@ def _order(
         consent=_consent(first(group, "CON") or first(segs, "CON"), patient),
         placer_order_number=placer or None,
         filler_order_number=filler or None,
+        study_instance_uid=_study_uid(ipc),
         **common,
     )
+
+
+def _study_uid(ipc: Segment | None) -> str | None:
+    value = ipc.get(3) if ipc is not None else ""
+    if not value:
+        return None
+    if len(value) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value):
+        raise Reject("AE", 102, "IPC-3", f"IPC-3 {value[:70]!r} is not a DICOM UID")
+    return value
 
 
 def _change(orc: Segment, obr: Segment | None, tq1: Segment | None, accession: str, common: dict[str, Any]) -> Order:

@@ -104,6 +104,7 @@ def _order_command(order: Order, control_id: str, discontinue_policy: str) -> In
         order_info=order_info(order),
         placer_order_number=order.placer_order_number,
         filler_order_number=order.filler_order_number,
+        study_instance_uid=order.study_instance_uid,
     )
 
 

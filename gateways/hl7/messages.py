@@ -75,6 +75,7 @@ class NewOrder:
     message_type: str  # "ORM^O01" | "OMI^O23"
     sending_application: str = ""
     charset: str = "utf-8"
+    study_instance_uid: str | None = None  # IPC-3: the Study Instance UID the order fixes
 
 
 @dataclass(frozen=True)

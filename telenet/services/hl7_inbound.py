@@ -56,6 +56,7 @@ class InboundCommand:
     changes: dict[str, Any] | None = None
     placer_order_number: str | None = None
     filler_order_number: str | None = None
+    study_instance_uid: str | None = None
     #: Several ORC groups: one command each, all applied or none.
     parts: tuple[InboundCommand, ...] = ()
     #: The facility's HIS wants ORR^O02 / ORI^O24 rather than an ACK (set by the service from the registry).
@@ -281,7 +282,11 @@ async def _effect(
         # An HL7 order may come without consent: it is accepted and waits in ordered until consent is recorded.
         view = await requests.submit(hub, actor, command.order, consent_optional=True)
         await order_control.record_order_numbers(
-            session, int(view["id"]), command.placer_order_number, command.filler_order_number
+            session,
+            int(view["id"]),
+            command.placer_order_number,
+            command.filler_order_number,
+            command.study_instance_uid,
         )
         # The hub's own ORM/OMI log row for this request, so status messages and the ORU echo the order.
         if command.order_info is not None:

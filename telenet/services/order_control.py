@@ -28,15 +28,19 @@ CHANGEABLE = ("priority", "clinical_question", "scheduled_at", "body_part")
 _OPEN = (RequestState.ORDERED.value, RequestState.QUEUED.value)
 
 
-async def record_order_numbers(session: Any, request_id: int, placer: str | None, filler: str | None) -> None:
-    """Keep the HIS's ORC-2/ORC-3 on the request, in the caller's transaction."""
+async def record_order_numbers(
+    session: Any, request_id: int, placer: str | None, filler: str | None, study_instance_uid: str | None = None
+) -> None:
+    """Keep the HIS's ORC-2/ORC-3 (and the Study Instance UID an OMI's IPC-3 fixed) on the request, in the
+    caller's transaction."""
+    values: dict[str, Any] = {
+        "placer_order_number": placer[:64] if placer else None,
+        "filler_order_number": filler[:64] if filler else None,
+    }
+    if study_instance_uid:
+        values["study_instance_uid"] = study_instance_uid
     await session.execute(
-        update(Request)
-        .where(Request.id == request_id)
-        .values(
-            placer_order_number=(placer or None) and placer[:64], filler_order_number=(filler or None) and filler[:64]
-        )
-        .execution_options(synchronize_session=False)
+        update(Request).where(Request.id == request_id).values(**values).execution_options(synchronize_session=False)
     )
 
 

@@ -46,6 +46,9 @@ class InstitutionAETitle(Base):
 
     ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"), index=True)
+    # Where the modality listens (network file ``dicom_nodes``): storage commitment reports on a new association.
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
 
 
 class Network(Base):

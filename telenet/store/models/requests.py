@@ -96,6 +96,8 @@ class Request(Base):
     filler_order_number: Mapped[str | None] = mapped_column(String(64))
     # Why the modality discontinued the procedure step (MPPS DISCONTINUED), shown to the clinic.
     discontinued_reason: Mapped[str | None] = mapped_column(Text)
+    # The Study Instance UID the order fixed (OMI IPC-3), else the one the worklist derives from the accession.
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
 
     __table_args__ = (
         Index("ix_requests_worklist", "center_id", "state", "priority_rank", "due_at"),

@@ -29,6 +29,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("placer_order_number", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("filler_order_number", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("discontinued_reason", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("study_instance_uid", sa.String(length=64), nullable=True))
+        batch.create_index(batch.f("ix_requests_study_instance_uid"), ["study_instance_uid"], unique=False)
+    with op.batch_alter_table("institution_ae_titles") as batch:
+        batch.add_column(sa.Column("host", sa.String(length=255), nullable=True))
+        batch.add_column(sa.Column("port", sa.Integer(), nullable=True))
     with op.batch_alter_table("patients") as batch:
         batch.add_column(sa.Column("identifiers", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("merged_into_id", _BIG, nullable=True))
@@ -85,7 +90,12 @@ def downgrade() -> None:
         batch.drop_constraint(op.f("fk_patients_merged_into_id_patients"), type_="foreignkey")
         batch.drop_column("merged_into_id")
         batch.drop_column("identifiers")
+    with op.batch_alter_table("institution_ae_titles") as batch:
+        batch.drop_column("port")
+        batch.drop_column("host")
     with op.batch_alter_table("requests") as batch:
+        batch.drop_index(batch.f("ix_requests_study_instance_uid"))
+        batch.drop_column("study_instance_uid")
         batch.drop_column("discontinued_reason")
         batch.drop_column("filler_order_number")
         batch.drop_column("placer_order_number")
