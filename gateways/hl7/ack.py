@@ -172,16 +172,16 @@ def parse_ack(raw: bytes) -> AckInfo:
 
 #: ORC-1 of an order response: (accepted, refused) per order control code of the request (table 0119).
 _RESPONSE_CONTROL = {"NW": ("OK", "UA"), "CA": ("CR", "UC"), "XO": ("XR", "UX"), "DC": ("DR", "UD")}
-_RESPONSE_TYPE = {"ORM": "ORR^O02^ORR_O02", "OMI": "ORI^O24^ORI_O24"}
+_RESPONSE_TYPE = {"ORM": "ORR^O02^ORR_O02", "OMI": "ORI^O24^ORI_O24", "OMG": "ORG^O20^ORG_O20"}
 
 
 def build_order_response(
     message: Inbound, *, message_control_id: str, now: datetime, error: ErrorInfo | None = None,
     text: str | None = None,
 ) -> bytes | None:  # fmt: skip
-    """The application acknowledgement some HIS expect for orders: ORR^O02 (to ORM^O01) or ORI^O24 (to
-    OMI^O23), with one ORC per order group saying what became of it (OK/UA, CR/UC, XR/UX, DR/UD) and the
-    placer and filler numbers. None for messages that are not orders (they get an ACK)."""
+    """The application acknowledgement some HIS expect for orders: ORR^O02 (to ORM^O01), ORI^O24 (to
+    OMI^O23) or ORG^O20 (to OMG^O19), with one ORC per order group saying what became of it (OK/UA,
+    CR/UC, XR/UX, DR/UD) and the placer and filler numbers. None for messages that are not orders."""
     orders: tuple[Any, ...]
     if isinstance(message, OrderGroups):
         orders = message.orders

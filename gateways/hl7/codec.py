@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 _ADT_EVENTS = {"A01", "A04", "A05", "A08", "A40"}
 #: PID-3 identifier types (table 0203) in order of preference for the HIS patient id.
 _ID_TYPES = ("PI", "MR", "PT", "PN", "AN")
-_ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+_ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23"), ("OMG", "O19")}
 
 _DICOM_MODALITIES = "CR DX CT MR US MG XA RF NM PT IO PX OT ES XC OP".split()
 _MODALITY_CODES: dict[str, str] = {m: m for m in _DICOM_MODALITIES}
@@ -117,7 +117,7 @@ def _map(text: str, head: Header, charset: str) -> Inbound:
     if version not in SUPPORTED_VERSIONS:
         raise Reject("AR", 203, "MSH-12", f"HL7 version {version} not supported ({', '.join(SUPPORTED_VERSIONS)})")
     if not ((code == "ADT" and event in _ADT_EVENTS) or (code, event) in _ORDER_TYPES):
-        if code in ("ADT", "ORM", "OMI"):
+        if code in ("ADT", "ORM", "OMI", "OMG"):
             raise Reject("AR", 201, "MSH-9", f"event {head.message_type} not supported")
         raise Reject("AR", 200, "MSH-9", f"message type {head.message_type} not supported")
     segs = parse_segments(text, version, charset)

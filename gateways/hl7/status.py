@@ -1,5 +1,6 @@
-"""ORM^O01 with ORC-1 SC: the order status the hub (as Order Filler) tells the requesting HIS, in the HL7
-version the order came in (2.3.1 to 2.5.1), from an order status row of the outbox.
+"""ORM^O01 (OMG^O19 for orders placed as OMG) with ORC-1 SC: the order status the hub (as Order Filler)
+tells the requesting HIS, in the HL7 version the order came in (2.3.1 to 2.5.1), from an order status row
+of the outbox.
 
 ORC-5 takes table 0038 (the same codes in 2.3.1 and 2.5.1): SC scheduled, IP in process, CM completed,
 CA cancelled, DC discontinued, HD on hold (a request returned to the requester for better data).
@@ -31,7 +32,9 @@ def build_order_status(
     reason of a cancel/return) and OBR (placer, filler, procedure)."""
     version = payload.get("version") if payload.get("version") in SUPPORTED_VERSIONS else DEFAULT_VERSION
     assert isinstance(version, str)
-    msh_9 = "ORM^O01^ORM_O01" if version_tuple(version) >= (2, 4) else "ORM^O01"
+    # An order placed as OMG^O19 (IHE SWF.b HL7 v2.5.1 Option) hears back in OMG^O19, others in ORM^O01.
+    omg = str(payload.get("order_message_type") or "").startswith("OMG") and version_tuple(version) >= (2, 5)
+    msh_9 = "OMG^O19^OMG_O19" if omg else "ORM^O01^ORM_O01" if version_tuple(version) >= (2, 4) else "ORM^O01"
     patient = payload["patient"]
     family, given = patient.get("family") or "", patient.get("given") or ""
     name = f"{escape(family)}^{escape(given)}".rstrip("^") if family or given else escape(patient["name"])

@@ -93,6 +93,7 @@ async def _payload(session: AsyncSession, request: Request, status: str, event: 
         "order_status": status,
         "state": request.state,
         "version": info.get("version"),
+        "order_message_type": info.get("message_type"),
         "procedure": info.get("procedure") or {"code": request.modality or "", "text": request.body_part or ""},
         "patient": {
             "id": patient.his_id,

@@ -169,3 +169,17 @@ def test_order_status_message(version: str | None, msh_9: str) -> None:
     )  # fmt: skip
     assert str(orc[16]) == "^图像质量不合格" and str(msg.segment("PID")[5]) == "张^三"
     assert str(msg.segment("OBR")[4]) == "DX0001^胸部正位片"
+
+
+def test_omg_o19_is_an_order_and_hears_back_in_omg() -> None:
+    source = text("omi_o23_new_ct_251.hl7").replace("OMI^O23^OMI_O23", "OMG^O19^OMG_O19")
+    msg = parse_inbound(source.replace("IPC|", "ZZZ|").encode())
+    assert isinstance(msg, NewOrder) and msg.message_type == "OMG^O19" and msg.modality == "CT"
+    orr = build_order_response(msg, message_control_id="TNA3", now=NOW)
+    assert orr is not None and b"|ORG^O20^ORG_O20|" in orr
+    payload = {
+        "accession_number": "A1", "order_status": "scheduled", "version": "2.5.1", "order_message_type": "OMG^O19",
+        "patient": {"id": "P1", "name": "陆文华"}, "at": "2026-12-01T02:00:00+00:00",
+    }  # fmt: skip
+    status = build_order_status(payload, message_control_id="TNR1", receiving_facility="F", now=NOW)
+    assert str(hl7.parse(status.decode().rstrip("\r")).segment("MSH")[9]) == "OMG^O19^OMG_O19"
