@@ -83,7 +83,8 @@ async def acquired(client: Any, node: Any, count: int, **order: Any) -> tuple[di
     return view, item, images
 
 
-async def test_commitment_of_stored_instances_on_the_same_association(client: Any, node: Any) -> None:
+async def test_commitment_on_the_same_association(client: Any, node: Any) -> None:
+    """All committed; then one never sent and one of another class listed as failed; then a bad N-ACTION."""
     _, _, images = await acquired(client, node, 3)
     reports = Reports()
     transaction = generate_uid()
@@ -95,9 +96,6 @@ async def test_commitment_of_stored_instances_on_the_same_association(client: An
     )
     assert "FailedSOPSequence" not in info
 
-
-async def test_an_instance_never_sent_is_listed_as_failed(client: Any, node: Any) -> None:
-    _, _, images = await acquired(client, node, 2)
     missing = generate_uid()
     wrong_class = (str(ModalityPerformedProcedureStep), str(images[1].SOPInstanceUID))
     request = commitment_request(generate_uid(), images[:1], [(str(images[0].SOPClassUID), missing), wrong_class])
@@ -110,6 +108,12 @@ async def test_an_instance_never_sent_is_listed_as_failed(client: Any, node: Any
         (missing, 0x0112),
         (str(images[1].SOPInstanceUID), 0x0119),
     }
+
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    reports = Reports()
+    assert await asyncio.to_thread(ask, node.port, request, reports, wait=False) == 0x0106
+    assert reports.received == []
 
 
 async def test_the_report_goes_to_the_registered_node_when_the_modality_has_released(client: Any, node: Any) -> None:
@@ -141,15 +145,7 @@ async def test_the_report_goes_to_the_registered_node_when_the_modality_has_rele
     assert len(info.ReferencedSOPSequence) == 2
 
 
-async def test_n_action_without_references_is_refused(client: Any, node: Any) -> None:
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    reports = Reports()
-    assert await asyncio.to_thread(ask, node.port, request, reports, wait=False) == 0x0106
-    assert reports.received == []
-
-
-async def test_worklist_ids_follow_the_order_into_images_and_mpps(client: Any, node: Any) -> None:
+async def test_worklist_ids_follow_the_order_and_mpps_discontinued_keeps_it_ordered(client: Any, node: Any) -> None:
     view = await ordered(client, modality="CT")
     fixed = generate_uid()  # what an OMI's IPC-3 would have fixed
     async with client.hub.sessions() as session:
@@ -171,10 +167,8 @@ async def test_worklist_ids_follow_the_order_into_images_and_mpps(client: Any, n
     assert seen["order"]["study_instance_uid"] == fixed
     assert seen["order"]["scheduled_procedure_step_id"] == str(view["id"])
 
-
-async def test_mpps_discontinued_leaves_the_request_ordered_with_the_reason(client: Any, node: Any) -> None:
-    view = await ordered(client, modality="CT")
-    sim = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port, modality="CT")
+    # MPPS DISCONTINUED on another order: it stays ordered, on the worklist, with the reason for the clinic.
+    view = await ordered(client, modality="CT", serial=2)
     (item,) = await asyncio.to_thread(sim.worklist, accession_number=view["accession_number"])
     mpps = await asyncio.to_thread(sim.mpps_in_progress, item, str(item.StudyInstanceUID))
     stop = Dataset()
@@ -190,4 +184,5 @@ async def test_mpps_discontinued_leaves_the_request_ordered_with_the_reason(clie
     seen = await (await client.get(f"/api/v1/requests/{view['id']}", headers=await client.login("township_doc"))).json()
     assert seen["state"] == "ordered"
     assert seen["procedure_discontinued"] == "Incorrect worklist entry selected (110514)"
-    assert [str(i.AccessionNumber) for i in await asyncio.to_thread(sim.worklist)] == [view["accession_number"]]
+    still = await asyncio.to_thread(sim.worklist, accession_number=view["accession_number"])
+    assert [str(i.AccessionNumber) for i in still] == [view["accession_number"]]
