@@ -16,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
 from gateways.hl7.server import HL7Gateway
-from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
+from telenet.api import dicom_routes, fee_routes, hl7_routes, patient_routes, registry_routes, request_routes, ws
 from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services import order_status
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
@@ -68,6 +69,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         dialect=engine.dialect.name,
         engine=engine,
         read_sessions=read_session_factory(engine),
+        event_listeners=[order_status.on_event],
     )
 
 
@@ -79,6 +81,7 @@ def route_sets() -> list[Routes]:
         fee_routes.routes,
         hl7_routes.routes,
         dicom_routes.routes,
+        patient_routes.routes,
     ]
 
 

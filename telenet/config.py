@@ -126,6 +126,13 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+    hl7_discontinue_claimed: str = dataclasses.field(
+        default="return",
+        metadata={
+            "doc": "What ORC-1 DC does to a request a reader has claimed: return (to the requester, with the"
+            " HIS's reason) or refuse (AE; the read finishes)."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

@@ -17,6 +17,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from gateways.dicom import mapping
+from gateways.dicom.commitment import StorageCommitment
 from gateways.dicom.ecg_files import ecg_paths, process_ecg
 from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Op, failure
 from gateways.dicom.waveform import ECG_SOP_CLASSES
@@ -38,6 +39,7 @@ class Handlers:
         self.hub = node.hub
         self.bridge = node.bridge
         self.store = node.store
+        self.commitment = StorageCommitment(self)
 
     def bindings(self) -> list[Any]:
         return [
@@ -49,6 +51,7 @@ class Handlers:
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_N_CREATE, self.on_n_create),
             (evt.EVT_N_SET, self.on_n_set),
+            (evt.EVT_N_ACTION, self.commitment.on_n_action),
         ]
 
     def actor(self, event: Event) -> Actor:

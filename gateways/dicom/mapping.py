@@ -193,7 +193,17 @@ def mpps_record(sop_instance_uid: str, ds: Dataset) -> MppsRecord:
         accession_number=text(first, "AccessionNumber"),
         modality=text(ds, "Modality"),
         referenced_sop_uids=referenced_instances(ds),
+        discontinuation_reason=_discontinuation_reason(ds),
     )
+
+
+def _discontinuation_reason(ds: Dataset) -> str | None:
+    """Code Meaning (else the code) of the Performed Procedure Step Discontinuation Reason Code Sequence."""
+    for item in ds.get("PerformedProcedureStepDiscontinuationReasonCodeSequence") or []:
+        meaning, code = text(item, "CodeMeaning"), text(item, "CodeValue")
+        if meaning or code:
+            return f"{meaning} ({code})" if meaning and code else meaning or code
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

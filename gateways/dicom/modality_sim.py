@@ -78,6 +78,7 @@ class ModalitySim:
         query.AccessionNumber = accession_number
         query.StudyInstanceUID = ""
         query.RequestedProcedureDescription = ""
+        query.RequestedProcedureID = ""
         step = Dataset()
         step.Modality = ""
         step.ScheduledStationAETitle = self.ae_title
@@ -155,7 +156,8 @@ class ModalitySim:
         scheduled.StudyInstanceUID = study_uid
         scheduled.AccessionNumber = str(item.get("AccessionNumber", ""))
         scheduled.RequestedProcedureID = str(item.get("RequestedProcedureID", ""))
-        scheduled.ScheduledProcedureStepID = ""
+        steps = item.get("ScheduledProcedureStepSequence") or [Dataset()]
+        scheduled.ScheduledProcedureStepID = str(steps[0].get("ScheduledProcedureStepID", ""))
         scheduled.ReferencedStudySequence = DicomSequence([])
         ds.ScheduledStepAttributesSequence = DicomSequence([scheduled])
         ds.PatientName = item.get("PatientName", "")

@@ -23,6 +23,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -184,6 +185,7 @@ class DicomNode:
             ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
         ae.add_supported_context(ModalityWorklistInformationFind, PLAIN)
         ae.add_supported_context(ModalityPerformedProcedureStep, PLAIN)
+        ae.add_supported_context(StorageCommitmentPushModel, PLAIN)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, PLAIN)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove, PLAIN)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet, PLAIN)

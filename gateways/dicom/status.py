@@ -31,6 +31,7 @@ class Op(StrEnum):
     GET = "C-GET"
     N_CREATE = "N-CREATE"
     N_SET = "N-SET"
+    N_ACTION = "N-ACTION"
 
 
 SUCCESS: Final = 0x0000
@@ -38,7 +39,7 @@ PENDING: Final = 0xFF00
 CANCEL: Final = 0xFE00
 
 _C = (Op.STORE, Op.FIND, Op.MOVE, Op.GET)
-_N = (Op.N_CREATE, Op.N_SET)
+_N = (Op.N_CREATE, Op.N_SET, Op.N_ACTION)
 
 _OUT_OF_RESOURCES: Final = {
     Op.STORE: 0xA700,
@@ -60,7 +61,8 @@ TABLE: Final[tuple[tuple[type[BaseException], dict[Op, int]], ...]] = (
     # N-CREATE 0x0111 duplicate SOP instance; N-SET on a final step 0x0110 processing failure
     (
         Conflict,
-        {Op.STORE: 0xC002, Op.FIND: 0xC002, Op.MOVE: 0xC002, Op.GET: 0xC002, Op.N_CREATE: 0x0111, Op.N_SET: 0x0110},
+        {Op.STORE: 0xC002, Op.FIND: 0xC002, Op.MOVE: 0xC002, Op.GET: 0xC002, Op.N_CREATE: 0x0111, Op.N_SET: 0x0110}
+        | {Op.N_ACTION: 0x0110},
     ),
     # out of resources: 0xA700 (C-STORE, C-FIND), 0xA701 (C-MOVE, C-GET: cannot compute matches); N-*: 0x0213
     (Busy, {Op.STORE: 0xA700, Op.FIND: 0xA700, Op.MOVE: 0xA701, Op.GET: 0xA701, **dict.fromkeys(_N, 0x0213)}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import hl7apy
 
@@ -23,14 +24,28 @@ from gateways.hl7.er7 import (
     split_lines,
     version_tuple,
 )
-from gateways.hl7.messages import AckCode, AckInfo, ErrorInfo, Inbound, InvalidAck, Rejected
+from gateways.hl7.messages import (
+    AckCode,
+    AckInfo,
+    CancelOrder,
+    ChangeOrder,
+    DiscontinueOrder,
+    ErrorInfo,
+    Inbound,
+    InvalidAck,
+    NewOrder,
+    OrderGroups,
+    Rejected,
+)
 
 
 def _erl(location: str) -> str:
-    """Error location as ERL: PID-3 -> PID^1^3, PID-3.1 -> PID^1^3^1^1, ORC -> ORC^1."""
+    """Error location as ERL: PID-3 -> PID^1^3, PID-3.1 -> PID^1^3^1^1, ORC -> ORC^1, OBR[2]-24 -> OBR^2^24
+    (the OBR of the second order group)."""
     seg, _, rest = location.partition("-")
     fld, _, comp = rest.partition(".")
-    parts = [seg, "1"] + ([fld] if fld else []) + (["1", comp] if fld and comp else [])
+    seg, _, sequence = seg.partition("[")
+    parts = [seg, sequence.rstrip("]") or "1"] + ([fld] if fld else []) + (["1", comp] if fld and comp else [])
     return "^".join(parts)
 
 
@@ -49,6 +64,8 @@ def build_ack(
     application_in: str | None = None,
     trigger_event: str | None = None,
     charset: str | None = "utf-8",
+    message_type: str | None = None,
+    extra_segments: tuple[str, ...] = (),
 ) -> bytes:
     """An original-mode ACK: MSA-2 echoes the inbound MSH-10, ERR when there is an error.
 
@@ -61,6 +78,9 @@ def build_ack(
     codec, msh18 = outbound_charset(charset)
     event = f"^{escape(trigger_event)}" if trigger_event else ""
     msh_9 = f"ACK{event}^ACK" if event and version_tuple(version) >= (2, 4) else f"ACK{event}"
+    if message_type is not None:
+        code, trigger, structure = [*message_type.split("^"), "", ""][:3]
+        msh_9 = f"{code}^{trigger}^{structure}" if version_tuple(version) >= (2, 4) else f"{code}^{trigger}"
     m = new_message("ACK", version, {
         3: escape(receiving_app), 4: escape(receiving_facility), 5: escape(application_in or ""),
         6: escape(facility_in or ""), 7: format_ts(now), 9: msh_9, 10: escape(message_control_id),
@@ -83,7 +103,8 @@ def build_ack(
             set_field(msa, 6, cwe)
             eld = _erl(error.location).split("^")[:3] if error.location else ["", "", ""]
             set_field(err, 1, "^".join([*eld, *[""] * (3 - len(eld)), cwe.replace("^", "&")]))
-    return (str(m.to_er7()) + "\r").encode(codec, "replace")
+    lines = [str(m.to_er7()), *extra_segments]
+    return ("\r".join(lines) + "\r").encode(codec, "replace")
 
 
 def build_ack_for(
@@ -147,3 +168,59 @@ def parse_ack(raw: bytes) -> AckInfo:
         error_code=int(code) if code.isdigit() else None,
         message_control_id=head.message_control_id,
     )
+
+
+#: ORC-1 of an order response: (accepted, refused) per order control code of the request (table 0119).
+_RESPONSE_CONTROL = {"NW": ("OK", "UA"), "CA": ("CR", "UC"), "XO": ("XR", "UX"), "DC": ("DR", "UD")}
+_RESPONSE_TYPE = {"ORM": "ORR^O02^ORR_O02", "OMI": "ORI^O24^ORI_O24", "OMG": "ORG^O20^ORG_O20"}
+
+
+def build_order_response(
+    message: Inbound, *, message_control_id: str, now: datetime, error: ErrorInfo | None = None,
+    text: str | None = None,
+) -> bytes | None:  # fmt: skip
+    """The application acknowledgement some HIS expect for orders: ORR^O02 (to ORM^O01), ORI^O24 (to
+    OMI^O23) or ORG^O20 (to OMG^O19), with one ORC per order group saying what became of it (OK/UA,
+    CR/UC, XR/UX, DR/UD) and the placer and filler numbers. None for messages that are not orders."""
+    orders: tuple[Any, ...]
+    if isinstance(message, OrderGroups):
+        orders = message.orders
+    elif isinstance(message, NewOrder | CancelOrder | ChangeOrder | DiscontinueOrder):
+        orders = (message,)
+    else:
+        return None
+    code = (message.message_type or "").partition("^")[0]
+    response_type = _RESPONSE_TYPE.get(code)
+    if response_type is None:
+        return None
+    lines = []
+    for n, order in enumerate(orders, start=1):
+        control = _control_of(order)
+        ok, refused = _RESPONSE_CONTROL[control]
+        placer = order.placer_order_number if isinstance(order, NewOrder) else order.accession_number
+        lines.append(f"ORC|{refused if error else ok}|{escape(placer or '')}|{escape(order.accession_number)}")
+        del n
+    return build_ack(
+        ack_code="AE" if error else "AA",
+        control_id_in=message.message_control_id,
+        facility_in=message.facility,
+        version=message.version,
+        error=error,
+        text=text,
+        message_control_id=message_control_id,
+        now=now,
+        application_in=message.sending_application,
+        charset=message.charset,
+        message_type=response_type,
+        extra_segments=tuple(lines),
+    )
+
+
+def _control_of(order: Any) -> str:
+    if isinstance(order, CancelOrder):
+        return "CA"
+    if isinstance(order, ChangeOrder):
+        return "XO"
+    if isinstance(order, DiscontinueOrder):
+        return "DC"
+    return "NW"

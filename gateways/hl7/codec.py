@@ -38,13 +38,18 @@ from gateways.hl7.messages import (
     AckCode,
     AckInfo,
     CancelOrder,
+    ChangeOrder,
     Clinician,
     Consent,
+    DiscontinueOrder,
     ErrorInfo,
     Inbound,
     InvalidAck,
     Kind,
+    MergePatient,
     NewOrder,
+    Order,
+    OrderGroups,
     PatientData,
     PatientUpdate,
     Priority,
@@ -55,8 +60,10 @@ from gateways.hl7.oru import build_oru
 
 log = logging.getLogger(__name__)
 
-_ADT_EVENTS = {"A04", "A08"}
-_ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+_ADT_EVENTS = {"A01", "A04", "A05", "A08", "A40"}
+#: PID-3 identifier types (table 0203) in order of preference for the HIS patient id.
+_ID_TYPES = ("PI", "MR", "PT", "PN", "AN")
+_ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23"), ("OMG", "O19")}
 
 _DICOM_MODALITIES = "CR DX CT MR US MG XA RF NM PT IO PX OT ES XC OP".split()
 _MODALITY_CODES: dict[str, str] = {m: m for m in _DICOM_MODALITIES}
@@ -110,7 +117,7 @@ def _map(text: str, head: Header, charset: str) -> Inbound:
     if version not in SUPPORTED_VERSIONS:
         raise Reject("AR", 203, "MSH-12", f"HL7 version {version} not supported ({', '.join(SUPPORTED_VERSIONS)})")
     if not ((code == "ADT" and event in _ADT_EVENTS) or (code, event) in _ORDER_TYPES):
-        if code in ("ADT", "ORM", "OMI"):
+        if code in ("ADT", "ORM", "OMI", "OMG"):
             raise Reject("AR", 201, "MSH-9", f"event {head.message_type} not supported")
         raise Reject("AR", 200, "MSH-9", f"message type {head.message_type} not supported")
     segs = parse_segments(text, version, charset)
@@ -126,22 +133,18 @@ def _map(text: str, head: Header, charset: str) -> Inbound:
         "sending_application": head.sending_application or "",
         "charset": charset,
     }
+    if code == "ADT" and event == "A40":
+        return MergePatient(patient=_patient(segs), prior_id=_prior_id(segs), **common)
     if code == "ADT":
         return PatientUpdate(patient=_patient(segs), **common)
-    return _order(segs, code, common)
+    return _orders(segs, code, common)
 
 
 def _patient(segs: list[Segment]) -> PatientData:
     pid = first(segs, "PID")
     if pid is None:
         raise Reject("AE", 100, "PID", "PID segment missing")
-    patient_id = national_id = ""
-    for rep in range(pid.reps(3)):
-        value = pid.get(3, 1, rep=rep)
-        if pid.get(3, 5, rep=rep).upper() == "NNCHN":
-            national_id = national_id or value
-        elif value and not patient_id:
-            patient_id = value
+    patient_id, national_id, identifiers = _identifiers(pid, 3)
     if not patient_id:
         raise Reject("AE", 101, "PID-3", "PID-3 patient identifier missing")
     family, given = pid.get(5, 1), pid.get(5, 2)
@@ -155,7 +158,38 @@ def _patient(segs: list[Segment]) -> PatientData:
         sex=_SEXES.get(pid.get(8).upper(), "U"),
         birth_date=parse_date(pid.get(7), "PID-7"),
         national_id=national_id or pid.get(19) or None,
+        identifiers=identifiers,
     )
+
+
+def _identifiers(seg: Segment, n: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(HIS patient id, national id, typed identifiers) of a CX list (PID-3, MRG-1): the national id is
+    type NNCHN (or NN assigned by CHN); the HIS id is the first PI, else MR, ..., else the first untyped."""
+    national_id, typed, untyped = "", [], []
+    for rep in range(seg.reps(n)):
+        value, kind = seg.get(n, 1, rep=rep), seg.get(n, 5, rep=rep).upper()
+        if not value:
+            continue
+        if kind == "NNCHN" or (kind == "NN" and seg.get(n, 4, rep=rep).upper() == "CHN"):
+            national_id = national_id or value
+        elif kind:
+            typed.append((kind, value))
+        else:
+            untyped.append(value)
+    by_type = dict(reversed(typed))
+    patient_id = next((by_type[t] for t in _ID_TYPES if t in by_type), "") or (untyped or [""])[0]
+    patient_id = patient_id or (typed[0][1] if typed else "")
+    return patient_id, national_id, tuple(dict.fromkeys(typed))
+
+
+def _prior_id(segs: list[Segment]) -> str:
+    mrg = first(segs, "MRG")
+    if mrg is None:
+        raise Reject("AE", 100, "MRG", "MRG segment missing (ADT^A40 names the merged patient id in MRG-1)")
+    prior, _, _ = _identifiers(mrg, 1)
+    if not prior:
+        raise Reject("AE", 101, "MRG-1", "MRG-1 prior patient identifier missing")
+    return prior
 
 
 def _clinician(seg: Segment | None, n: int) -> Clinician | None:
@@ -165,29 +199,60 @@ def _clinician(seg: Segment | None, n: int) -> Clinician | None:
     return Clinician(id=ident or None, name=name) if ident or name else None
 
 
-def _order(segs: list[Segment], code: str, common: dict[str, Any]) -> NewOrder | CancelOrder:
-    orcs = [s for s in segs if s.name == "ORC"]
-    if not orcs:
+def _orders(segs: list[Segment], code: str, common: dict[str, Any]) -> Order | OrderGroups:
+    """One ORC group: its order; several: all of them (applied together), group n's errors located in it."""
+    starts = [i for i, s in enumerate(segs) if s.name == "ORC"]
+    if not starts:
         raise Reject("AE", 100, "ORC", "ORC segment missing")
-    if len(orcs) > 1:
-        raise Reject("AE", 100, "ORC", f"{len(orcs)} orders in one message; send one ORC per message")
-    orc, obr = orcs[0], first(segs, "OBR")
-    ipc = first(segs, "IPC") if code == "OMI" else None
+    shared = segs[: starts[0]]
+    groups = [segs[a:b] for a, b in zip(starts, [*starts[1:], len(segs)], strict=True)]
+    if len(groups) == 1:
+        return _order(shared, groups[0], segs, code, common)
+    orders = []
+    for n, group in enumerate(groups, start=1):
+        try:
+            orders.append(_order(shared, group, segs, code, common))
+        except Reject as r:
+            raise Reject(r.ack_code, r.code, in_group(r.location, n, shared), f"order group {n}: {r.reason}") from None
+    return OrderGroups(orders=tuple(orders), **common)
+
+
+def in_group(location: str | None, n: int, shared: list[Segment] | None = None) -> str:
+    """``OBR-24`` of group n as ``OBR[n]-24`` (ERR-2 then says OBR^n^24); segments before the first ORC
+    (PID) are not repeated per group."""
+    if not location:
+        return f"ORC[{n}]"
+    name, sep, rest = location.partition("-")
+    if "[" in name or (shared is not None and any(s.name == name for s in shared)) or name in ("PID", "MSH"):
+        return location
+    return f"{name}[{n}]{sep}{rest}"
+
+
+def _order(
+    shared: list[Segment], group: list[Segment], segs: list[Segment], code: str, common: dict[str, Any]
+) -> Order:
+    orc, obr = group[0], first(group, "OBR")
+    ipc = first(group, "IPC") if code == "OMI" else None
     placer = orc.get(2) or (obr.get(2) if obr else "")
     filler = orc.get(3) or (obr.get(3) if obr else "")
     accession = (ipc.get(1) if ipc else "") or placer or filler
     control = orc.get(1).upper()
+    if control in ("CA", "XO", "DC") and not accession:
+        raise Reject("AE", 101, "ORC-2", "ORC-2 placer order number (accession) missing")
     if control == "CA":
-        if not accession:
-            raise Reject("AE", 101, "ORC-2", "ORC-2 placer order number (accession) missing")
         try:
-            patient: PatientData | None = _patient(segs)
+            patient: PatientData | None = _patient(shared or segs)
         except Reject:
             patient = None  # a cancel needs only the accession number
         return CancelOrder(accession_number=accession, patient=patient, **common)
+    if control == "XO":
+        return _change(orc, obr, first(group, "TQ1"), accession, common)
+    if control == "DC":
+        reason = orc.get(16, 2) or orc.get(16, 1) or None
+        return DiscontinueOrder(accession_number=accession, reason=reason, **common)
     if control != "NW":
-        raise Reject("AE", 103, "ORC-1", f"order control {control!r} not supported (NW, CA)")
-    patient = _patient(segs)
+        raise Reject("AE", 103, "ORC-1", f"order control {control!r} not supported (NW, CA, XO, DC)")
+    patient = _patient(shared or segs)
     if obr is None:
         raise Reject("AE", 100, "OBR", "OBR segment missing")
     if not accession:
@@ -204,14 +269,43 @@ def _order(segs: list[Segment], code: str, common: dict[str, Any]) -> NewOrder |
         procedure_code=procedure_code,
         procedure_text=procedure_text,
         body_part=_body_part(obr) or (None if modality == "ECG" else procedure_text or None),
-        priority=_priority(first(segs, "TQ1"), obr, orc),
+        priority=_priority(first(group, "TQ1"), obr, orc) or "routine",
         clinical_question=_clinical_question(obr),
         ordering_clinician=_clinician(orc, 12) or _clinician(obr, 16),
-        consent=_consent(first(segs, "CON"), patient),
+        consent=_consent(first(group, "CON") or first(segs, "CON"), patient),
         placer_order_number=placer or None,
         filler_order_number=filler or None,
+        study_instance_uid=_study_uid(ipc),
         **common,
     )
+
+
+def _study_uid(ipc: Segment | None) -> str | None:
+    value = ipc.get(3) if ipc is not None else ""
+    if not value:
+        return None
+    if len(value) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value):
+        raise Reject("AE", 102, "IPC-3", f"IPC-3 {value[:70]!r} is not a DICOM UID")
+    return value
+
+
+def _change(orc: Segment, obr: Segment | None, tq1: Segment | None, accession: str, common: dict[str, Any]) -> Order:
+    scheduled = None
+    for location, seg, n, comp in (("TQ1-7", tq1, 7, 1), ("OBR-27", obr, 27, 4), ("ORC-7", orc, 7, 4)):
+        if seg is not None and seg.get(n, comp):
+            scheduled = parse_ts(seg.get(n, comp), location)
+            break
+    change = ChangeOrder(
+        accession_number=accession,
+        priority=_priority(tq1, obr, orc) if obr is not None else _priority(tq1, orc, orc),
+        clinical_question=_clinical_question(obr) if obr is not None else None,
+        scheduled_at=scheduled,
+        body_part=_body_part(obr) if obr is not None else None,
+        **common,
+    )
+    if not (change.priority or change.clinical_question or change.scheduled_at or change.body_part):
+        raise Reject("AE", 101, "OBR", "ORC-1 XO changes nothing: send priority, OBR-13/31, TQ1-7 or OBR-15")
+    return change
 
 
 def _modality(obr: Segment, ipc: Segment | None) -> str:
@@ -242,11 +336,11 @@ def _body_part(obr: Segment) -> str | None:
     return None
 
 
-def _priority(tq1: Segment | None, obr: Segment, orc: Segment) -> Priority:
+def _priority(tq1: Segment | None, obr: Segment, orc: Segment) -> Priority | None:
     for value in (tq1.get(9) if tq1 else "", obr.get(27, 6), orc.get(7, 6)):
         if value:
             return _PRIORITIES.get(value.upper(), "routine")
-    return "routine"
+    return None
 
 
 def _clinical_question(obr: Segment) -> str | None:
@@ -282,13 +376,18 @@ __all__ = [
     "AckCode",
     "AckInfo",
     "CancelOrder",
+    "ChangeOrder",
     "Clinician",
     "Consent",
+    "DiscontinueOrder",
     "ErrorInfo",
     "Inbound",
     "InvalidAck",
     "Kind",
+    "MergePatient",
     "NewOrder",
+    "Order",
+    "OrderGroups",
     "PatientData",
     "PatientUpdate",
     "Priority",

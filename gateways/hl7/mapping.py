@@ -9,18 +9,24 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from gateways.hl7.codec import in_group
 from gateways.hl7.messages import (
     CancelOrder,
+    ChangeOrder,
+    DiscontinueOrder,
     ErrorInfo,
     Inbound,
+    MergePatient,
     NewOrder,
+    Order,
+    OrderGroups,
     PatientData,
     PatientUpdate,
     Rejected,
     ReportResult,
 )
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, TelenetError
-from telenet.services.hl7_inbound import InboundCommand
+from telenet.services.hl7_inbound import GroupFailed, InboundCommand
 
 #: HL7 times without an offset are the HIS's local time, China Standard Time; times we send carry +0800.
 HIS_TIMEZONE = timezone(timedelta(hours=8))
@@ -35,10 +41,15 @@ def refusal(message: Inbound) -> ErrorInfo | None:
         return message.error
     if isinstance(message, NewOrder) and message.consent is not None and not message.consent.granted:
         return ErrorInfo(103, "CON-11", f"consent status {message.consent.status}: refused, rescinded or bypassed")
+    if isinstance(message, OrderGroups):
+        for n, order in enumerate(message.orders, start=1):
+            error = refusal(order)
+            if error is not None:
+                return ErrorInfo(error.code, in_group(error.location, n), f"order group {n}: {error.text}")
     return None
 
 
-def command_for(message: Inbound) -> InboundCommand:
+def command_for(message: Inbound, *, discontinue_policy: str = "return") -> InboundCommand:
     """The service command of a message that has a facility and a control id; a refused one is only logged."""
     facility, control_id = message.facility or "", message.message_control_id or ""
     message_type = message.message_type or ""
@@ -46,16 +57,54 @@ def command_for(message: Inbound) -> InboundCommand:
         return InboundCommand(facility, control_id, message_type, "refuse")
     if isinstance(message, PatientUpdate):
         return InboundCommand(facility, control_id, message_type, "patient", patient=patient_data(message.patient))
-    if isinstance(message, CancelOrder):
-        return InboundCommand(facility, control_id, message_type, "cancel", accession_number=message.accession_number)
+    if isinstance(message, MergePatient):
+        return InboundCommand(
+            facility, control_id, message_type, "merge", patient=patient_data(message.patient),
+            changes={"prior_id": message.prior_id},
+        )  # fmt: skip
+    if isinstance(message, OrderGroups):
+        parts = tuple(
+            _order_command(order, control_id if n == 0 else f"{control_id}#{_accession(order)}", discontinue_policy)
+            for n, order in enumerate(message.orders)
+        )
+        return InboundCommand(facility, control_id, message_type, "orders", parts=parts)
+    if isinstance(message, Order):
+        return _order_command(message, control_id, discontinue_policy)
+    raise TypeError(f"no command for {type(message).__name__}")
+
+
+def _accession(order: Order) -> str:
+    return order.accession_number
+
+
+def _order_command(order: Order, control_id: str, discontinue_policy: str) -> InboundCommand:
+    facility, message_type, accession = order.facility, order.message_type, order.accession_number
+    if isinstance(order, CancelOrder):
+        return InboundCommand(facility, control_id, message_type, "cancel", accession_number=accession)
+    if isinstance(order, ChangeOrder):
+        changes = {
+            "priority": order.priority,
+            "clinical_question": order.clinical_question,
+            "scheduled_at": _aware(order.scheduled_at) if order.scheduled_at else None,
+            "body_part": order.body_part,
+        }
+        return InboundCommand(facility, control_id, message_type, "change", accession_number=accession, changes=changes)
+    if isinstance(order, DiscontinueOrder):
+        changes = {"reason": order.reason, "policy": discontinue_policy}
+        return InboundCommand(
+            facility, control_id, message_type, "discontinue", accession_number=accession, changes=changes
+        )
     return InboundCommand(
         facility,
         control_id,
         message_type,
         "order",
-        order=order_body(message),
-        accession_number=message.accession_number,
-        order_info=order_info(message),
+        order=order_body(order),
+        accession_number=accession,
+        order_info=order_info(order),
+        placer_order_number=order.placer_order_number,
+        filler_order_number=order.filler_order_number,
+        study_instance_uid=order.study_instance_uid,
     )
 
 
@@ -66,6 +115,8 @@ def patient_data(patient: PatientData) -> dict[str, Any]:
         data["birth_date"] = patient.birth_date.isoformat()
     if patient.national_id:
         data["national_id"] = patient.national_id
+    if patient.identifiers:
+        data["identifiers"] = dict(patient.identifiers)
     return data
 
 
@@ -108,6 +159,8 @@ def order_info(order: NewOrder) -> dict[str, Any]:
             else None
         ),
         "message_type": order.message_type,
+        "version": order.version,
+        "filler_order_number": order.filler_order_number,
     }
 
 
@@ -143,6 +196,11 @@ _POINTERS = {
 def error_info(error: TelenetError, message: Inbound | None = None) -> ErrorInfo:
     """The ERR of an AE for a service refusal: Invalid -> 101/102/103 with the field when known,
     Forbidden/NotFound -> 204, Conflict -> 207 (205 for a duplicate accession number)."""
+    if isinstance(error, GroupFailed):
+        group = message.orders[error.group - 1] if isinstance(message, OrderGroups) else None
+        info = error_info(error.cause, group)
+        where = in_group(info.location, error.group) if info.location else f"ORC[{error.group}]"
+        return ErrorInfo(info.code, where, f"order group {error.group}: {info.text}")
     accession_field = _accession_field(message)
     if isinstance(error, Invalid):
         if error.code == "schema-violation" and error.details:
@@ -153,7 +211,7 @@ def error_info(error: TelenetError, message: Inbound | None = None) -> ErrorInfo
         return ErrorInfo(code, location, error.message)
     if isinstance(error, NotFound | Forbidden):
         location = {"unknown-facility": "MSH-4", "no-integration-account": "MSH-4"}.get(error.code)
-        if location is None and isinstance(message, CancelOrder):
+        if location is None and isinstance(message, CancelOrder | ChangeOrder | DiscontinueOrder):
             location = accession_field
         return ErrorInfo(204, location, error.message)
     if isinstance(error, Conflict):

@@ -23,6 +23,8 @@ class PatientData:
     sex: str  # M F O U
     birth_date: date | None
     national_id: str | None = None
+    # PID-3 repetitions by identifier type (table 0203: MR, PI, ...), the national id excepted.
+    identifiers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class PatientUpdate:
     message_control_id: str
     version: str
     patient: PatientData
-    message_type: str  # "ADT^A04" | "ADT^A08"
+    message_type: str  # "ADT^A01" | "ADT^A04" | "ADT^A05" | "ADT^A08"
     sending_application: str = ""
     charset: str = "utf-8"
 
@@ -73,6 +75,7 @@ class NewOrder:
     message_type: str  # "ORM^O01" | "OMI^O23"
     sending_application: str = ""
     charset: str = "utf-8"
+    study_instance_uid: str | None = None  # IPC-3: the Study Instance UID the order fixes
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,67 @@ class CancelOrder:
     accession_number: str
     patient: PatientData | None
     message_type: str
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class ChangeOrder:
+    """ORC-1 XO: new values for what may change while the request is not yet claimed (None: unchanged)."""
+
+    facility: str
+    message_control_id: str
+    version: str
+    accession_number: str
+    message_type: str
+    priority: Priority | None = None
+    clinical_question: str | None = None
+    scheduled_at: datetime | None = None
+    body_part: str | None = None
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class DiscontinueOrder:
+    """ORC-1 DC: stop an order whose data may already have arrived; ORC-16 the reason when given."""
+
+    facility: str
+    message_control_id: str
+    version: str
+    accession_number: str
+    message_type: str
+    reason: str | None = None
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+Order = NewOrder | CancelOrder | ChangeOrder | DiscontinueOrder
+
+
+@dataclass(frozen=True)
+class OrderGroups:
+    """An ORM^O01 / OMI^O23 with several ORC groups: every group is applied, or none."""
+
+    facility: str
+    message_control_id: str
+    version: str
+    message_type: str
+    orders: tuple[Order, ...]
+    sending_application: str = ""
+    charset: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class MergePatient:
+    """ADT^A40: ``prior_id`` (MRG-1) is merged into ``patient`` (PID-3), the surviving id."""
+
+    facility: str
+    message_control_id: str
+    version: str
+    patient: PatientData
+    prior_id: str
+    message_type: str = "ADT^A40"
     sending_application: str = ""
     charset: str = "utf-8"
 
@@ -122,7 +186,9 @@ class Rejected:
         return ErrorInfo(code=self.error_code, location=self.error_location, text=self.reason)
 
 
-Inbound = PatientUpdate | NewOrder | CancelOrder | Rejected
+Inbound = (
+    PatientUpdate | NewOrder | CancelOrder | ChangeOrder | DiscontinueOrder | OrderGroups | MergePatient | Rejected
+)
 
 
 @dataclass(frozen=True)
@@ -169,13 +235,18 @@ __all__ = [
     "AckCode",
     "AckInfo",
     "CancelOrder",
+    "ChangeOrder",
     "Clinician",
     "Consent",
+    "DiscontinueOrder",
     "ErrorInfo",
     "Inbound",
     "InvalidAck",
     "Kind",
+    "MergePatient",
     "NewOrder",
+    "Order",
+    "OrderGroups",
     "PatientData",
     "PatientUpdate",
     "Priority",

@@ -236,7 +236,7 @@ class HL7Gateway:
         try:
             result = await hl7_inbound.process(
                 self.hub,
-                mapping.command_for(message),
+                mapping.command_for(message, discontinue_policy=self.settings.hl7_discontinue_claimed),
                 peer=peer,
                 ack=self._ack_builder(message, prebuilt, refusal, ack_id, now),
             )
@@ -249,7 +249,12 @@ class HL7Gateway:
     def _ack_builder(
         self, message: Inbound, prebuilt: bytes, refusal: ErrorInfo | None, ack_id: str, now: datetime
     ) -> hl7_inbound.AckFor:
-        async def ack(error: TelenetError | None, note: str | None) -> tuple[str, bytes]:
+        async def ack(error: TelenetError | None, note: str | None, mode: str = "ack") -> tuple[str, bytes]:
+            if mode == "orr" and refusal is None and not isinstance(message, Rejected):
+                info = mapping.error_info(error, message) if error is not None else None
+                response = await self.pool.run(work.order_response, message, ack_id, now, info, note)
+                if response is not None:
+                    return ("AE" if info else "AA"), response
             if error is None and note is None:
                 code = "AA" if refusal is None else (message.ack_code if isinstance(message, Rejected) else "AE")
                 return code, prebuilt

@@ -14,10 +14,12 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from gateways.hl7.ack import build_order_response
 from gateways.hl7.codec import AckInfo, ErrorInfo, Inbound, build_ack_for, build_oru, parse_ack, parse_inbound
 from gateways.hl7.er7 import sniff
 from gateways.hl7.mapping import refusal, report_result
 from gateways.hl7.messages import Rejected
+from gateways.hl7.status import build_order_status
 
 _SAMPLE = (
     "MSH|^~\\&|HIS|WARMUP|TELENET|TELENET|20260101000000||ORM^O01^ORM_O01|W1|P|2.5|||||CHN|UNICODE UTF-8\r"
@@ -50,6 +52,13 @@ def ack_with_text(message: Inbound, ack_control_id: str, now: datetime, text: st
     return build_ack_for(message, message_control_id=ack_control_id, now=now, ack_code="AA", text=text)
 
 
+def order_response(
+    message: Inbound, ack_control_id: str, now: datetime, error: ErrorInfo | None, text: str | None
+) -> bytes | None:
+    """ORR^O02 / ORI^O24 for a facility that expects the order response message (None: not an order)."""
+    return build_order_response(message, message_control_id=ack_control_id, now=now, error=error, text=text)
+
+
 def oversize_rejection(
     head: bytes, size: int, max_size: int, ack_control_id: str, now: datetime
 ) -> tuple[Rejected, bytes]:
@@ -71,7 +80,11 @@ def oversize_rejection(
 
 
 def build_result(payload: dict[str, Any], message_control_id: str, receiving_facility: str, now: datetime) -> bytes:
-    """The ORU^R01 of an outbox row."""
+    """The ORU^R01 of an outbox row, or the ORM^O01 (ORC-1 SC) of an order status row."""
+    if payload.get("message") == "status":
+        return build_order_status(
+            payload, message_control_id=message_control_id, receiving_facility=receiving_facility, now=now
+        )
     return build_oru(
         report_result(payload), message_control_id=message_control_id, receiving_facility=receiving_facility, now=now
     )

@@ -61,6 +61,8 @@ async def emit(
     await session.flush()
     for topic in dict.fromkeys(topics):
         session.add(EventTopic(topic=topic, event_id=event.id))
+    for listener in hub.event_listeners:
+        await listener(session, hub, event)
     return event
 
 

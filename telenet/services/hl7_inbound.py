@@ -24,14 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, TelenetError
 from telenet.schemas import validate
-from telenet.services import requests
+from telenet.services import order_control, patient_merge, requests
 from telenet.services.access import require_role
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, HL7OutboxItem, Institution, Request, User
 
 log = logging.getLogger(__name__)
 
-Action = Literal["patient", "order", "cancel", "refuse"]
+Action = Literal["patient", "order", "cancel", "change", "discontinue", "merge", "orders", "refuse"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,31 @@ class InboundCommand:
     order: dict[str, Any] | None = None
     accession_number: str | None = None
     order_info: dict[str, Any] | None = None
+    #: XO: the new values; DC: ``{"reason": ..., "policy": "return" | "refuse"}``; A40: ``{"prior_id": ...}``.
+    changes: dict[str, Any] | None = None
+    placer_order_number: str | None = None
+    filler_order_number: str | None = None
+    study_instance_uid: str | None = None
+    #: Several ORC groups: one command each, all applied or none.
+    parts: tuple[InboundCommand, ...] = ()
+    #: The facility's HIS wants ORR^O02 / ORI^O24 rather than an ACK (set by the service from the registry).
+    ack_mode: str = "ack"
+
+
+class GroupFailed(TelenetError):
+    """Order group ``group`` (1-based) of a multi-order message was refused: none of the groups took effect."""
+
+    def __init__(self, group: int, cause: TelenetError) -> None:
+        super().__init__(f"order group {group}: {cause.message}", code=cause.code, details=cause.details)
+        self.group = group
+        self.cause = cause
 
 
 #: Builds the ACK for the message given the error its effect raised (None: it took effect, or it is a
-#: refusal decided by the gateway) and a note for the sender (MSA-3 of an AA, e.g. that consent is
-#: missing); returns (MSA-1 code, ACK bytes).
-AckFor = Callable[[TelenetError | None, str | None], Awaitable[tuple[str, bytes]]]
+#: refusal decided by the gateway), a note for the sender (MSA-3 of an AA, e.g. that consent is
+#: missing) and the facility's acknowledgement mode ("ack", or "orr" for the order response message);
+#: returns (MSA-1 code, ACK bytes).
+AckFor = Callable[[TelenetError | None, str | None, str], Awaitable[tuple[str, bytes]]]
 
 CONSENT_MISSING_NOTE = "consent (知情同意) missing: the request waits in ordered until it is recorded"
 
@@ -183,7 +202,7 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
         except TelenetError as exc:
             # Registry problems are not the message's: nothing is logged, a re-send after the fix goes through.
             await session.rollback()
-            code, data = await ack(exc, None)
+            code, data = await ack(exc, None, "ack")
             return InboundResult(code, data, error=exc)
         stored = await _stored(session, command.facility, command.message_control_id)
         if stored is not None:
@@ -212,41 +231,107 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
         request_id: int | None = None
         note: str | None = None
         try:
-            request_id, note = await _effect(joined, actor, command)
+            # One savepoint around the whole effect: a multi-order message whose group n fails leaves none.
+            async with session.begin_nested():
+                request_id, note = await _effect(joined, session, actor, command)
         except TelenetError as exc:
             error = exc
-        code, data = await ack(error, note)
+        code, data = await ack(error, note, sender.institution.hl7_ack_mode or "ack")
         row.ack_code = code
         row.ack = data
         row.error = f"{error.code}: {error.message}" if error else None
         row.request_id = request_id
-        row.order_info = command.order_info if command.action == "order" and error is None else None
+        # Left unset (SQL NULL, not JSON null) unless the message is an accepted order: the ORU and the status
+        # messages look the order up by ``order_info IS NOT NULL``.
+        order_command = command.parts[0] if command.action == "orders" else command
+        if error is None and order_command.action == "order" and order_command.order_info is not None:
+            row.order_info = order_command.order_info
         await session.commit()
     if transaction.wake:
         hub.notify_committed()
     return InboundResult(code, data, request_id=request_id, error=error, note=note)
 
 
-async def _effect(hub: Hub, actor: Actor, command: InboundCommand) -> tuple[int | None, str | None]:
+async def _effect(
+    hub: Hub, session: AsyncSession, actor: Actor, command: InboundCommand
+) -> tuple[int | None, str | None]:
     """The use case the message asks for; returns the request it concerns, if any, and a note for the ACK."""
+    if command.action == "orders":
+        first_id: int | None = None
+        notes: list[str] = []
+        for n, part in enumerate(command.parts, start=1):
+            try:
+                request_id, note = await _effect(hub, session, actor, part)
+            except TelenetError as exc:
+                raise GroupFailed(n, exc) from exc
+            first_id = first_id or request_id
+            if note:
+                notes.append(f"order group {n}: {note}")
+        return first_id, "; ".join(notes) or None
     if command.action == "patient":
         assert command.patient is not None
         await register_patient(hub, actor, command.patient, command.message_control_id)
+        return None, None
+    if command.action == "merge":
+        assert command.patient is not None and command.changes is not None
+        await patient_merge.merge(hub, actor, command.patient, command.changes["prior_id"], command.message_control_id)
         return None, None
     if command.action == "order":
         assert command.order is not None
         validate("api/request-create", command.order)
         # An HL7 order may come without consent: it is accepted and waits in ordered until consent is recorded.
         view = await requests.submit(hub, actor, command.order, consent_optional=True)
-        return int(view["id"]), None if "consent" in command.order else CONSENT_MISSING_NOTE
-    if command.action == "cancel":
-        assert command.accession_number is not None
-        request_id = await request_by_accession(hub, command.accession_number)
-        await requests.cancel(
-            hub, actor, request_id, f"cancelled by the HIS (ORC-1 CA, message {command.message_control_id})"
+        await order_control.record_order_numbers(
+            session,
+            int(view["id"]),
+            command.placer_order_number,
+            command.filler_order_number,
+            command.study_instance_uid,
         )
-        return request_id, None
-    return None, None
+        # The hub's own ORM/OMI log row for this request, so status messages and the ORU echo the order.
+        if command.order_info is not None:
+            await _order_info_row(session, hub, actor, command, int(view["id"]))
+        return int(view["id"]), None if "consent" in command.order else CONSENT_MISSING_NOTE
+    if command.action == "refuse" or command.accession_number is None:
+        return None, None
+    request_id = await request_by_accession(hub, command.accession_number)
+    source = f"ORC-1 {_CONTROL[command.action]}, message {command.message_control_id}"
+    if command.action == "cancel":
+        await requests.cancel(hub, actor, request_id, f"cancelled by the HIS ({source})")
+    elif command.action == "change":
+        await order_control.change(hub, actor, request_id, command.changes or {}, source)
+    elif command.action == "discontinue":
+        changes = command.changes or {}
+        await order_control.discontinue(
+            hub, actor, request_id, changes.get("reason"), source, changes.get("policy", "return")
+        )
+    return request_id, None
+
+
+_CONTROL = {"cancel": "CA", "change": "XO", "discontinue": "DC"}
+
+
+async def _order_info_row(
+    session: AsyncSession, hub: Hub, actor: Actor, command: InboundCommand, request_id: int
+) -> None:
+    """Groups after the first of a multi-order message get a log row of their own (key: MSH-10 + the group's
+    accession number), so that each request finds what its ORU and status messages must echo."""
+    if not command.message_control_id.endswith(f"#{command.accession_number}"):
+        return
+    session.add(
+        HL7InboundMessage(
+            facility=command.facility,
+            message_control_id=command.message_control_id[:199],
+            message_type=command.message_type[:16],
+            institution_id=actor.institution_id,
+            received_at=hub.clock.now(),
+            ack_code="AA",
+            ack=b"",
+            request_id=request_id,
+            order_info=command.order_info,
+        )
+    )
+    await session.flush()
 
 
 async def register_patient(hub: Hub, actor: Actor, data: dict[str, Any], message_control_id: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +48,9 @@ class Hub:
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     # token digest -> (actor, token expiry, when cached): see services.auth.authenticate
     actor_cache: dict[str, tuple[Actor, datetime, float]] = field(default_factory=dict)
+    # Called inside the transaction of every emitted event (session, hub, event): followers that must commit
+    # with the change (the order status outbox). Wired in app.py; they must not emit events themselves.
+    event_listeners: list[Callable[[AsyncSession, Hub, Any], Awaitable[None]]] = field(default_factory=list)
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Invalid, NotFound
 from telenet.services import studies
-from telenet.services.access import require_role
+from telenet.services.access import center_of, require_role
 from telenet.services.hub import Hub, use_case
+from telenet.services.transitions import apply_fields
 from telenet.store.models import (
     Center,
     DicomInstance,
@@ -133,7 +134,7 @@ async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[st
                 "scheduled_date": scheduled.strftime("%Y%m%d"),
                 "scheduled_time": scheduled.strftime("%H%M%S"),
                 "station_ae": station,
-                "study_instance_uid": study_uid_for(request.accession_number),
+                "study_instance_uid": request.study_instance_uid or study_uid_for(request.accession_number),
             }
             if (
                 matches(query.accession_number, item["accession_number"])
@@ -172,6 +173,7 @@ class MppsRecord:
     accession_number: str | None = None
     modality: str | None = None
     referenced_sop_uids: tuple[str, ...] = ()
+    discontinuation_reason: str | None = None
 
 
 async def mpps_create(hub: Hub, actor: Actor, record: MppsRecord) -> None:
@@ -265,6 +267,8 @@ async def mpps_set(hub: Hub, actor: Actor, record: MppsRecord) -> str | None:
         if record.referenced_sop_uids:
             mpps.referenced_sop_uids = list(record.referenced_sop_uids)
         await session.flush()
+        if mpps.status == "DISCONTINUED":
+            await _discontinued(session, hub, mpps, record.discontinuation_reason)
         if mpps.status == "COMPLETED" and mpps.study_instance_uid:
             study = (
                 await session.execute(
@@ -281,6 +285,25 @@ async def mpps_set(hub: Hub, actor: Actor, record: MppsRecord) -> str | None:
     if completion is not None:
         return await studies.complete_request(hub, completion)
     return None
+
+
+async def _discontinued(session: AsyncSession, hub: Hub, mpps: Mpps, reason: str | None) -> None:
+    """MPPS DISCONTINUED: the request stays ordered (nothing was read; the modality may start again) and the
+    clinic sees why the step was stopped."""
+    if mpps.request_id is None:
+        return
+    request = await session.get(Request, mpps.request_id)
+    if request is None or request.state != "ordered":
+        return
+    text = reason or "discontinued at the modality (no reason given)"
+    center, _ = await center_of(session, request.center_id)
+    inst_code = (
+        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
+    ).scalar_one()
+    await apply_fields(
+        hub, session, request, center.code, inst_code, "request.procedure_discontinued",
+        {"reason": text, "mpps": mpps.sop_instance_uid}, discontinued_reason=text[:500],
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------

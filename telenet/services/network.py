@@ -206,6 +206,8 @@ async def _load_institutions(
             "hl7_facility": item.get("hl7_facility"),
             "hl7_host": dest.get("host"),
             "hl7_port": dest.get("port"),
+            "hl7_order_status": bool(item.get("hl7_order_status", False)),
+            "hl7_ack_mode": item.get("hl7_ack_mode", "ack"),
         }
         row = existing.get(item["code"])
         if row is None:
@@ -266,6 +268,14 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
         await session.execute(delete(InstitutionAETitle).where(InstitutionAETitle.ae_title.in_(chunk)))
     if missing:
         await session.execute(insert(InstitutionAETitle), missing)
+    for item in doc["institutions"]:
+        for ae, node in (item.get("dicom_nodes") or {}).items():
+            if wanted.get(ae) == ids[item["code"]]:
+                await session.execute(
+                    update(InstitutionAETitle)
+                    .where(InstitutionAETitle.ae_title == ae)
+                    .values(host=node["host"], port=node["port"])
+                )
 
 
 async def _load_centers(

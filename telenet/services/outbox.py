@@ -47,6 +47,11 @@ def enqueued() -> int:
     return _enqueued[0]
 
 
+def mark_enqueued() -> None:
+    """Another kind of outbox row (order status) was queued by this process: the sender should look."""
+    _enqueued[0] += 1
+
+
 def control_id(outbox_id: int) -> str:
     """MSH-10 of the ORU for outbox row ``outbox_id``: the same on every attempt, so the HIS can spot repeats."""
     return f"TNR{outbox_id:012d}"

@@ -25,7 +25,7 @@ from telenet.domain.patients import SEXES, last4, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, sla_minutes_for
 from telenet.domain.tiers import Tier
-from telenet.services import routing, studies
+from telenet.services import modality, routing, studies
 from telenet.services.access import (
     center_of,
     load_for_action,
@@ -82,6 +82,8 @@ async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, d
     if digest is not None and national_id is not None:
         patient.national_id_hmac = digest
         patient.national_id_last4 = last4(national_id)
+    if data.get("identifiers"):
+        patient.identifiers = {**(patient.identifiers or {}), **data["identifiers"]}
     patient.updated_at = now
     await session.flush()
     return patient
@@ -202,6 +204,17 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         return await request_view(session, actor, request)
 
 
+def _order_identifiers(request: Request) -> dict[str, Any]:
+    """The identifiers the HIS, the worklist, the images, the MPPS and the ORU share (IHE SWF)."""
+    return {
+        "placer_order_number": request.placer_order_number,
+        "filler_order_number": request.filler_order_number or request.accession_number,
+        "requested_procedure_id": str(request.id),
+        "scheduled_procedure_step_id": str(request.id),
+        "study_instance_uid": request.study_instance_uid or modality.study_uid_for(request.accession_number),
+    }
+
+
 async def add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
     if request.kind != Kind.CONSULTATION.value:
         raise Invalid("only a consultation has participants", code="participants-not-allowed")
@@ -290,6 +303,8 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             if request.consent_given_at
             else {"missing": True, "note": "知情同意 not recorded: the request waits in ordered until it is"}
         ),
+        "order": _order_identifiers(request),
+        "procedure_discontinued": request.discontinued_reason,
         "data_completed_at": _iso(request.data_completed_at),
         "due_at": _iso(request.due_at),
         "sla_breached_at": _iso(request.sla_breached_at),

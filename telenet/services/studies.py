@@ -320,8 +320,13 @@ async def _study_for(
     session.add(study)
     await session.flush()
     request = await request_by_accession(session, actor, record.accession_number) if record.accession_number else None
+    how = "accession"
+    if request is None:
+        # The Study Instance UID the order fixed (OMI IPC-3), handed out by the worklist.
+        request = await _request_by_study_uid(session, actor, record.study_instance_uid)
+        how = "study-uid"
     if request is not None:
-        await link_to_request(session, hub, study, request, "accession", now, actor.username)
+        await link_to_request(session, hub, study, request, how, now, actor.username)
     else:
         inst_code = actor.institution_code
         await emit(
@@ -363,6 +368,15 @@ async def request_by_accession(session: AsyncSession, actor: Actor, accession: s
         return None
     if not is_within(request.requesting_path, actor.institution_path):
         log.warning("accession %s sent by %s belongs to another institution", accession, actor.username)
+        return None
+    return request
+
+
+async def _request_by_study_uid(session: AsyncSession, actor: Actor, study_uid: str) -> Request | None:
+    request = (
+        await session.execute(select(Request).where(Request.study_instance_uid == study_uid).limit(1))
+    ).scalar_one_or_none()
+    if request is None or not is_within(request.requesting_path, actor.institution_path):
         return None
     return request
 

@@ -21,6 +21,7 @@ from gateways.hl7.codec import (
     ErrorInfo,
     InvalidAck,
     NewOrder,
+    OrderGroups,
     PatientData,
     PatientUpdate,
     Rejected,
@@ -43,6 +44,7 @@ ZHANG_SAN = PatientData(
     sex="M",
     birth_date=date(1965, 3, 12),
     national_id="450102196503121234",
+    identifiers=(("PI", "TS0101-000123"),),
 )
 
 
@@ -93,6 +95,7 @@ def test_adt_a08_231_national_id_from_pid19() -> None:
         sex="F",
         birth_date=date(1988, 7, 2),
         national_id="450127198807024521",
+        identifiers=(("PI", "TS0102-004417"),),
     )
 
 
@@ -243,7 +246,7 @@ def _cancel_without_accession() -> bytes:
         (_variant("ORM^O01^ORM_O01", "ORM^O02"), "AR", "MSH-9", 201),
         (_variant("|ORM20240315000101|", "||"), "AE", "MSH-10", 101),
         (_variant("|GX-TS-0101|TELENET|", "||TELENET|"), "AE", "MSH-4", 101),
-        (_variant("ORC|NW|", "ORC|XO|"), "AE", "ORC-1", 103),
+        (_variant("ORC|NW|", "ORC|RP|"), "AE", "ORC-1", 103),
         (_variant("DX0001^胸部正位片^L", ""), "AE", "OBR-4", 101),
         (_variant("|DX|||^^^^^R", "|LAB|||^^^^^R"), "AE", "OBR-24", 103),
         (_variant("张^三", ""), "AE", "PID-5", 101),
@@ -318,12 +321,24 @@ def test_z_segment_and_bom_are_tolerated() -> None:
     assert isinstance(msg, PatientUpdate)
 
 
-def test_two_orders_in_one_message_are_refused() -> None:
+def test_two_orders_in_one_message_are_two_groups() -> None:
     source = text("orm_o01_new_dx.hl7")
-    orc_obr = source[source.index("ORC|") :]
-    msg = parse_inbound((source + orc_obr).encode())
+    orc_obr = source[source.index("ORC|") :].replace("GXTS0101-DX-20240315-0001", "GXTS0101-CT-20240315-0002")
+    msg = parse_inbound((source + orc_obr.replace("DX0001^胸部正位片", "CT0007^头颅CT平扫")).encode())
+    assert isinstance(msg, OrderGroups)
+    assert [(o.accession_number, o.modality) for o in msg.orders if isinstance(o, NewOrder)] == [
+        ("GXTS0101-DX-20240315-0001", "DX"),
+        ("GXTS0101-CT-20240315-0002", "DX"),
+    ]
+
+
+def test_a_bad_second_group_is_located_in_it() -> None:
+    source = text("orm_o01_new_dx.hl7")
+    orc_obr = source[source.index("ORC|") :].replace("GXTS0101-DX-20240315-0001", "GXTS0101-CT-20240315-0002")
+    msg = parse_inbound((source + orc_obr.replace("|DX|||^^^^^R", "|ZZ|||^^^^^R")).encode())
     assert isinstance(msg, Rejected)
-    assert (msg.ack_code, msg.error_location) == ("AE", "ORC")
+    assert (msg.ack_code, msg.error_location, msg.error_code) == ("AE", "OBR[2]-24", 103)
+    assert msg.reason.startswith("order group 2:")
 
 
 def test_never_raises_on_cut_or_garbled_input() -> None:

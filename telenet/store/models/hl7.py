@@ -45,7 +45,9 @@ class HL7OutboxItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
-    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
+    # "result" (ORU^R01 of a report) or "status" (ORM^O01 ORC-1 SC of a state change): one queue, one order.
+    message_kind: Mapped[str] = mapped_column(String(8), default="result", server_default="result")
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     institution_path: Mapped[str] = mapped_column(String(400))
     destination_host: Mapped[str] = mapped_column(String(255))
@@ -69,7 +71,7 @@ class HL7OutboxItem(Base):
         Index("ix_hl7_outbox_queue", "status", "destination_host", "destination_port", "patient_key", "id"),
         Index("ix_hl7_outbox_scope", "institution_path", "status", "id"),
         CheckConstraint("status in ('pending','delivered','dead')", name="status"),
-        CheckConstraint("result_status in ('F','C')", name="result_status"),
+        CheckConstraint("result_status in ('F','C','S')", name="result_status"),
     )
 
 

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, CheckConstraint, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from telenet.store.models.base import Base
@@ -30,6 +31,10 @@ class Institution(Base):
     hl7_port: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Whether the HIS wants order status messages (ORM^O01 ORC-1 SC) besides the ORU, and which application
+    # acknowledgement it expects for orders: "ack" (original mode) or "orr" (ORR^O02 / ORI^O24).
+    hl7_order_status: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    hl7_ack_mode: Mapped[str] = mapped_column(String(8), default="ack", server_default="ack")
 
     __table_args__ = (CheckConstraint("tier in ('province','city','county','township','village')", name="tier"),)
 
@@ -41,6 +46,9 @@ class InstitutionAETitle(Base):
 
     ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id", ondelete="CASCADE"), index=True)
+    # Where the modality listens (network file ``dicom_nodes``): storage commitment reports on a new association.
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
 
 
 class Network(Base):

@@ -37,6 +37,10 @@ class Patient(Base):
     birth_date: Mapped[date | None] = mapped_column(Date)
     national_id_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
     national_id_last4: Mapped[str | None] = mapped_column(String(4))
+    # PID-3 identifiers by type (MR, PI, ...; never the national id): {"MR": "...", "PI": "..."}.
+    identifiers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Set when an ADT^A40 merged this id into another one (the merge row says what moved).
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -87,6 +91,13 @@ class Request(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Optimistic lock: every transition is a conditional UPDATE on (id, version).
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The HIS's numbers (ORC-2 placer, ORC-3 filler) as they came, for order control and status messages.
+    placer_order_number: Mapped[str | None] = mapped_column(String(64))
+    filler_order_number: Mapped[str | None] = mapped_column(String(64))
+    # Why the modality discontinued the procedure step (MPPS DISCONTINUED), shown to the clinic.
+    discontinued_reason: Mapped[str | None] = mapped_column(Text)
+    # The Study Instance UID the order fixed (OMI IPC-3), else the one the worklist derives from the accession.
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
 
     __table_args__ = (
         Index("ix_requests_worklist", "center_id", "state", "priority_rank", "due_at"),
@@ -97,6 +108,27 @@ class Request(Base):
         CheckConstraint("state in ('ordered','queued','claimed','final','returned','cancelled')", name="state"),
         CheckConstraint("priority in ('stat','urgent','routine')", name="priority"),
     )
+
+
+class PatientMerge(Base):
+    """An ADT^A40: the merged (prior) patient id folded into the surviving one, with every row that moved, so
+    that an admin can undo it exactly."""
+
+    __tablename__ = "patient_merges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    institution_path: Mapped[str] = mapped_column(String(400))
+    surviving_patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    merged_patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    merged_his_id: Mapped[str] = mapped_column(String(64))
+    surviving_his_id: Mapped[str] = mapped_column(String(64))
+    moved: Mapped[dict[str, Any]] = mapped_column(JSON)
+    message_control_id: Mapped[str | None] = mapped_column(String(199))
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    merged_by: Mapped[str] = mapped_column(String(64))
+    reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reverted_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class RouteStep(Base):
