@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
 from gateways.hl7.server import HL7Gateway
-from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
+from telenet.api import account_routes, dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
 from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
@@ -60,6 +60,10 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
             "urgent": settings.lease_minutes_urgent,
             "routine": settings.lease_minutes_routine,
         },
+        login_attempts_per_account_minute=settings.login_attempts_per_account_minute,
+        login_attempts_per_address_minute=settings.login_attempts_per_address_minute,
+        login_lockout_failures=settings.login_lockout_failures,
+        login_lockout_minutes=settings.login_lockout_minutes,
     )
     return Hub(
         sessions=session_factory(engine),
@@ -79,6 +83,7 @@ def route_sets() -> list[Routes]:
         fee_routes.routes,
         hl7_routes.routes,
         dicom_routes.routes,
+        account_routes.routes,
     ]
 
 
@@ -103,6 +108,7 @@ def build_app(
     if background and settings.hl7_enabled:
         interfaces["hl7"] = {"port": settings.hl7_port}
     app[EXTRA]["interfaces"] = interfaces
+    app[EXTRA]["metrics_networks"] = settings.metrics_allowed_networks
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield

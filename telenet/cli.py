@@ -255,7 +255,15 @@ def _serve(settings: Settings) -> int:
     # which otherwise stall the event loop for ~100 ms (measured with bench/hl7_ingest.py).
     gc.freeze()
     print(f"telenet serving HTTP on http://{settings.http_host}:{settings.http_port}", flush=True)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    from telenet.api.access_log import RedactingAccessLogger
+
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        print=None,
+        access_log_class=RedactingAccessLogger,
+    )
     return 0
 
 

@@ -126,6 +126,26 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+    login_attempts_per_account_minute: int = dataclasses.field(
+        default=10, metadata={"doc": "Login attempts per account per minute (per process); more get 429 Retry-After."}
+    )
+    login_attempts_per_address_minute: int = dataclasses.field(
+        default=60, metadata={"doc": "Login attempts per client address per minute (per process); more get 429."}
+    )
+    login_lockout_failures: int = dataclasses.field(
+        default=10, metadata={"doc": "Consecutive failed logins after which an account is locked."}
+    )
+    login_lockout_minutes: float = dataclasses.field(
+        default=30.0,
+        metadata={"doc": "How long a lockout lasts (an admin lifts it: POST /api/v1/users/{username}/unlock)."},
+    )
+    metrics_allowed_networks: str = dataclasses.field(
+        default="127.0.0.1/32,::1/128",
+        metadata={
+            "doc": "Comma-separated networks that may read /metrics without a token; others need an admin "
+            "or integration token."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
+from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import Routes
 from telenet.domain.errors import Invalid
@@ -241,11 +242,13 @@ class _Snapshot:
 @routes.add(
     "GET",
     "/metrics",
-    summary="Operational metrics in the Prometheus text format",
+    summary="Operational metrics in the Prometheus text format (configured networks, else admin/integration token)",
     tag="operations",
     public=True,
+    responses={"200": "metrics", "401": "no token from outside the configured networks", "403": "role"},
 )
 async def metrics(request: web.Request) -> web.Response:
+    await require_metrics_access(request)
     families = await metrics_registry(request.app).collect(hub_of(request))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))

@@ -11,7 +11,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
-from telenet.domain.errors import TelenetError, Unauthorized
+from telenet.domain.errors import TelenetError, TooManyRequests, Unauthorized
 from telenet.services import auth
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -63,6 +64,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except TelenetError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="telenet"'} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return problem(
             exc.status,
             exc.code,
@@ -107,6 +110,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if unmatched or (request.method, canonical) in request.app[PUBLIC] or request.method == "OPTIONS":
         return await handler(request)
     token = bearer_token(request)
+    if token is None and request.headers.get("Upgrade", "").lower() == "websocket":
+        return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
     request[ACTOR] = await auth.authenticate(request.app[HUB], token, request.remote)
@@ -117,7 +122,5 @@ def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
-    # Browsers cannot set headers on a WebSocket handshake, so the live channel also takes ?token=.
-    if request.path.endswith("/ws"):
-        return request.query.get("token") or None
+    # No credential is ever taken from the URL (it would end up in access logs and browser history).
     return None

@@ -25,6 +25,12 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(300))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Consecutive failed logins; at the configured count the account is locked until ``locked_until``.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Bumped whenever the account's tokens are revoked or its scope changes: every process compares it
+    # with the value its token cache holds (services.auth.authenticate), so a change is seen at once.
+    auth_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         CheckConstraint("role in ('requester','reader','coordinator','admin','integration')", name="role"),
