@@ -21,6 +21,7 @@ from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
+from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
@@ -36,10 +37,20 @@ HL7_GATEWAY = web.AppKey("hl7_gateway", HL7Gateway)
 def load_or_create_secret(settings: Settings) -> bytes:
     """The server secret: TELENET_SECRET, else the secret file, created (mode 0600) on first start."""
     if settings.secret:
+        if len(settings.secret.strip()) < 16:
+            raise Invalid("TELENET_SECRET needs at least 16 characters", code="bad-secret")
         return settings.secret.encode()
     path = settings.resolved_secret_file
     if path.exists():
-        return path.read_bytes().strip()
+        value = path.read_bytes().strip()
+        if len(value) < 16:
+            # An empty or short file would make the national-id HMAC key guessable: refuse to start.
+            raise Invalid(
+                f"the secret file {path} holds {len(value)} bytes; it needs at least 16 "
+                "(delete it to have a new one made)",
+                code="bad-secret",
+            )
+        return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

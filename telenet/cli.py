@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"telenet: {exc.message}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosqlite logs every statement with its parameters (patient data) at DEBUG: never, whatever the level.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(settings)

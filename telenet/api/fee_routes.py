@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
 from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
@@ -104,10 +105,7 @@ async def list_fees(request: web.Request) -> web.Response:
     },
 )
 async def refund_fee(request: web.Request) -> web.Response:
-    try:
-        line_id = int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the fee line id must be a number", code="bad-parameter") from None
+    line_id = path_id(request, what="fee line id")
     body = await read_json(request, "api/fee-refund")
     line = await fees.refund(hub_of(request), actor_of(request), line_id, body["reason"])
     return web.json_response(line, status=201)

@@ -288,7 +288,7 @@ def _parse(data: str) -> tuple[list[str], int | None] | str:
     since = command.get("since")
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
         return "topics is a list of strings"
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**63):
         return "since is a non-negative event id"
     return topics, since
 

@@ -63,3 +63,15 @@ class TooManyRequests(TelenetError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = max(1, int(retry_after))
+
+
+class UnsupportedMediaType(TelenetError):
+    """The body is not in a media type the endpoint reads."""
+
+    code = "unsupported-media-type"
+    status = 415
+
+
+class PayloadTooLarge(TelenetError):
+    code = "payload-too-large"
+    status = 413

@@ -21,7 +21,7 @@ from telenet.domain.lifecycle import (
     initial_state,
     transition,
 )
-from telenet.domain.patients import SEXES, last4, national_id_hmac
+from telenet.domain.patients import SEXES, last4, masked_national_id, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, sla_minutes_for
 from telenet.domain.tiers import Tier
@@ -286,6 +286,7 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             "sex": patient.sex,
             "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
             "national_id_last4": patient.national_id_last4,
+            "national_id_masked": masked_national_id(patient.national_id_last4),
         },
         "consent": (
             {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)}

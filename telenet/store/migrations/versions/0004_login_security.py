@@ -1,4 +1,4 @@
-"""login security: failed-login counter, lockout and the revocation epoch of each account
+"""security: failed-login counter, lockout and revocation epoch of each account; national ids kept masked
 
 Revision ID: 0004
 Revises: 0001
@@ -25,6 +25,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("failed_logins", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("locked_until", telenet.store.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("auth_epoch", sa.Integer(), server_default="0", nullable=False))
+    # The last four characters of a national id rebuild it with the birth date and the region: keep the
+    # check character only (telenet.domain.patients.last4).
+    op.execute(
+        "UPDATE patients SET national_id_last4 = '***' || substr(national_id_last4, 4, 1) "
+        "WHERE national_id_last4 IS NOT NULL AND national_id_last4 NOT LIKE '***%'"
+    )
 
 
 def downgrade() -> None:
