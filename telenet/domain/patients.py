@@ -45,6 +45,13 @@ def masked_national_id(kept: str | None) -> str | None:
     return None if not kept else "*" * 17 + kept[-1]
 
 
+_MASKED = re.compile(r"^\*{17}[0-9X]$")
+
+
+def is_masked_national_id(value: str) -> bool:
+    return bool(_MASKED.match(value.strip().upper()))
+
+
 _ID_IN_TEXT = re.compile(rb"(?<![0-9])([0-9]{17})([0-9Xx])(?![0-9])")
 
 
