@@ -61,8 +61,15 @@ async def load_request(session: AsyncSession, actor: Actor, request_id: int, *, 
     if request is None:
         raise NotFound(f"no request {request_id}")
     if not await can_see_request(session, actor, request):
-        raise Forbidden(f"request {request_id} is outside your scope", code="scope")
+        raise denied(Forbidden(f"request {request_id} is outside your scope", code="scope"), request.requesting_path)
     return request
+
+
+def denied(exc: Forbidden, owner_path: str) -> Forbidden:
+    """A refusal that names whose data was asked for: the audit files the denied attempt under the owner's
+    institution, where its admins see it (services.hub.use_case)."""
+    exc.object_path = owner_path  # type: ignore[attr-defined]
+    return exc
 
 
 async def load_for_action(
@@ -77,7 +84,9 @@ async def load_for_action(
             raise (
                 NotFound(f"no request {request_id}")
                 if request is None
-                else Forbidden(f"request {request_id} is outside your scope", code="scope")
+                else denied(
+                    Forbidden(f"request {request_id} is outside your scope", code="scope"), request.requesting_path
+                )
             )
     else:
         request = await load_request(session, actor, request_id, for_update=True)

@@ -144,6 +144,8 @@ async def use_case(
         except TelenetError as exc:
             await session.rollback()
             if actor is not None and record is not None:
+                # A refusal names whose data was asked for: file the attempt where the owner's admins see it.
+                record.object_path = record.object_path or getattr(exc, "object_path", None)
                 await _audit_failure(hub, actor, record, exc.code)
             raise
         except BaseException:

@@ -1,4 +1,5 @@
-"""security: failed-login counter, lockout and revocation epoch of each account; national ids kept masked
+"""security: failed-login counter, lockout and revocation epoch of each account; national ids kept masked;
+audit append-only
 
 Revision ID: 0004
 Revises: 0001
@@ -32,8 +33,22 @@ def upgrade() -> None:
         "WHERE national_id_last4 IS NOT NULL AND national_id_last4 NOT LIKE '***%'"
     )
 
+    # The audit trail becomes append-only in the database (the statements live with the model).
+    from telenet.store.models.accounts import AUDIT_APPEND_ONLY_POSTGRESQL, AUDIT_APPEND_ONLY_SQLITE
+
+    dialect = op.get_bind().dialect.name
+    for statement in AUDIT_APPEND_ONLY_POSTGRESQL if dialect == "postgresql" else AUDIT_APPEND_ONLY_SQLITE:
+        op.execute(statement)
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_no_truncate ON audit")
+        op.execute("DROP TRIGGER IF EXISTS audit_no_change ON audit")
+        op.execute("DROP FUNCTION IF EXISTS audit_append_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        op.execute("DROP TRIGGER IF EXISTS audit_no_delete")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("auth_epoch")
         batch_op.drop_column("locked_until")
