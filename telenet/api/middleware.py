@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
-from telenet.domain.errors import TelenetError, TooManyRequests, Unauthorized
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Invalid, TelenetError, TooManyRequests, Unauthorized
 from telenet.services import auth
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
-    request[ACTOR] = await auth.authenticate(request.app[HUB], token, request.remote)
+    actor = await auth.authenticate(request.app[HUB], token, request.remote)
+    request[ACTOR] = with_break_glass(request, actor)
     return await handler(request)
+
+
+BREAK_GLASS_HEADER = "X-Break-Glass-Reason"
+
+
+def with_break_glass(request: web.Request, actor: Actor) -> Actor:
+    """An administrator's stated reason to see patient data (percent-encoded UTF-8 in the header, so that
+    Chinese reasons survive), carried by the actor into every audit row of the request."""
+    raw = request.headers.get(BREAK_GLASS_HEADER)
+    if raw is None or actor.role is not Role.ADMIN:
+        return actor
+    reason = unquote(raw).strip()
+    if not 4 <= len(reason) <= 200:
+        raise Invalid(f"{BREAK_GLASS_HEADER} states a reason of 4 to 200 characters", code="bad-break-glass")
+    return replace(actor, break_glass=reason)
 
 
 def bearer_token(request: web.Request) -> str | None:

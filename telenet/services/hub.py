@@ -113,6 +113,9 @@ class UnitOfWork:
 
 
 def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:
+    detail = record.detail
+    if actor.break_glass:
+        detail = {**(detail or {}), "break_glass": actor.break_glass}
     return AuditEntry(
         at=hub.clock.now(),
         actor_id=actor.user_id or None,
@@ -124,7 +127,7 @@ def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> Aud
         object_path=record.object_path,
         remote_addr=actor.remote_addr,
         outcome=outcome,
-        detail=record.detail,
+        detail=detail,
     )
 
 

@@ -395,11 +395,13 @@ async def list_requests(
         rows = (await uow.session.execute(query.order_by(Request.id.desc()).limit(limit))).all()
         uow.audit(object_path=actor.institution_path, detail={"count": len(rows), "state": state, "kind": kind})
         items = []
+        # Administrators get the list without patients' names unless they state a reason (break-glass).
+        hide_patients = actor.role is Role.ADMIN and not actor.break_glass
         for request, center_code, patient_name in rows:
             item = summary(request, center_code)
             item.update(
                 {
-                    "patient_name": patient_name,
+                    "patient_name": None if hide_patients else patient_name,
                     "modality": request.modality,
                     "ordered_at": _iso(request.ordered_at),
                     "final_at": _iso(request.final_at),
