@@ -18,11 +18,13 @@ from gateways.dicom.node import dicom_ctx
 from gateways.hl7.server import HL7Gateway
 from telenet.api import account_routes, dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
 from telenet.api.context import EXTRA
+from telenet.api.fee_routes import metrics_registry
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services import peers
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
@@ -120,6 +122,8 @@ def build_app(
         interfaces["hl7"] = {"port": settings.hl7_port}
     app[EXTRA]["interfaces"] = interfaces
     app[EXTRA]["metrics_networks"] = settings.metrics_allowed_networks
+    app[EXTRA]["trusted_proxies"] = settings.trusted_proxies
+    app[EXTRA]["plain_loopback_only"] = settings.plain_loopback_only
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield
@@ -131,13 +135,15 @@ def build_app(
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
         app.cleanup_ctx.append(_background(hub, settings))
+        refusals = metrics_registry(app).tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
         if settings.hl7_enabled:
             hl7_gateway = HL7Gateway(hub, settings)
+            hl7_gateway.refusals = refusals
             app[HL7_GATEWAY] = hl7_gateway
             app[hl7_routes.REPLAYER] = hl7_gateway.replay
             app.cleanup_ctx.append(hl7_gateway.cleanup_ctx)
         if settings.dicom_enabled:
-            app.cleanup_ctx.append(dicom_ctx(hub, settings))
+            app.cleanup_ctx.append(dicom_ctx(hub, settings, refusals))
     return app
 
 

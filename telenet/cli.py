@@ -256,7 +256,11 @@ def _serve(settings: Settings) -> int:
     # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
     # which otherwise stall the event loop for ~100 ms (measured with bench/hl7_ingest.py).
     gc.freeze()
-    print(f"telenet serving HTTP on http://{settings.http_host}:{settings.http_port}", flush=True)
+    from telenet import tls
+
+    context = tls.server_context(settings, client_certificates=False) if settings.http_tls else None
+    scheme = "https" if context else "http"
+    print(f"telenet serving HTTP on {scheme}://{settings.http_host}:{settings.http_port}", flush=True)
     from telenet.api.access_log import RedactingAccessLogger
 
     web.run_app(
@@ -265,6 +269,7 @@ def _serve(settings: Settings) -> int:
         port=settings.http_port,
         print=None,
         access_log_class=RedactingAccessLogger,
+        ssl_context=context,
     )
     return 0
 

@@ -30,6 +30,10 @@ class Institution(Base):
     hl7_port: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # How this institution's DICOM and HL7 peers authenticate (services.peers): TLS client certificate
+    # fingerprints (SHA-256, hex) and/or source networks. None: not registered (accepted where TLS is off).
+    peer_cert_sha256: Mapped[list[str] | None] = mapped_column(JSON)
+    peer_networks: Mapped[list[str] | None] = mapped_column(JSON)
 
     __table_args__ = (CheckConstraint("tier in ('province','city','county','township','village')", name="tier"),)
 

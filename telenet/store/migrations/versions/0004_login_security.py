@@ -1,5 +1,5 @@
 """security: failed-login counter, lockout and revocation epoch of each account; national ids kept masked;
-audit append-only
+audit append-only; peers of each institution (certificate fingerprints, networks)
 
 Revision ID: 0004
 Revises: 0001
@@ -26,6 +26,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("failed_logins", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("locked_until", telenet.store.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("auth_epoch", sa.Integer(), server_default="0", nullable=False))
+    with op.batch_alter_table("institutions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("peer_cert_sha256", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("peer_networks", sa.JSON(), nullable=True))
     # The last four characters of a national id rebuild it with the birth date and the region: keep the
     # check character only (telenet.domain.patients.last4).
     op.execute(
@@ -42,6 +45,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("institutions", schema=None) as batch_op:
+        batch_op.drop_column("peer_networks")
+        batch_op.drop_column("peer_cert_sha256")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_no_truncate ON audit")
         op.execute("DROP TRIGGER IF EXISTS audit_no_change ON audit")
