@@ -30,7 +30,7 @@ TOPIC = "worklist:NL-C01-K01-IMG"
 async def run(hub: HubProcess, clients: int, changes: int) -> tuple[list[float], int]:
     reader_token = hub.token("county_reader")
     clinic_token = hub.token("township_doc")
-    url = hub.url.replace("http://", "ws://") + f"/api/v1/ws?token={reader_token}"
+    url = hub.url.replace("http://", "ws://") + "/api/v1/ws"
     delays: list[float] = []
     received = 0
     done = asyncio.Event()
@@ -40,6 +40,8 @@ async def run(hub: HubProcess, clients: int, changes: int) -> tuple[list[float],
         nonlocal received
         async with gate:
             ws = await websockets.connect(url, open_timeout=60, max_queue=None)
+            await ws.send(json.dumps({"action": "auth", "token": reader_token}))
+            assert json.loads(await ws.recv())["type"] == "authenticated"
             await ws.send(json.dumps({"action": "subscribe", "topics": [TOPIC]}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
         ready.set()

@@ -16,13 +16,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
 from gateways.hl7.server import HL7Gateway
-from telenet.api import dicom_routes, fee_routes, hl7_routes, patient_routes, registry_routes, request_routes, ws
+from telenet.api import (
+    account_routes,
+    dicom_routes,
+    fee_routes,
+    hl7_routes,
+    patient_routes,
+    registry_routes,
+    request_routes,
+    ws,
+)
 from telenet.api.context import EXTRA
+from telenet.api.fee_routes import metrics_registry
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
+from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
-from telenet.services import order_status
+from telenet.services import order_status, peers
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
@@ -37,10 +48,20 @@ HL7_GATEWAY = web.AppKey("hl7_gateway", HL7Gateway)
 def load_or_create_secret(settings: Settings) -> bytes:
     """The server secret: TELENET_SECRET, else the secret file, created (mode 0600) on first start."""
     if settings.secret:
+        if len(settings.secret.strip()) < 16:
+            raise Invalid("TELENET_SECRET needs at least 16 characters", code="bad-secret")
         return settings.secret.encode()
     path = settings.resolved_secret_file
     if path.exists():
-        return path.read_bytes().strip()
+        value = path.read_bytes().strip()
+        if len(value) < 16:
+            # An empty or short file would make the national-id HMAC key guessable: refuse to start.
+            raise Invalid(
+                f"the secret file {path} holds {len(value)} bytes; it needs at least 16 "
+                "(delete it to have a new one made)",
+                code="bad-secret",
+            )
+        return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -61,6 +82,10 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
             "urgent": settings.lease_minutes_urgent,
             "routine": settings.lease_minutes_routine,
         },
+        login_attempts_per_account_minute=settings.login_attempts_per_account_minute,
+        login_attempts_per_address_minute=settings.login_attempts_per_address_minute,
+        login_lockout_failures=settings.login_lockout_failures,
+        login_lockout_minutes=settings.login_lockout_minutes,
     )
     return Hub(
         sessions=session_factory(engine),
@@ -82,6 +107,7 @@ def route_sets() -> list[Routes]:
         hl7_routes.routes,
         dicom_routes.routes,
         patient_routes.routes,
+        account_routes.routes,
     ]
 
 
@@ -106,6 +132,9 @@ def build_app(
     if background and settings.hl7_enabled:
         interfaces["hl7"] = {"port": settings.hl7_port}
     app[EXTRA]["interfaces"] = interfaces
+    app[EXTRA]["metrics_networks"] = settings.metrics_allowed_networks
+    app[EXTRA]["trusted_proxies"] = settings.trusted_proxies
+    app[EXTRA]["plain_loopback_only"] = settings.plain_loopback_only
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield
@@ -117,13 +146,15 @@ def build_app(
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
         app.cleanup_ctx.append(_background(hub, settings))
+        refusals = metrics_registry(app).tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
         if settings.hl7_enabled:
             hl7_gateway = HL7Gateway(hub, settings)
+            hl7_gateway.refusals = refusals
             app[HL7_GATEWAY] = hl7_gateway
             app[hl7_routes.REPLAYER] = hl7_gateway.replay
             app.cleanup_ctx.append(hl7_gateway.cleanup_ctx)
         if settings.dicom_enabled:
-            app.cleanup_ctx.append(dicom_ctx(hub, settings))
+            app.cleanup_ctx.append(dicom_ctx(hub, settings, refusals))
     return app
 
 

@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"telenet: {exc.message}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosqlite logs every statement with its parameters (patient data) at DEBUG: never, whatever the level.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         if args.command == "serve":
             return _serve(settings)
@@ -254,8 +256,21 @@ def _serve(settings: Settings) -> int:
     # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
     # which otherwise stall the event loop for ~100 ms (measured with bench/hl7_ingest.py).
     gc.freeze()
-    print(f"telenet serving HTTP on http://{settings.http_host}:{settings.http_port}", flush=True)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    from telenet import tls
+
+    context = tls.server_context(settings, client_certificates=False) if settings.http_tls else None
+    scheme = "https" if context else "http"
+    print(f"telenet serving HTTP on {scheme}://{settings.http_host}:{settings.http_port}", flush=True)
+    from telenet.api.access_log import RedactingAccessLogger
+
+    web.run_app(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        print=None,
+        access_log_class=RedactingAccessLogger,
+        ssl_context=context,
+    )
     return 0
 
 

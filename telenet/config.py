@@ -133,6 +133,62 @@ class Settings:
             " HIS's reason) or refuse (AE; the read finishes)."
         },
     )
+    login_attempts_per_account_minute: int = dataclasses.field(
+        default=10, metadata={"doc": "Login attempts per account per minute (per process); more get 429 Retry-After."}
+    )
+    login_attempts_per_address_minute: int = dataclasses.field(
+        default=60, metadata={"doc": "Login attempts per client address per minute (per process); more get 429."}
+    )
+    login_lockout_failures: int = dataclasses.field(
+        default=10, metadata={"doc": "Consecutive failed logins after which an account is locked."}
+    )
+    login_lockout_minutes: float = dataclasses.field(
+        default=30.0,
+        metadata={"doc": "How long a lockout lasts (an admin lifts it: POST /api/v1/users/{username}/unlock)."},
+    )
+    metrics_allowed_networks: str = dataclasses.field(
+        default="127.0.0.1/32,::1/128",
+        metadata={
+            "doc": "Comma-separated networks that may read /metrics without a token; others need an admin "
+            "or integration token."
+        },
+    )
+
+    tls_cert_file: str = dataclasses.field(
+        default="", metadata={"doc": "The hub's TLS certificate chain (PEM) for HTTPS, DICOM TLS and MLLP over TLS."}
+    )
+    tls_key_file: str = dataclasses.field(default="", metadata={"doc": "The private key of tls_cert_file (PEM)."})
+    tls_ca_file: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "CA bundle (PEM) that signs peer certificates: DICOM and MLLP peers must present one signed by it; "
+            "outbound links verify the receiver against it."
+        },
+    )
+    http_tls: bool = dataclasses.field(default=False, metadata={"doc": "Serve HTTPS (aiohttp, tls_cert_file)."})
+    dicom_tls: bool = dataclasses.field(
+        default=False, metadata={"doc": "DICOM TLS on the node (client certificates from tls_ca_file required)."}
+    )
+    hl7_tls: bool = dataclasses.field(
+        default=False, metadata={"doc": "MLLP over TLS on the HL7 listener (client certificates required)."}
+    )
+    hl7_send_tls: bool = dataclasses.field(
+        default=False, metadata={"doc": "Deliver ORU^R01 results over TLS (the HIS verified against tls_ca_file)."}
+    )
+    dicom_forward_tls: bool = dataclasses.field(
+        default=False, metadata={"doc": "Forward studies to center PACS over DICOM TLS."}
+    )
+    plain_loopback_only: bool = dataclasses.field(
+        default=False,
+        metadata={"doc": "Refuse plain (non-TLS) HTTP, DICOM and MLLP connections from anywhere but loopback."},
+    )
+    trusted_proxies: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "Comma-separated networks of reverse proxies whose X-Forwarded-For names the client address; "
+            "from anyone else the header is ignored."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

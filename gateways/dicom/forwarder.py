@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
 from gateways.dicom.node import nodelay
+from telenet import tls
 from telenet.config import Settings
 from telenet.services import forwarding
 from telenet.services.forwarding import ForwardTask, RetryPolicy
@@ -26,7 +28,9 @@ class SendError(Exception):
         self.sent = sent
 
 
-def send_study(task: ForwardTask, calling_ae: str, *, timeout: float = 30.0) -> int:
+def send_study(
+    task: ForwardTask, calling_ae: str, tls_context: ssl.SSLContext | None = None, *, timeout: float = 30.0
+) -> int:
     """Send every file of ``task`` over one association; the number sent, or SendError."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout
@@ -41,7 +45,13 @@ def send_study(task: ForwardTask, calling_ae: str, *, timeout: float = 30.0) -> 
     # One context per (class, syntax): chunked sending needs the exact syntax of each file accepted.
     contexts = [build_context(uid, [ts]) for uid, tss in sorted(syntaxes.items()) for ts in sorted(tss)][:128]
     ae.requested_contexts = contexts
-    assoc = ae.associate(task.host, task.port, ae_title=task.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+    assoc = ae.associate(
+        task.host,
+        task.port,
+        ae_title=task.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
+        tls_args=(tls_context, task.host) if tls_context is not None else None,
+    )
     if not assoc.is_established:
         raise SendError(f"association with {task.destination} failed (rejected, aborted or no answer)")
     sent = 0
@@ -66,7 +76,16 @@ def send_study(task: ForwardTask, calling_ae: str, *, timeout: float = 30.0) -> 
 
 
 class Forwarder:
-    def __init__(self, hub: Hub, policy: RetryPolicy, calling_ae: str, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        policy: RetryPolicy,
+        calling_ae: str,
+        *,
+        poll_seconds: float = 1.0,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tls_context = tls_context
         self.hub = hub
         self.policy = policy
         self.calling_ae = calling_ae
@@ -81,7 +100,8 @@ class Forwarder:
             backoff_max_seconds=settings.dicom_forward_backoff_max_seconds,
         )
         poll = max(0.05, min(1.0, settings.dicom_forward_backoff_seconds / 2))
-        return cls(hub, policy, settings.dicom_ae_title, poll_seconds=poll)
+        context = tls.client_context(settings) if settings.dicom_forward_tls else None
+        return cls(hub, policy, settings.dicom_ae_title, poll_seconds=poll, tls_context=context)
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -123,7 +143,7 @@ class Forwarder:
 
     async def _attempt(self, task: ForwardTask) -> None:
         try:
-            sent = await asyncio.to_thread(send_study, task, self.calling_ae)
+            sent = await asyncio.to_thread(send_study, task, self.calling_ae, self.tls_context)
         except SendError as exc:
             state = await forwarding.failed(self.hub, task, str(exc), self.policy, sent=exc.sent)
             log.info("forward of %s to %s failed (%s): %s", task.study_instance_uid, task.destination, state, exc)

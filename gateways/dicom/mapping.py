@@ -15,6 +15,7 @@ from pydicom.sequence import Sequence
 
 from gateways.dicom.status import BadDataset
 from gateways.dicom.storage import check_uid
+from telenet.domain.identity import PatientFacts, parse_compact_date
 from telenet.services.modality import MppsRecord, StudyQuery, WorklistQuery, parse_date_range
 from telenet.services.studies import EcgSummary, InstanceRecord
 
@@ -194,6 +195,12 @@ def mpps_record(sop_instance_uid: str, ds: Dataset) -> MppsRecord:
         modality=text(ds, "Modality"),
         referenced_sop_uids=referenced_instances(ds),
         discontinuation_reason=_discontinuation_reason(ds),
+        patient=PatientFacts(
+            text(ds, "PatientID"),
+            text(ds, "PatientName"),
+            parse_compact_date(text(ds, "PatientBirthDate")),
+            text(ds, "PatientSex"),
+        ),
     )
 
 

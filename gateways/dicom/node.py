@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -34,11 +35,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 from gateways.dicom.bridge import LoopBridge
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
+from telenet import tls
 from telenet.config import Settings
 from telenet.domain.access import Actor
-from telenet.services import studies
+from telenet.services import peers, studies
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
+from telenet.services.metrics import Tally
+from telenet.services.peers import PeerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,12 @@ class AEWhitelist:
         self._actors: dict[str, Actor] = {}
         self._loaded_at = 0.0
         self._known: set[str] = set()
+        # Refused associations, counted in /metrics when wired (app.py sets the tally).
+        self.refusals: Tally | None = None
+
+    def refused(self, reason: str) -> None:
+        if self.refusals is not None:
+            self.refusals.inc(protocol="dicom", reason=reason)
 
     def _lookup(self, ae_title: str) -> Actor | None:
         actor = self.bridge.call(studies.ae_actor, self.hub, ae_title)
@@ -96,11 +106,18 @@ class AEWhitelist:
             self._known = titles
             self._loaded_at = time.monotonic()
 
-    def allowed(self, calling: str | None) -> list[str]:
-        """The list pynetdicom checks the calling AE title against (never empty: empty means "anyone")."""
+    def allowed(self, calling: str | None, identity: PeerIdentity | None = None) -> list[str]:
+        """The list pynetdicom checks the calling AE title against (never empty: empty means "anyone").
+        With the connection's ``identity``, a title of another institution than the one the connection
+        authenticated as is left out, so the association is rejected (calling AE not recognized)."""
         if time.monotonic() - self._loaded_at > _WHITELIST_TTL_S:
             self._refresh()
         title = (calling or "").strip()
+        if title and identity is not None:
+            refusal = self.bridge.call(peers.check_ae_title, self.hub, title, identity)
+            if refusal is not None:
+                self.refused("calling-ae-not-bound")
+                return sorted(self._known - {title}) or ["\x00"]
         if title and title not in self._known:
             if self._lookup(title) is not None:
                 with self._lock:
@@ -122,14 +139,24 @@ class _NodeAE(AE):
     """pynetdicom's AE with a live calling-AE whitelist and a deeper listen backlog."""
 
     whitelist: AEWhitelist | None = None
+    plain_loopback_only: bool = False
 
     @property
     def require_calling_aet(self) -> list[str]:
         if self.whitelist is None:
             return []
         # pynetdicom asks while negotiating, on the association's own thread, right after reading the title.
-        requestor = getattr(threading.current_thread(), "requestor", None)
-        return self.whitelist.allowed(getattr(requestor, "ae_title", None))
+        assoc = threading.current_thread()
+        requestor = getattr(assoc, "requestor", None)
+        sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+        secure = isinstance(sock, ssl.SSLSocket)
+        address = getattr(requestor, "address", None)
+        if self.plain_loopback_only and not secure and not tls.is_loopback(address):
+            log.warning("association refused: plain DICOM from %s (plain_loopback_only)", address)
+            self.whitelist.refused("plain-connection")
+            return ["\x00"]
+        identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
+        return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
 
     @require_calling_aet.setter
     def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
@@ -174,6 +201,8 @@ class DicomNode:
         _config.STORE_SEND_CHUNKED_DATASET = True
         ae = _NodeAE(ae_title=self.settings.dicom_ae_title)
         ae.whitelist = self.whitelist
+        ae.plain_loopback_only = self.settings.plain_loopback_only
+        ae.require_called_aet = True  # the called AE must be the hub's own title
         ae.maximum_associations = self.settings.dicom_max_associations
         ae.maximum_pdu_size = 0  # no limit: large instances arrive in few PDUs
         ae.network_timeout = 60
@@ -197,10 +226,12 @@ class DicomNode:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        context = tls.server_context(self.settings, client_certificates=True) if self.settings.dicom_tls else None
         self._server = self.ae.start_server(
             (self.settings.dicom_host, self.settings.dicom_port),
             block=False,
             evt_handlers=self.handlers.bindings(),
+            ssl_context=context,
         )
         log.info("DICOM node %s listening on %s:%s", self.settings.dicom_ae_title, self.settings.dicom_host, self.port)
 
@@ -223,12 +254,13 @@ async def run_quiet_sweep(hub: Hub, interval: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_node(hub: Hub, settings: Settings) -> AsyncIterator[DicomNode]:
+async def running_node(hub: Hub, settings: Settings, refusals: Tally | None = None) -> AsyncIterator[DicomNode]:
     """The node, its quiet-time sweep and the forwarder, for as long as the context is open."""
     from gateways.dicom.forwarder import Forwarder
 
     loop = asyncio.get_running_loop()
     node = DicomNode(hub, settings, loop)
+    node.whitelist.refusals = refusals
     # Binding and the first whitelist load call back into this loop, so they run on a thread.
     await asyncio.to_thread(node.start)
     forwarder = Forwarder.from_settings(hub, settings)
@@ -253,11 +285,11 @@ async def running_node(hub: Hub, settings: Settings) -> AsyncIterator[DicomNode]
         await asyncio.to_thread(node.stop)
 
 
-def dicom_ctx(hub: Hub, settings: Settings) -> Callable[[Any], AsyncIterator[None]]:
+def dicom_ctx(hub: Hub, settings: Settings, refusals: Tally | None = None) -> Callable[[Any], AsyncIterator[None]]:
     """An aiohttp ``cleanup_ctx`` entry running the DICOM node and its workers with the app."""
 
     async def ctx(_app: Any) -> AsyncIterator[None]:
-        async with running_node(hub, settings):
+        async with running_node(hub, settings, refusals):
             yield
 
     return ctx

@@ -26,6 +26,7 @@ from gateways.hl7.messages import (
     ReportResult,
 )
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, TelenetError
+from telenet.domain.patients import is_masked_national_id
 from telenet.services.hl7_inbound import GroupFailed, InboundCommand
 
 #: HL7 times without an offset are the HIS's local time, China Standard Time; times we send carry +0800.
@@ -113,7 +114,8 @@ def patient_data(patient: PatientData) -> dict[str, Any]:
     data: dict[str, Any] = {"id": patient.id, "name": patient.display, "sex": patient.sex}
     if patient.birth_date is not None:
         data["birth_date"] = patient.birth_date.isoformat()
-    if patient.national_id:
+    # A dead letter keeps the id masked (*****************X); replayed, the message carries no id.
+    if patient.national_id and not is_masked_national_id(patient.national_id):
         data["national_id"] = patient.national_id
     if patient.identifiers:
         data["identifiers"] = dict(patient.identifiers)

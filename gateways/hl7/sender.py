@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any
 from gateways.hl7 import work
 from gateways.hl7.codec import AckInfo, InvalidAck
 from gateways.hl7.mllp import FrameError, frame, read_frame
+from telenet import tls
 from telenet.config import Settings
 from telenet.domain.sla import Clock
 from telenet.services import outbox
@@ -61,6 +63,7 @@ class ResultSender:
         self._task: asyncio.Task[None] | None = None
         self._up: dict[tuple[str, int], bool] = {}
         self.delivered = 0
+        self.tls_context = tls.client_context(settings) if settings.hl7_send_tls else None
 
     def start(self) -> None:
         """Run the delivery loop; with several hub processes on PostgreSQL, in one of them at a time."""
@@ -164,8 +167,12 @@ class ResultSender:
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
-        except (OSError, TimeoutError) as exc:
+            if self.tls_context is not None:
+                connecting = asyncio.open_connection(host, port, ssl=self.tls_context, server_hostname=host)
+            else:
+                connecting = asyncio.open_connection(host, port)
+            return await asyncio.wait_for(connecting, self.timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from None
 
     async def _exchange(self, streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], message: bytes) -> bytes:

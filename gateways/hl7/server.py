@@ -26,12 +26,15 @@ from gateways.hl7 import mapping, work
 from gateways.hl7.codec import ErrorInfo, Inbound, Rejected, build_ack
 from gateways.hl7.mllp import FrameTooLarge, IncompleteFrame, MLLPReader, frame
 from gateways.hl7.sender import ResultSender
+from telenet import tls
 from telenet.config import Settings
 from telenet.domain.errors import TelenetError
 from telenet.domain.sla import Clock
-from telenet.services import hl7_inbound
+from telenet.services import hl7_inbound, peers
 from telenet.services.hl7_inbound import ReplayOutcome
 from telenet.services.hub import Hub
+from telenet.services.metrics import Tally
+from telenet.services.peers import PeerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,8 @@ class HL7Gateway:
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.answered: dict[str, int] = {}
+        # Refused peers (spoofed MSH-4, plain connections from afar), counted in /metrics when wired (app.py).
+        self.refusals: Tally | None = None
 
     @property
     def port(self) -> int:
@@ -119,7 +124,10 @@ class HL7Gateway:
     async def start(self) -> None:
         await self.pool.start()
         if self.listen:
-            self.server = await asyncio.start_server(self._serve, self.settings.hl7_host, self.settings.hl7_port)
+            context = tls.server_context(self.settings, client_certificates=True) if self.settings.hl7_tls else None
+            self.server = await asyncio.start_server(
+                self._serve, self.settings.hl7_host, self.settings.hl7_port, ssl=context
+            )
             log.info("hl7: MLLP listener on %s:%s", self.settings.hl7_host, self.port)
         if self.sender is not None:
             self.sender.start()
@@ -159,8 +167,19 @@ class HL7Gateway:
         self._connections.add(task)
         address = writer.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        identity = PeerIdentity(
+            address[0] if isinstance(address, tuple) else None, tls.fingerprint(writer.get_extra_info("ssl_object"))
+        )
         frames = MLLPReader(reader, max_size=self.settings.hl7_max_message_bytes)
         try:
+            if (
+                self.settings.plain_loopback_only
+                and writer.get_extra_info("ssl_object") is None
+                and not tls.is_loopback(identity.address)
+            ):
+                log.warning("hl7: refused a plain connection from %s (plain_loopback_only)", peer)
+                self._refused("plain-connection")
+                return
             while True:
                 try:
                     payload = await asyncio.wait_for(frames.read(), self.settings.hl7_idle_timeout_seconds)
@@ -182,7 +201,7 @@ class HL7Gateway:
                     break
                 self._busy.add(task)
                 try:
-                    answer = await self.handle(payload, peer)
+                    answer = await self.handle(payload, peer, identity=identity)
                     writer.write(frame(answer.ack))
                     await writer.drain()
                 finally:
@@ -212,8 +231,15 @@ class HL7Gateway:
 
     # ------------------------------------------------------------------------------------------- messages
 
-    async def handle(self, raw: bytes, peer: str | None, *, dead_letter: bool = True) -> Answer:
-        """Everything one inbound message goes through; always returns an ACK to send."""
+    def _refused(self, reason: str) -> None:
+        if self.refusals is not None:
+            self.refusals.inc(protocol="hl7", reason=reason)
+
+    async def handle(
+        self, raw: bytes, peer: str | None, *, dead_letter: bool = True, identity: PeerIdentity | None = None
+    ) -> Answer:
+        """Everything one inbound message goes through; always returns an ACK to send. With the connection's
+        ``identity``, MSH-4 must name the institution it authenticated as (else AR, logged)."""
         now = self.clock.now()
         ack_id = new_control_id()
         try:
@@ -233,6 +259,13 @@ class HL7Gateway:
         if too_long is not None:
             ack = await self.pool.run(work.ack_with_error, message, ack_id, now, too_long)
             return self._count(Answer("AE", ack, too_long.text))
+        if identity is not None:
+            spoofed = await peers.check_facility(self.hub, message.facility, identity)
+            if spoofed is not None:
+                self._refused("facility-not-bound")
+                error = ErrorInfo(204, "MSH-4", spoofed)
+                ack = await self.pool.run(work.ack_rejected, message, ack_id, now, error)
+                return self._count(Answer("AR", ack, spoofed))
         try:
             result = await hl7_inbound.process(
                 self.hub,

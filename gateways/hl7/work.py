@@ -47,6 +47,11 @@ def ack_with_error(message: Inbound, ack_control_id: str, now: datetime, error: 
     return build_ack_for(message, message_control_id=ack_control_id, now=now, ack_code="AE", error=error)
 
 
+def ack_rejected(message: Inbound, ack_control_id: str, now: datetime, error: ErrorInfo) -> bytes:
+    """The AR for a message refused before any processing (a sender speaking for another institution)."""
+    return build_ack_for(message, message_control_id=ack_control_id, now=now, ack_code="AR", error=error)
+
+
 def ack_with_text(message: Inbound, ack_control_id: str, now: datetime, text: str | None) -> bytes:
     """An AA that tells the sender something (MSA-3), e.g. that the order waits for consent."""
     return build_ack_for(message, message_control_id=ack_control_id, now=now, ack_code="AA", text=text)

@@ -36,14 +36,9 @@ def hub_of(request: web.Request) -> Hub:
 
 async def read_json(request: web.Request, schema: str) -> Any:
     """The body, parsed and validated against ``schemas/{schema}.schema.json`` (422 listing errors)."""
-    from telenet.domain.errors import Invalid
+    from telenet.api.bodies import read_json_body
     from telenet.schemas import validate
 
-    if request.content_type != "application/json":
-        raise Invalid("the body must be application/json", code="bad-content-type")
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise Invalid(f"the body is not valid JSON: {exc}", code="bad-json") from None
+    body = await read_json_body(request)
     validate(schema, body)
     return body

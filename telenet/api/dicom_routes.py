@@ -96,7 +96,11 @@ async def reconciliation(request: web.Request) -> web.Response:
     tag="dicom",
     body="api/reconciliation-link",
     roles="coordinator, admin",
-    responses={"200": "the linked study", "404": "no such study or request", "409": "already linked"},
+    responses={
+        "200": "the linked study",
+        "404": "no such study or request",
+        "409": "already linked, or the study's patient differs from the request's (confirm with a reason)",
+    },
 )
 async def link(request: web.Request) -> web.Response:
     body = await read_json(request, "api/reconciliation-link")
@@ -106,6 +110,7 @@ async def link(request: web.Request) -> web.Response:
         request.match_info["study"],
         request_id=body.get("request_id"),
         accession_number=body.get("accession_number"),
+        confirm_reason=body.get("confirm_reason"),
     )
     return web.json_response(view)
 

@@ -10,7 +10,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
+from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import Routes
 from telenet.domain.errors import Invalid
@@ -103,10 +105,7 @@ async def list_fees(request: web.Request) -> web.Response:
     },
 )
 async def refund_fee(request: web.Request) -> web.Response:
-    try:
-        line_id = int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the fee line id must be a number", code="bad-parameter") from None
+    line_id = path_id(request, what="fee line id")
     body = await read_json(request, "api/fee-refund")
     line = await fees.refund(hub_of(request), actor_of(request), line_id, body["reason"])
     return web.json_response(line, status=201)
@@ -241,11 +240,13 @@ class _Snapshot:
 @routes.add(
     "GET",
     "/metrics",
-    summary="Operational metrics in the Prometheus text format",
+    summary="Operational metrics in the Prometheus text format (configured networks, else admin/integration token)",
     tag="operations",
     public=True,
+    responses={"200": "metrics", "401": "no token from outside the configured networks", "403": "role"},
 )
 async def metrics(request: web.Request) -> web.Response:
+    await require_metrics_access(request)
     families = await metrics_registry(request.app).collect(hub_of(request))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import Routes
@@ -83,10 +84,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     },
 )
 async def replay_dead_letter(request: web.Request) -> web.Response:
-    try:
-        letter_id = int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the dead letter id must be a number", code="bad-parameter") from None
+    letter_id = path_id(request, what="dead letter id")
     replayer = request.app.get(REPLAYER)
     view = await hl7_inbound.replay_dead_letter(hub_of(request), actor_of(request), letter_id, replayer)
     return web.json_response(view)

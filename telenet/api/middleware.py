@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
-from telenet.domain.errors import TelenetError, Unauthorized
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Invalid, TelenetError, TooManyRequests, Unauthorized
 from telenet.services import auth
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -63,6 +67,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except TelenetError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="telenet"'} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return problem(
             exc.status,
             exc.code,
@@ -107,17 +113,33 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if unmatched or (request.method, canonical) in request.app[PUBLIC] or request.method == "OPTIONS":
         return await handler(request)
     token = bearer_token(request)
+    if token is None and request.headers.get("Upgrade", "").lower() == "websocket":
+        return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
-    request[ACTOR] = await auth.authenticate(request.app[HUB], token, request.remote)
+    actor = await auth.authenticate(request.app[HUB], token, request.remote)
+    request[ACTOR] = with_break_glass(request, actor)
     return await handler(request)
+
+
+BREAK_GLASS_HEADER = "X-Break-Glass-Reason"
+
+
+def with_break_glass(request: web.Request, actor: Actor) -> Actor:
+    """An administrator's stated reason to see patient data (percent-encoded UTF-8 in the header, so that
+    Chinese reasons survive), carried by the actor into every audit row of the request."""
+    raw = request.headers.get(BREAK_GLASS_HEADER)
+    if raw is None or actor.role is not Role.ADMIN:
+        return actor
+    reason = unquote(raw).strip()
+    if not 4 <= len(reason) <= 200:
+        raise Invalid(f"{BREAK_GLASS_HEADER} states a reason of 4 to 200 characters", code="bad-break-glass")
+    return replace(actor, break_glass=reason)
 
 
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
-    # Browsers cannot set headers on a WebSocket handshake, so the live channel also takes ?token=.
-    if request.path.endswith("/ws"):
-        return request.query.get("token") or None
+    # No credential is ever taken from the URL (it would end up in access logs and browser history).
     return None

@@ -11,7 +11,7 @@ from telenet import __version__
 from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
 from telenet.api.spec import Routes, openapi_document
 from telenet.domain.errors import Invalid
-from telenet.services import auth, registry
+from telenet.services import login, registry
 
 routes = Routes()
 
@@ -86,11 +86,16 @@ async def openapi(request: web.Request) -> web.Response:
     tag="auth",
     public=True,
     body="api/token",
-    responses={"200": "token issued", "401": "bad credentials", "422": "invalid body"},
+    responses={
+        "200": "token issued",
+        "401": "bad credentials",
+        "422": "invalid body",
+        "429": "too many attempts or account locked (Retry-After)",
+    },
 )
 async def issue_token(request: web.Request) -> web.Response:
     body = await read_json(request, "api/token")
-    result = await auth.issue_token(hub_of(request), body["username"], body["password"], request.remote)
+    result = await login.login(hub_of(request), body["username"], body["password"], request.remote)
     return json_response(result)
 
 

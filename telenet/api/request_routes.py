@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import Routes
-from telenet.domain.errors import Invalid
 from telenet.services import consultation, queue, reports, requests
 
 routes = Routes()
@@ -24,10 +24,7 @@ _ACTION_RESPONSES = {
 
 
 def request_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the request id must be a number", code="bad-parameter") from None
+    return path_id(request, what="request id")
 
 
 async def optional_body(request: web.Request, schema: str) -> dict[str, Any]:
@@ -285,10 +282,7 @@ async def worklist(request: web.Request) -> web.Response:
 
 
 def critical_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the critical finding id must be a number", code="bad-parameter") from None
+    return path_id(request, what="critical finding id")
 
 
 @routes.add("GET", "/api/v1/critical/{id}", summary="A critical finding with its timeline", tag="critical")

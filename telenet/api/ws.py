@@ -19,10 +19,12 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from telenet.api.context import HUB, actor_of, hub_of
+from telenet.api.context import ACTOR, EXTRA, HUB, hub_of
+from telenet.api.middleware import bearer_token
 from telenet.api.spec import Routes
 from telenet.domain.access import Actor
-from telenet.services import events
+from telenet.domain.errors import Invalid, Unauthorized
+from telenet.services import auth, events
 from telenet.services.events import PublishedEvent
 from telenet.services.hub import Hub
 
@@ -144,22 +146,47 @@ def _error(detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": "error", "detail": detail, **extra}
 
 
+# How long a new connection may take to send its {"action": "auth"} message.
+AUTH_TIMEOUT_SECONDS = 10.0
+# Application close codes (RFC 6455 leaves 4000-4999 to applications), after HTTP's 401 and 403.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+# How often an open connection re-checks its token (revoked, expired, scope changed): the app's
+# EXTRA["ws_recheck_seconds"] overrides it; topics are re-authorized on a scope change and every
+# TOPIC_RECHECK_EVERY checks (a request escalated away from the reader's centers).
+RECHECK_SECONDS = 5.0
+TOPIC_RECHECK_EVERY = 6
+
+
 @routes.add(
     "GET",
     "/api/v1/ws",
-    summary="Live events (WebSocket); token in Authorization or ?token=",
+    summary='Live events (WebSocket); authenticate with Authorization or the first message {"action": "auth", '
+    '"token": ...}; never in the URL',
     tag="live",
-    responses={"101": "switching protocols"},
+    responses={"101": "switching protocols", "422": "a credential in the URL"},
 )
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    actor = actor_of(request)
+    if {"token", "access_token"}.intersection(request.query):
+        raise Invalid(
+            'credentials in the URL are refused; send {"action": "auth", "token": ...} as the first message',
+            code="credential-in-url",
+        )
     hub = hub_of(request)
     broker = request.app[BROKER]
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
+    token = bearer_token(request)
+    actor: Actor | None = request.get(ACTOR)
+    if actor is None:
+        token, actor = await _first_message_auth(hub, ws, request.remote)
+        if actor is None:
+            return ws
     sub = Subscriber(actor)
     forwarder: asyncio.Task[None] | None = None
+    interval = float(request.app[EXTRA].get("ws_recheck_seconds", RECHECK_SECONDS))
+    watcher = asyncio.create_task(_watch(hub, ws, sub, token, request.remote, interval)) if token else None
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -169,7 +196,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_json(_error(command))
                 continue
             topics, since = command
-            allowed, refused = await events.authorize_topics(hub, actor, topics)
+            allowed, refused = await events.authorize_topics(hub, sub.actor, topics)
             for item in refused:
                 await ws.send_json(_error(item["detail"], topic=item["topic"], code=item["code"]))
             async with sub.lock:
@@ -186,9 +213,67 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 forwarder = asyncio.create_task(_forward(ws, sub))
     finally:
         broker.subscribers.discard(sub)
-        if forwarder is not None:
-            forwarder.cancel()
+        for task in (forwarder, watcher):
+            if task is not None:
+                task.cancel()
     return ws
+
+
+async def _first_message_auth(
+    hub: Hub, ws: web.WebSocketResponse, remote: str | None
+) -> tuple[str | None, Actor | None]:
+    """Read {"action": "auth", "token": ...}; on failure the connection is closed with the reason."""
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT_SECONDS)
+    except TimeoutError:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"authenticate first: no auth message in time")
+        return None, None
+    token = None
+    if msg.type == WSMsgType.TEXT:
+        try:
+            command = json.loads(msg.data)
+        except ValueError:
+            command = None
+        if isinstance(command, dict) and command.get("action") == "auth" and isinstance(command.get("token"), str):
+            token = command["token"]
+    if not token:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b'authenticate first: {"action": "auth", "token": ...}')
+        return None, None
+    try:
+        actor = await auth.authenticate(hub, token, remote)
+    except Unauthorized as exc:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=exc.code.encode())
+        return None, None
+    await ws.send_json({"type": "authenticated", "username": actor.username})
+    return token, actor
+
+
+async def _watch(
+    hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, token: str, remote: str | None, interval: float
+) -> None:
+    """End the subscription when its token is revoked or expires, or the account's scope no longer covers
+    a subscribed topic: the client learns why from the close code and reason."""
+    ticks = 0
+    while not ws.closed:
+        await asyncio.sleep(interval)
+        ticks += 1
+        try:
+            actor = await auth.authenticate(hub, token, remote)
+        except Unauthorized as exc:
+            sub.topics.clear()
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=f"{exc.code}: {exc.message}"[:120].encode())
+            return
+        except Exception:  # a failed check (database busy) is retried at the next tick
+            log.exception("re-checking a live subscription failed")
+            continue
+        if actor != sub.actor or ticks % TOPIC_RECHECK_EVERY == 0:
+            _allowed, refused = await events.authorize_topics(hub, actor, sorted(sub.topics))
+            sub.actor = actor
+            if refused:
+                sub.topics.clear()
+                reason = f"scope changed: {refused[0]['topic']} is no longer permitted"
+                await ws.close(code=CLOSE_FORBIDDEN, message=reason[:120].encode())
+                return
 
 
 def _parse(data: str) -> tuple[list[str], int | None] | str:
@@ -203,7 +288,7 @@ def _parse(data: str) -> tuple[list[str], int | None] | str:
     since = command.get("since")
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
         return "topics is a list of strings"
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**63):
         return "since is a non-negative event id"
     return topics, since
 

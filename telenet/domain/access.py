@@ -36,6 +36,8 @@ class Actor:
     practice_since: date | None = None
     display_name: str | None = None
     remote_addr: str | None = None
+    # The reason an administrator states to see a patient's record (break-glass); audited with every read.
+    break_glass: str | None = None
 
     def sees_institution(self, path: str) -> bool:
         """Requesters and integration accounts see their own institution; coordinators and admins

@@ -52,3 +52,26 @@ class Conflict(TelenetError):
 
     code = "conflict"
     status = 409
+
+
+class TooManyRequests(TelenetError):
+    """The caller must slow down (login limiter, locked account); ``retry_after`` seconds until it may retry."""
+
+    code = "too-many-requests"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))
+
+
+class UnsupportedMediaType(TelenetError):
+    """The body is not in a media type the endpoint reads."""
+
+    code = "unsupported-media-type"
+    status = 415
+
+
+class PayloadTooLarge(TelenetError):
+    code = "payload-too-large"
+    status = 413

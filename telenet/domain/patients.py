@@ -34,7 +34,36 @@ def national_id_hmac(secret: bytes, national_id: str) -> str:
 
 
 def last4(national_id: str) -> str:
-    return normalize_national_id(national_id)[-4:]
+    """What is kept of the id to show (the column's historical name): its check character only, as ``***X``.
+    The last four would not do: with the birth date and the region (the clinic's county) they rebuild the
+    whole number, since the check character follows from the other seventeen."""
+    return "***" + normalize_national_id(national_id)[-1]
+
+
+def masked_national_id(kept: str | None) -> str | None:
+    """The 18-character display form of what :func:`last4` kept: ``*****************X``."""
+    return None if not kept else "*" * 17 + kept[-1]
+
+
+_MASKED = re.compile(r"^\*{17}[0-9X]$")
+
+
+def is_masked_national_id(value: str) -> bool:
+    return bool(_MASKED.match(value.strip().upper()))
+
+
+_ID_IN_TEXT = re.compile(rb"(?<![0-9])([0-9]{17})([0-9Xx])(?![0-9])")
+
+
+def mask_national_ids(raw: bytes) -> bytes:
+    """Every valid national id number inside a message (dead letters keep messages for inspection)
+    replaced by its masked form; numbers whose check character does not match are left alone."""
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        first17, check = match.group(1).decode(), match.group(2).decode().upper()
+        return b"*" * 17 + check.encode() if national_id_check_char(first17) == check else match.group(0)
+
+    return _ID_IN_TEXT.sub(replace, raw)
 
 
 SEXES = frozenset({"M", "F", "O", "U"})

@@ -41,8 +41,19 @@ async def can_see_request(session: AsyncSession, actor: Actor, request: Request)
     at, whoever holds its claim, and the participants of a consultation."""
     if actor.role in (Role.REQUESTER, Role.INTEGRATION):
         return request.requesting_institution_id == actor.institution_id
-    if actor.role in (Role.COORDINATOR, Role.ADMIN) and is_within(request.requesting_path, actor.institution_path):
+    if actor.role is Role.COORDINATOR and is_within(request.requesting_path, actor.institution_path):
         return True
+    if actor.role is Role.ADMIN and is_within(request.requesting_path, actor.institution_path):
+        # Administrators get aggregates; a patient's record only with a stated reason (audited).
+        if actor.break_glass:
+            return True
+        raise denied(
+            Forbidden(
+                f"request {request.id} holds patient data: state a reason (X-Break-Glass-Reason) to see it",
+                code="break-glass-required",
+            ),
+            request.requesting_path,
+        )
     if request.claimed_by_id == actor.user_id:
         return True
     center, inst = await center_of(session, request.center_id)
@@ -66,8 +77,15 @@ async def load_request(
     if uow is not None:
         uow.audit(object_path=request.requesting_path)
     if not await can_see_request(session, actor, request):
-        raise Forbidden(f"request {request_id} is outside your scope", code="scope")
+        raise denied(Forbidden(f"request {request_id} is outside your scope", code="scope"), request.requesting_path)
     return request
+
+
+def denied(exc: Forbidden, owner_path: str) -> Forbidden:
+    """A refusal that names whose data was asked for: the audit files the denied attempt under the owner's
+    institution, where its admins see it (services.hub.use_case)."""
+    exc.object_path = owner_path  # type: ignore[attr-defined]
+    return exc
 
 
 async def load_for_action(
@@ -82,7 +100,9 @@ async def load_for_action(
             raise (
                 NotFound(f"no request {request_id}")
                 if request is None
-                else Forbidden(f"request {request_id} is outside your scope", code="scope")
+                else denied(
+                    Forbidden(f"request {request_id} is outside your scope", code="scope"), request.requesting_path
+                )
             )
     else:
         request = await load_request(session, actor, request_id, for_update=True, uow=uow)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid, NotFound, Unauthorized
@@ -54,43 +55,40 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
+DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
-async def issue_token(hub: Hub, username: str, password: str, remote_addr: str | None = None) -> dict[str, object]:
-    """Exchange a username and password for a bearer token with an expiry."""
-    async with hub.sessions() as session:
-        user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-        # Verify against a dummy hash when the user is unknown so both paths take the same time.
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
-        if not ok or user is None or not user.active:
-            raise Unauthorized("unknown user or wrong password", code="bad-credentials")
-        token = secrets.token_urlsafe(32)
-        now = hub.clock.now()
-        expires = now + timedelta(minutes=hub.options.token_ttl_minutes)
-        await session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
-        session.add(Token(token_hash=token_digest(token), user_id=user.id, created_at=now, expires_at=expires))
-        await session.commit()
-    return {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat()}
-
-
-# How long a token's actor is reused without reading the database again: an account disabled, or its centers
-# changed, takes effect within this time (token expiry itself is checked on every request).
+# How long a token's actor is reused at most (revocation and scope changes are seen at once through the
+# account's auth_epoch; this bounds what changes without it, such as a renamed institution).
 ACTOR_CACHE_SECONDS = 15.0
 ACTOR_CACHE_SIZE = 10_000
 
 
 async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> Actor:
-    """The actor behind a bearer token; 401 when unknown or expired."""
+    """The actor behind a bearer token (or console session); 401 when unknown, revoked or expired.
+
+    The actor (user, institution, centers) is cached per token, but every request still reads the token's
+    row and its account's ``auth_epoch`` in one indexed lookup: a logout, a disabled account or a password
+    changed in any hub process ends the token here at once, and a scope change reloads the actor."""
     digest = token_digest(token)
+    now = hub.clock.now()
     cached = hub.actor_cache.get(digest)
-    if cached is not None:
-        actor, expires_at, cached_at = cached
-        if time.monotonic() - cached_at < ACTOR_CACHE_SECONDS:
-            if expires_at <= hub.clock.now():
-                raise Unauthorized("the bearer token has expired", code="token-expired")
-            return replace(actor, remote_addr=remote_addr)
     async with hub.reader() as session:
+        if cached is not None:
+            actor, expires_at, cached_at, epoch = cached
+            if time.monotonic() - cached_at < ACTOR_CACHE_SECONDS:
+                current = (
+                    await session.execute(
+                        select(User.auth_epoch, User.active)
+                        .join(Token, Token.user_id == User.id)
+                        .where(Token.token_hash == digest)
+                    )
+                ).one_or_none()
+                if current is not None and current.active and current.auth_epoch == epoch:
+                    if expires_at <= now:
+                        raise Unauthorized("the bearer token has expired", code="token-expired")
+                    return replace(actor, remote_addr=remote_addr)
+            hub.actor_cache.pop(digest, None)
         row = (
             await session.execute(
                 select(Token, User, Institution)
@@ -100,16 +98,16 @@ async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> 
             )
         ).one_or_none()
         if row is None:
-            raise Unauthorized("unknown bearer token", code="bad-token")
+            raise Unauthorized("unknown or revoked bearer token", code="bad-token")
         tok, user, inst = row
-        if tok.expires_at <= hub.clock.now():
+        if tok.expires_at <= now:
             raise Unauthorized("the bearer token has expired", code="token-expired")
         if not user.active:
             raise Unauthorized("the account is disabled", code="bad-token")
         actor = await _actor(session, user, inst, remote_addr)
     if len(hub.actor_cache) >= ACTOR_CACHE_SIZE:
         hub.actor_cache.clear()
-    hub.actor_cache[digest] = (actor, tok.expires_at, time.monotonic())
+    hub.actor_cache[digest] = (actor, tok.expires_at, time.monotonic(), user.auth_epoch)
     return actor
 
 
@@ -180,6 +178,11 @@ async def add_user(
         raise Invalid("only readers and coordinators are bound to centers")
     if not 3 <= len(username) <= 64:
         raise Invalid("a username has 3 to 64 characters")
+    hashed = None
+    if password is not None:
+        if len(password) < 8:
+            raise Invalid("a password has at least 8 characters")
+        hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
     async with use_case(hub, actor, "user.add", "user", username) as uow:
         session = uow.session
         inst = (await session.execute(select(Institution).where(Institution.code == institution))).scalar_one_or_none()
@@ -207,11 +210,14 @@ async def add_user(
         user.title = title if title is not None else user.title
         user.practice_since = practice_since if practice_since is not None else user.practice_since
         user.display_name = display_name if display_name is not None else user.display_name
-        if password is not None:
-            if len(password) < 8:
-                raise Invalid("a password has at least 8 characters")
-            user.password_hash = hash_password(password)
+        if hashed is not None:
+            user.password_hash = hashed
         await session.flush()
+        # A changed password ends the account's tokens and sessions; any change (role, centers) makes every
+        # process reload the actor behind the account's remaining tokens.
+        if hashed is not None:
+            await session.execute(delete(Token).where(Token.user_id == user.id))
+        await session.execute(update(User).where(User.id == user.id).values(auth_epoch=User.auth_epoch + 1))
         await session.execute(delete(UserCenter).where(UserCenter.user_id == user.id))
         for center_id in center_ids:
             session.add(UserCenter(user_id=user.id, center_id=center_id))

@@ -120,7 +120,7 @@ async def _authorize(session: AsyncSession, actor: Actor, topic: str, owner: Cal
             raise Invalid(f"topic {topic!r}: request id must be a number") from None
         from telenet.services.access import can_see_request
 
-        request = await session.get(Request, request_id)
+        request = await session.get(Request, request_id) if 1 <= request_id < 2**63 else None
         if request is None:
             raise NotFound(f"no request {request_id}")
         owner(request.requesting_path)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, TelenetError
+from telenet.domain.patients import mask_national_ids
 from telenet.schemas import validate
 from telenet.services import order_control, patient_merge, requests
 from telenet.services.access import require_role
@@ -367,7 +368,10 @@ async def record_dead_letter(
     facility: str | None = None,
     message_control_id: str | None = None,
 ) -> int:
-    """Keep an inbound message that could not be parsed, raw, for inspection and replay."""
+    """Keep an inbound message that could not be parsed, for inspection and replay; national id numbers in
+    it (and in the reason) are kept masked only."""
+    raw = mask_national_ids(raw)
+    reason = mask_national_ids(reason.encode("utf-8", "replace")).decode("utf-8", "replace")
     async with hub.sessions() as session:
         inst = None
         if facility:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
+from telenet.domain.ratelimit import LoginLimiter
 from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.store.models import AuditEntry
 
@@ -28,6 +29,10 @@ class HubOptions:
     critical_ack_minutes: int = 15
     study_quiet_seconds: float = 60.0
     lease_minutes: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LEASE_MINUTES))
+    login_attempts_per_account_minute: int = 10
+    login_attempts_per_address_minute: int = 60
+    login_lockout_failures: int = 10
+    login_lockout_minutes: float = 30.0
 
 
 @dataclass
@@ -46,11 +51,13 @@ class Hub:
         return (self.read_sessions or self.sessions)()
 
     on_commit: list[Callable[[], None]] = field(default_factory=list)
-    # token digest -> (actor, token expiry, when cached): see services.auth.authenticate
-    actor_cache: dict[str, tuple[Actor, datetime, float]] = field(default_factory=dict)
     # Called inside the transaction of every emitted event (session, hub, event): followers that must commit
     # with the change (the order status outbox). Wired in app.py; they must not emit events themselves.
     event_listeners: list[Callable[[AsyncSession, Hub, Any], Awaitable[None]]] = field(default_factory=list)
+    # token digest -> (actor, token expiry, when cached, the account's auth_epoch): see services.auth.authenticate
+    actor_cache: dict[str, tuple[Actor, datetime, float, int]] = field(default_factory=dict)
+    # Login attempts of this process per account and address (services.login); made on first use.
+    login_limiter: LoginLimiter | None = None
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""
@@ -109,6 +116,9 @@ class UnitOfWork:
 
 
 def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:
+    detail = record.detail
+    if actor.break_glass:
+        detail = {**(detail or {}), "break_glass": actor.break_glass}
     return AuditEntry(
         at=hub.clock.now(),
         actor_id=actor.user_id or None,
@@ -120,7 +130,7 @@ def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> Aud
         object_path=record.object_path,
         remote_addr=actor.remote_addr,
         outcome=outcome,
-        detail=record.detail,
+        detail=detail,
     )
 
 
@@ -140,6 +150,8 @@ async def use_case(
         except TelenetError as exc:
             await session.rollback()
             if actor is not None and record is not None:
+                # A refusal names whose data was asked for: file the attempt where the owner's admins see it.
+                record.object_path = record.object_path or getattr(exc, "object_path", None)
                 await _audit_failure(hub, actor, record, exc.code)
             raise
         except BaseException:

@@ -6,6 +6,9 @@ those its institution sent, nothing else)."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import hmac
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Invalid, NotFound
+from telenet.domain.identity import PatientFacts
 from telenet.services import studies
 from telenet.services.access import center_of, require_role
 from telenet.services.hub import Hub, use_case
@@ -33,15 +37,18 @@ from telenet.store.models import (
     Request,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_MATCHES = 1000
-_UID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4b7e-9a51-2f0c6e0d7a11")
 _PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
 
 
-def study_uid_for(accession_number: str) -> str:
-    """The StudyInstanceUID the worklist hands out for a request: stable, derived from the accession number
-    (2.25 + a name-based UUID, PS3.5 B.2)."""
-    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, accession_number).int}"
+def study_uid_for(secret: bytes, accession_number: str) -> str:
+    """The StudyInstanceUID the worklist hands out for a request: stable for the request, but unguessable
+    without the server secret (accession numbers are sequential, so a UID derived from them alone could be
+    pre-stored by another AE to take the study over): 2.25 + 128 bits of HMAC-SHA256, PS3.5 B.2."""
+    digest = hmac.new(secret, b"study-uid:" + accession_number.encode(), hashlib.sha256).digest()
+    return f"2.25.{uuid.UUID(bytes=digest[:16], version=4).int}"
 
 
 def matches(pattern: str | None, value: str | None) -> bool:
@@ -134,7 +141,8 @@ async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[st
                 "scheduled_date": scheduled.strftime("%Y%m%d"),
                 "scheduled_time": scheduled.strftime("%H%M%S"),
                 "station_ae": station,
-                "study_instance_uid": request.study_instance_uid or study_uid_for(request.accession_number),
+                "study_instance_uid": request.study_instance_uid
+                or study_uid_for(hub.options.secret, request.accession_number),
             }
             if (
                 matches(query.accession_number, item["accession_number"])
@@ -174,6 +182,8 @@ class MppsRecord:
     modality: str | None = None
     referenced_sop_uids: tuple[str, ...] = ()
     discontinuation_reason: str | None = None
+    # The MPPS relationship module's patient (PatientID, PatientName, PatientBirthDate, PatientSex).
+    patient: PatientFacts | None = None
 
 
 async def mpps_create(hub: Hub, actor: Actor, record: MppsRecord) -> None:
@@ -193,6 +203,18 @@ async def mpps_create(hub: Hub, actor: Actor, record: MppsRecord) -> None:
             if record.accession_number
             else None
         )
+        if request is not None and record.patient is not None:
+            contradicted = await studies.patient_contradictions(session, request, record.patient)
+            if contradicted:
+                # Not linked: the study waits in the reconciliation list, where a coordinator decides.
+                log.warning(
+                    "MPPS %s names accession %s but its patient differs in %s: not linked",
+                    record.sop_instance_uid,
+                    record.accession_number,
+                    ", ".join(contradicted),
+                )
+                uow.audit(detail={"patient_mismatch": contradicted, "request_id": request.id})
+                request = None
         session.add(
             Mpps(
                 sop_instance_uid=record.sop_instance_uid,

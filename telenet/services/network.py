@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,10 +120,26 @@ def network_schema_errors(doc: Any) -> list[dict[str, str]]:
     return found
 
 
+def peer_network_errors(doc: Any) -> list[dict[str, str]]:
+    """Every ``peers.networks`` entry must be an IP network (10.1.2.0/24, 2001:db8::/32, or one address)."""
+    found = []
+    for i, item in enumerate(doc.get("institutions", [])):
+        for j, text in enumerate((item.get("peers") or {}).get("networks") or []):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                found.append(
+                    {"location": f"/institutions/{i}/peers/networks/{j}", "message": f"{text!r} is not an IP network"}
+                )
+    return found
+
+
 async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadReport:
     """Check ``doc`` against the schema and the registry rules, reporting every error with its location;
     load nothing when anything is wrong; otherwise upsert everything by code."""
     errors = network_schema_errors(doc)
+    if not errors:
+        errors = peer_network_errors(doc)
     if errors:
         raise Invalid(f"the network file has {len(errors)} error(s)", code="bad-network-file", details=errors)
     async with use_case(hub, actor, "network.load", "network") as uow:
@@ -208,6 +225,8 @@ async def _load_institutions(
             "hl7_port": dest.get("port"),
             "hl7_order_status": bool(item.get("hl7_order_status", False)),
             "hl7_ack_mode": item.get("hl7_ack_mode", "ack"),
+            "peer_cert_sha256": (item.get("peers") or {}).get("cert_sha256"),
+            "peer_networks": (item.get("peers") or {}).get("networks"),
         }
         row = existing.get(item["code"])
         if row is None:

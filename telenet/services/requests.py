@@ -21,11 +21,11 @@ from telenet.domain.lifecycle import (
     initial_state,
     transition,
 )
-from telenet.domain.patients import SEXES, last4, national_id_hmac
+from telenet.domain.patients import SEXES, last4, masked_national_id, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, sla_minutes_for
 from telenet.domain.tiers import Tier
-from telenet.services import modality, routing, studies
+from telenet.services import routing, studies
 from telenet.services.access import (
     center_of,
     load_for_action,
@@ -35,6 +35,7 @@ from telenet.services.access import (
 )
 from telenet.services.events import emit, request_topics
 from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.modality import study_uid_for
 from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
@@ -187,6 +188,9 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         await session.flush()
         if accession is None:
             request.accession_number = issued_accession(request.id, now)
+        if request.study_instance_uid is None and kind is not Kind.CONSULTATION:
+            # The UID the worklist hands out, kept so that the view, the MWL, the images and the ORU agree.
+            request.study_instance_uid = study_uid_for(hub.options.secret, request.accession_number)
         await routing.record(hub, session, request.id, "route", decision, center_id, None, actor.username)
         for username in body.get("participants", []):
             await add_participant(session, hub, request, username)
@@ -211,7 +215,7 @@ def _order_identifiers(request: Request) -> dict[str, Any]:
         "filler_order_number": request.filler_order_number or request.accession_number,
         "requested_procedure_id": str(request.id),
         "scheduled_procedure_step_id": str(request.id),
-        "study_instance_uid": request.study_instance_uid or modality.study_uid_for(request.accession_number),
+        "study_instance_uid": request.study_instance_uid,
     }
 
 
@@ -297,6 +301,7 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             "sex": patient.sex,
             "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
             "national_id_last4": patient.national_id_last4,
+            "national_id_masked": masked_national_id(patient.national_id_last4),
         },
         "consent": (
             {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)}
@@ -410,11 +415,13 @@ async def list_requests(
         rows = (await uow.session.execute(query.order_by(Request.id.desc()).limit(limit))).all()
         uow.audit(object_path=actor.institution_path, detail={"count": len(rows), "state": state, "kind": kind})
         items = []
+        # Administrators get the list without patients' names unless they state a reason (break-glass).
+        hide_patients = actor.role is Role.ADMIN and not actor.break_glass
         for request, center_code, patient_name in rows:
             item = summary(request, center_code)
             item.update(
                 {
-                    "patient_name": patient_name,
+                    "patient_name": None if hide_patients else patient_name,
                     "modality": request.modality,
                     "ordered_at": _iso(request.ordered_at),
                     "final_at": _iso(request.final_at),

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid
+from telenet.domain.identity import PatientFacts, contradictions, parse_compact_date
 from telenet.domain.tiers import is_within
 from telenet.services import forwarding
 from telenet.services.access import center_of, require_role
@@ -32,6 +33,7 @@ from telenet.store.models import (
     EcgMeasurement,
     Institution,
     InstitutionAETitle,
+    Patient,
     Request,
 )
 
@@ -379,6 +381,21 @@ async def _request_by_study_uid(session: AsyncSession, actor: Actor, study_uid: 
     if request is None or not is_within(request.requesting_path, actor.institution_path):
         return None
     return request
+
+
+async def patient_contradictions(session: AsyncSession, request: Request, found: PatientFacts) -> list[str]:
+    """The fields in which a study's patient contradicts the request's (see telenet.domain.identity)."""
+    patient = await session.get(Patient, request.patient_id)
+    if patient is None:
+        return []
+    expected = PatientFacts(patient.his_id, patient.name, patient.birth_date, patient.sex)
+    return contradictions(expected, found)
+
+
+def study_patient(study: DicomStudy) -> PatientFacts:
+    return PatientFacts(
+        study.patient_id, study.patient_name, parse_compact_date(study.patient_birth_date), study.patient_sex
+    )
 
 
 async def link_to_request(

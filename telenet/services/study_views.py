@@ -48,9 +48,17 @@ async def reconciliation_list(hub: Hub, actor: Actor, *, limit: int = 100) -> di
 
 
 async def link_study(
-    hub: Hub, actor: Actor, study_instance_uid: str, *, request_id: int | None, accession_number: str | None
+    hub: Hub,
+    actor: Actor,
+    study_instance_uid: str,
+    *,
+    request_id: int | None,
+    accession_number: str | None,
+    confirm_reason: str | None = None,
 ) -> dict[str, Any]:
-    """A coordinator links an unmatched study to the request it belongs to (by id or accession number)."""
+    """A coordinator links an unmatched study to the request it belongs to (by id or accession number).
+    A study whose patient contradicts the request's (id, name, birth date, sex) is refused (409) unless the
+    coordinator confirms with a reason, which the audit keeps."""
     _require_coordinator(actor, "link a study to a request")
     async with use_case(hub, actor, "dicom.reconciliation.link", "dicom_study", study_instance_uid) as uow:
         session = uow.session
@@ -75,6 +83,17 @@ async def link_study(
         request = await load_request(session, actor, request_id, for_update=True)
         if request.kind == "consultation":
             raise Invalid("a consultation has no DICOM study", code="bad-link")
+        contradicted = await studies.patient_contradictions(session, request, studies.study_patient(study))
+        if contradicted:
+            uow.audit(detail={"request_id": request.id, "patient_mismatch": contradicted})
+            if not confirm_reason or not confirm_reason.strip():
+                raise Conflict(
+                    f"the study's patient differs from the request's in {', '.join(contradicted)}; "
+                    "confirm with a reason (confirm_reason) if it is the same person",
+                    code="patient-mismatch",
+                    details=[{"field": name} for name in contradicted],
+                )
+            uow.audit(detail={"confirm_reason": confirm_reason.strip()})
         await studies.link_to_request(session, hub, study, request, "link", hub.clock.now(), actor.username)
         uow.audit(detail={"request_id": request.id})
         has_ecg = (

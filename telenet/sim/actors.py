@@ -57,8 +57,8 @@ class Api:
         async with self.session.post(f"{self.base_url}{path}", json=body or {}, headers=headers) as r:
             return r.status, await r.json(content_type=None)
 
-    def ws_url(self, token: str) -> str:
-        return self.base_url.replace("http://", "ws://").replace("https://", "wss://") + f"/api/v1/ws?token={token}"
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/api/v1/ws"
 
 
 async def follow(
@@ -68,7 +68,8 @@ async def follow(
     last: int | None = None
     while not stop.is_set():
         try:
-            async with websockets.connect(api.ws_url(await api.token(username)), max_queue=None) as ws:
+            auth = {"Authorization": f"Bearer {await api.token(username)}"}
+            async with websockets.connect(api.ws_url(), additional_headers=auth, max_queue=None) as ws:
                 command: dict[str, Any] = {"action": "subscribe", "topics": topics}
                 if last is not None:
                     command["since"] = last

@@ -20,7 +20,8 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
     ``schema`` (PostgreSQL only) sets the ``search_path`` so that each test can live in its own schema.
     """
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Bound parameters (patient names, national ids) never go into an error message or a log line.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -34,7 +35,8 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit that was acknowledged survives a power loss (NORMAL in WAL mode may lose it).
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()

@@ -97,7 +97,9 @@ class Story:
 
     async def worklist_socket(self, center: str) -> Any:
         token = (await self.headers("county_reader" if "K01" in center else "city_reader"))["Authorization"][7:]
-        ws = await websockets.connect(self.hub.url.replace("http", "ws") + f"/api/v1/ws?token={token}")
+        ws = await websockets.connect(
+            self.hub.url.replace("http", "ws") + "/api/v1/ws", additional_headers={"Authorization": f"Bearer {token}"}
+        )
         await ws.send(json.dumps({"action": "subscribe", "topics": [f"worklist:{center}"]}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
         return ws

@@ -5,6 +5,7 @@ Every call blocks; the caller runs it on a thread (the node answers from the eve
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,3 +213,37 @@ def mpps_set(port: int, calling: str, uid: str) -> str:
             return "rejected"
         status, _ = assoc.send_n_set(ds, ModalityPerformedProcedureStep, uid)
         return _outcome([status], 0)
+
+
+def commit(port: int, calling: str, sop_class_uid: str, sop_instance_uid: str) -> str:
+    """Storage commitment (N-ACTION) of one stored instance, the report awaited on the open association:
+    ``ok:N`` with N the instances the hub committed, ``status:...`` for a failed N-ACTION, ``report:none``."""
+    from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+    reports: list[Dataset] = []
+    arrived = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, None]:
+        reports.append(event.event_information)
+        arrived.set()
+        return 0x0000, None
+
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class_uid, sop_instance_uid
+    request.ReferencedSOPSequence = DicomSequence([item])
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate("127.0.0.1", port, ae_title="TELENET", evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    if not assoc.is_established:
+        return "rejected"
+    try:
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        if int(getattr(status, "Status", -1)) != 0:
+            return f"status:0x{int(getattr(status, 'Status', -1)) & 0xFFFF:04X}"
+        if not arrived.wait(10):
+            return "report:none"
+    finally:
+        assoc.release()
+    return f"ok:{len(getattr(reports[0], 'ReferencedSOPSequence', []))}"

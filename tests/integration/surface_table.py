@@ -80,6 +80,7 @@ class Side:
     consultation_id: int  # with one message
     patient_id: str  # the HIS id at ``institution``
     ordered_accession: str  # an imaging order waiting for its study (the modality worklist's item)
+    spare_user: str  # an account of the side that no row fires with (the account routes act on it)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class Row:
     audit: Read | None = None
     prefix: bool = False
     websocket: bool = False
+    # Fired with a token of its own, made just before (a row that ends the token it is sent with: logout).
+    fresh_token: bool = False
     note: str = ""
 
     @property
@@ -208,9 +211,7 @@ ROUTES: list[Row] = [
     Row(
         "GET",
         "/api/v1/requests/{id}",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=_req(),
         audit=Read("request.read", "request", "institution"),
     ),
@@ -243,7 +244,7 @@ ROUTES: list[Row] = [
     Row(
         "POST",
         "/api/v1/requests/{id}/resubmit",
-        expect(requester=(409, 403), coordinator=(409, 403), admin=(409, 403), integration=(409, 403)),
+        expect(requester=(409, 403), coordinator=(409, 403), admin=403, integration=(409, 403)),
         target=_req("/resubmit", ORDER_NOTE),
     ),
     Row(
@@ -255,7 +256,7 @@ ROUTES: list[Row] = [
     Row(
         "POST",
         "/api/v1/requests/{id}/cancel",
-        expect(requester=(409, 403), coordinator=(409, 403), admin=(409, 403), integration=(409, 403)),
+        expect(requester=(409, 403), coordinator=(409, 403), admin=403, integration=(409, 403)),
         target=_req("/cancel", ORDER_NOTE),
     ),
     Row(
@@ -267,15 +268,13 @@ ROUTES: list[Row] = [
     Row(
         "POST",
         "/api/v1/requests/{id}/consent",
-        expect(requester=(409, 403), coordinator=(409, 403), admin=(409, 403), integration=(409, 403)),
+        expect(requester=(409, 403), coordinator=(409, 403), admin=403, integration=(409, 403)),
         target=_req("/consent", {"given_by": "患者本人", "given_at": "2026-03-02T09:50:00+08:00"}),
     ),
     Row(
         "GET",
         "/api/v1/requests/{id}/messages",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=lambda side: Target(f"/api/v1/requests/{side.consultation_id}/messages"),
         audit=Read("consultation.messages.read", "request", "institution"),
         note="the reader takes part in the own consultation (participants)",
@@ -283,9 +282,7 @@ ROUTES: list[Row] = [
     Row(
         "POST",
         "/api/v1/requests/{id}/messages",
-        expect(
-            requester=(201, 403), reader=(201, 403), coordinator=(201, 403), admin=(201, 403), integration=(201, 403)
-        ),
+        expect(requester=(201, 403), reader=(201, 403), coordinator=(201, 403), admin=403, integration=(201, 403)),
         target=lambda side: Target(f"/api/v1/requests/{side.consultation_id}/messages", {"body": "收到。"}),
     ),
     Row(
@@ -299,9 +296,7 @@ ROUTES: list[Row] = [
     Row(
         "GET",
         "/api/v1/critical/{id}",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=lambda side: Target(f"/api/v1/critical/{side.critical_id}"),
         audit=Read("critical.read", "critical", "institution"),
     ),
@@ -315,27 +310,21 @@ ROUTES: list[Row] = [
     Row(
         "GET",
         "/api/v1/requests/{id}/studies",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=_req("/studies"),
         audit=Read("dicom.studies.read", "request", "institution"),
     ),
     Row(
         "GET",
         "/api/v1/ecg/{uid}.svg",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=lambda side: Target(f"/api/v1/ecg/{side.ecg_uid}.svg"),
         audit=Read("dicom.ecg.read", "dicom_instance", "institution"),
     ),
     Row(
         "GET",
         "/api/v1/ecg/{uid}.json",
-        expect(
-            requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=(200, 403), integration=(200, 403)
-        ),
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
         target=lambda side: Target(f"/api/v1/ecg/{side.ecg_uid}.json"),
         audit=Read("dicom.ecg.read", "dicom_instance", "institution"),
     ),
@@ -421,7 +410,69 @@ ROUTES: list[Row] = [
         audit=Read("assessment.read", "assessment", "institution"),
     ),
     # --- the live channel ------------------------------------------------------------------------------------
-    Row("GET", "/api/v1/ws", everyone(101), websocket=True, note="a real WebSocket handshake; topics in TOPICS"),
+    # --- accounts (issue 14) ----------------------------------------------------------------------------------
+    Row(
+        "POST",
+        "/api/v1/auth/logout",
+        everyone(204),
+        fresh_token=True,
+        note="ends the token it is sent with, so each firing logs in first",
+    ),
+    Row(
+        "POST",
+        "/api/v1/auth/password",
+        everyone(401),
+        target=lambda side: Target(
+            "/api/v1/auth/password", {"current_password": "not-the-password-1", "new_password": "a-new-password-9"}
+        ),
+        note="a wrong current password: 401 for everyone, nothing changes",
+    ),
+    Row(
+        "POST",
+        "/api/v1/users/{username}/disable",
+        expect(admin=(200, 403)),
+        target=lambda side: Target(f"/api/v1/users/{side.spare_user}/disable"),
+        note="a spare account of the side that no other row uses; enabled again by the next row",
+    ),
+    Row(
+        "POST",
+        "/api/v1/users/{username}/enable",
+        expect(admin=(200, 403)),
+        target=lambda side: Target(f"/api/v1/users/{side.spare_user}/enable"),
+    ),
+    Row(
+        "POST",
+        "/api/v1/users/{username}/unlock",
+        expect(admin=(200, 403)),
+        target=lambda side: Target(f"/api/v1/users/{side.spare_user}/unlock"),
+    ),
+    Row(
+        "POST",
+        "/api/v1/users/{username}/password",
+        expect(admin=(200, 403)),
+        target=lambda side: Target(f"/api/v1/users/{side.spare_user}/password", {"password": "a-new-password-9"}),
+    ),
+    # --- patient merges (issue 16) ----------------------------------------------------------------------------
+    Row(
+        "GET",
+        "/api/v1/patients/merges",
+        expect(admin=200),
+        audit=Read("patient.merges.read", "patient_merge", "actor"),
+    ),
+    Row(
+        "POST",
+        "/api/v1/patients/merges/{id}/revert",
+        expect(admin=404),
+        target=lambda side: Target("/api/v1/patients/merges/999999999/revert"),
+        note="no merge exists: an admin gets 404, everyone else is refused by role first",
+    ),
+    Row(
+        "GET",
+        "/api/v1/ws",
+        public(101),
+        websocket=True,
+        note="the handshake is open to all; the first message authenticates (topics in TOPICS)",
+    ),
 ]
 
 
@@ -462,7 +513,7 @@ TOPICS: list[Topic] = [
             requester=("ok", "scope"),
             reader=("ok", "scope"),
             coordinator=("ok", "scope"),
-            admin=("ok", "scope"),
+            admin=("break-glass-required", "scope"),
             integration=("ok", "scope"),
         ),
         owner="institution",
@@ -530,6 +581,14 @@ DICOM: list[DicomOp] = [
     # never linked to our order (logged); it cannot change our MPPS (0x0124 not authorised).
     DicomOp("MPPS N-CREATE", "EVT_N_CREATE", "township", {"own": "ok:0", "other": "ok:0", "unknown": "rejected"}),
     DicomOp("MPPS N-SET", "EVT_N_SET", "township", {"own": "ok:0", "other": "status:0x0124", "unknown": "rejected"}),
+    # The own township asks the hub to commit the ECG it stored; another institution's modality asking for the
+    # same instance gets it listed as a failure (it is not its to commit), so nothing says the instance exists.
+    DicomOp(
+        "Storage commitment N-ACTION",
+        "EVT_N_ACTION",
+        "township",
+        {"own": "ok:1", "other": "ok:0", "unknown": "rejected"},
+    ),
 ]
 
 

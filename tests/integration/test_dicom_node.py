@@ -135,7 +135,14 @@ async def test_duplicate_is_idempotent_and_bad_dataset_refused(client: Any, node
 
 async def test_unmatched_study_waits_for_reconciliation(client: Any, node: Any, clock: Any) -> None:
     view = await ordered(client, modality="CT", patient_id="P0042")
-    ds = instance("CT_small.dcm", accession="NOSUCHORDER")
+    ds = instance(
+        "CT_small.dcm",
+        accession="NOSUCHORDER",
+        patient_id="P0042",
+        patient_name="Zhang^San=张^三",
+        charset="ISO_IR 192",
+    )
+    ds.PatientBirthDate, ds.PatientSex = "19800101", "M"  # the request's patient (see test_patient_mismatch)
     await store(node.port, TOWNSHIP_AE, [ds])
     # An accession of another institution's request never matches (scope): the other county's township.
     stray = instance("CT_small.dcm", accession=view["accession_number"])

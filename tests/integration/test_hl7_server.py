@@ -16,6 +16,7 @@ from gateways.hl7.mllp import frame, read_frame
 from gateways.hl7.server import HL7Gateway
 from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
+from telenet.domain.patients import mask_national_ids
 from telenet.services.hl7_inbound import record_dead_letter
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, Patient, Request
 from tests.conftest import TEST_PASSWORD
@@ -281,7 +282,7 @@ async def test_patients_and_gb18030_with_names_intact(hl7: Any, peer: Peer) -> N
     async with hl7.hub.sessions() as session:
         patients = (await session.execute(select(Patient).where(Patient.his_id == "TS0101-000123"))).scalars().all()
     assert [(p.name, p.sex, str(p.birth_date), p.national_id_last4) for p in patients] == [
-        ("张三丰", "M", "1965-03-12", "1234")
+        ("张三丰", "M", "1965-03-12", "***4")
     ]
 
     text = fixture("orm_o01_gb18030.hl7", "gb18030").replace("GX-TS-0104", FACILITY).replace("|P|2.4|", "|P|2.5|")
@@ -376,7 +377,8 @@ async def test_dead_letters_listed_and_replayed_by_admins(hl7: Any, peer: Peer) 
     province = await (await hl7.get("/api/v1/hl7/dead-letters", headers=await hl7.login("province_admin"))).json()
     assert len(province["items"]) == 2
     letter = county["items"][0]
-    assert base64.b64decode(letter["raw_base64"]) == own and "张^三" in letter["text"]
+    # Kept as received except the national id, masked (GB 11643: only its check character is kept).
+    assert base64.b64decode(letter["raw_base64"]) == mask_national_ids(own) != own and "张^三" in letter["text"]
     assert "203" in letter["reason"] and letter["peer"].startswith("127.0.0.1:")
     resp = await hl7.get("/api/v1/hl7/dead-letters", headers=await hl7.login("township_doc"))
     assert resp.status == 403

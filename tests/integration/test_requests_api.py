@@ -3,6 +3,7 @@ cancel, escalate — each with its 403/409/422 cases."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -45,7 +46,9 @@ async def test_order_is_routed_with_accession_and_route(client: Any) -> None:
     assert view["state"] == "ordered" and view["center"]["code"] == "NL-C01-K01-IMG"
     assert view["accession_number"].startswith("TN260302") and len(view["accession_number"]) == 16
     assert view["route"][0]["action"] == "route" and "county" in view["route"][0]["reason"]
-    assert view["patient"]["national_id_last4"] == national_id(1)[-4:]
+    assert view["patient"]["national_id_last4"] == "***" + national_id(1)[-1]
+    assert view["patient"]["national_id_masked"] == "*" * 17 + national_id(1)[-1]
+    assert national_id(1)[:17] not in json.dumps(view), "no part that the birth date and region complete"
     assert view["consent"]["given_by"] == "患者本人"
     assert view["due_at"] is None, "the SLA clock starts when the data is complete"
 

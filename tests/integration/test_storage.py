@@ -11,7 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
 from telenet.domain.errors import Invalid
-from telenet.services.auth import add_user, issue_token
+from telenet.services.auth import add_user
+from telenet.services.login import login as issue_token
 from telenet.services.network import load_network
 from telenet.store.models import Agreement, Base, Center, Institution, InstitutionAETitle, User, UserCenter
 from tests.conftest import engine_params

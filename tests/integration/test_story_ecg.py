@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import websockets
-
 from telenet.services.sweeper import sweep_once
 from tests.factories import order
 from tests.integration.test_requests_api import act, create
-from tests.integration.test_websocket import recv, recv_until, subscribe, token_of, ws_url
+from tests.integration.test_websocket import live_ws, recv, recv_until, subscribe, token_of
 
 
 async def test_ecg_story_with_unacknowledged_critical_finding(client: Any) -> None:
-    clinic_ws = websockets.connect(ws_url(client, await token_of(client, "township_doc")))
-    reader_ws = websockets.connect(ws_url(client, await token_of(client, "county_reader")))
-    admin_ws = websockets.connect(ws_url(client, await token_of(client, "county_admin")))
+    clinic_ws = live_ws(client, await token_of(client, "township_doc"))
+    reader_ws = live_ws(client, await token_of(client, "county_reader"))
+    admin_ws = live_ws(client, await token_of(client, "county_admin"))
     async with clinic_ws as clinic, reader_ws as reader, admin_ws as admin:
         await subscribe(clinic, ["requests:NL-C01-K01-T01"])
         await subscribe(reader, ["worklist:NL-C01-K01-ECG"])

@@ -151,6 +151,7 @@ async def _side(hub: Any, port: int, *, requester: str, reader: str, admin: str,
         consultation_id=consult["id"],
         patient_id=patient_id,
         ordered_accession=waiting["accession_number"],
+        spare_user=f"surface_spare_{serial}",
     )
 
 
@@ -168,6 +169,9 @@ async def build_scenario(hub: Any, port: int) -> dict[str, Side]:
         centers=["NL-C02-K01-IMG", "NL-C02-K01-ECG"],
         practice_since=date(2010, 1, 1),
     )
+    # The accounts the account routes act on (disable, enable, unlock, password): one per side, used by no row.
+    await add_user(hub, username="surface_spare_1", role="requester", institution="NL-C01-K01-T01", password=None)
+    await add_user(hub, username="surface_spare_2", role="requester", institution="NL-C02-K01-T01", password=None)
     own = await _side(
         hub, port, requester="township_doc", reader="county_reader", admin="county_admin", ae=TOWNSHIP_AE, serial=1
     )
@@ -239,6 +243,12 @@ async def _fire_route(
     server: Server, row: Row, side: Side, role: str, scope: str, tokens: dict[str, str]
 ) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {tokens[role]}"} if role in tokens else {}
+    if row.fresh_token and role in tokens:
+        async with server.http.post(
+            server.base + "/api/v1/auth/token", json={"username": ACCOUNTS[role], "password": TEST_PASSWORD}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            headers = {"Authorization": f"Bearer {(await resp.json())['token']}"}
     target = row.target_of(side)
     url = server.base + target.url
     if row.websocket:
@@ -304,6 +314,7 @@ async def _fire_dicom(server: Server, obs: Observed, last: int) -> int:
         "C-GET study root": lambda ae, caller: scu.get(port, ae, own.study_uid),
         "MPPS N-CREATE": lambda ae, caller: scu.mpps_create(port, ae, own.ordered_accession, mpps_uids[caller]),
         "MPPS N-SET": lambda ae, caller: scu.mpps_set(port, ae, mpps_uids["own"]),
+        "Storage commitment N-ACTION": lambda ae, caller: scu.commit(port, ae, scu.ECG_CLASS, own.ecg_uid),
     }
     try:
         for op in table.DICOM:

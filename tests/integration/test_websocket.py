@@ -17,9 +17,13 @@ from tests.factories import order
 FINAL = {"findings": "窦性心律，心率72次/分。", "impression": "正常心电图。", "final": True}
 
 
-def ws_url(client: Any, token: str | None = None) -> str:
-    url = str(client.make_url("/api/v1/ws")).replace("http://", "ws://")
-    return f"{url}?token={token}" if token else url
+def ws_url(client: Any) -> str:
+    return str(client.make_url("/api/v1/ws")).replace("http://", "ws://")
+
+
+def live_ws(client: Any, token: str) -> Any:
+    """A live-channel connection authenticated by the Authorization header (non-browser clients)."""
+    return websockets.connect(ws_url(client), additional_headers={"Authorization": f"Bearer {token}"})
 
 
 async def token_of(client: Any, user: str) -> str:
@@ -68,7 +72,7 @@ async def test_reader_sees_a_new_request_on_its_worklist(client: Any) -> None:
 
 async def test_forbidden_topic_gets_an_error_and_nothing_of_it(client: Any) -> None:
     token = await token_of(client, "township_doc")
-    async with websockets.connect(ws_url(client, token)) as ws:
+    async with live_ws(client, token) as ws:
         await ws.send(
             json.dumps(
                 {
@@ -97,7 +101,7 @@ async def test_clinic_sees_its_request_go_final(client: Any) -> None:
     hub = client.hub
     clinic = await actor_for_username(hub, "township_doc")
     view = await requests.submit(hub, clinic, order("ecg", modality="ECG"))
-    async with websockets.connect(ws_url(client, await token_of(client, "township_doc"))) as ws:
+    async with live_ws(client, await token_of(client, "township_doc")) as ws:
         await subscribe(ws, [f"request:{view['id']}"])
         await requests.data_complete(hub, await actor_for_username(hub, "his_t01"), view["id"], "ecg")
         reader = await actor_for_username(hub, "county_reader")
@@ -111,14 +115,14 @@ async def test_dropped_client_replays_exactly_what_it_missed(client: Any) -> Non
     hub = client.hub
     clinic = await actor_for_username(hub, "township_doc")
     token = await token_of(client, "county_reader")
-    async with websockets.connect(ws_url(client, token)) as ws:
+    async with live_ws(client, token) as ws:
         await subscribe(ws, ["worklist:NL-C01-K01-IMG"])
         first = await requests.submit(hub, clinic, order(patient_id="A"))
         last_seen = (await recv(ws))["id"]
     missed = [await requests.submit(hub, clinic, order(patient_id=f"M{i}")) for i in range(3)]
     his = await actor_for_username(hub, "his_t01")
     await requests.data_complete(hub, his, first["id"])
-    async with websockets.connect(ws_url(client, token)) as ws:
+    async with live_ws(client, token) as ws:
         await subscribe(ws, ["worklist:NL-C01-K01-IMG"], since=last_seen)
         replayed = [await recv(ws) for _ in range(4)]
         assert [e["data"]["request_id"] for e in replayed] == [m["id"] for m in missed] + [first["id"]]
@@ -132,15 +136,48 @@ async def test_dropped_client_replays_exactly_what_it_missed(client: Any) -> Non
             await recv(ws, wait=0.3)
 
 
-async def test_handshake_needs_a_token(client: Any) -> None:
+async def test_a_token_in_the_url_is_refused(client: Any) -> None:
+    token = await token_of(client, "county_reader")
     with pytest.raises(websockets.exceptions.InvalidStatus) as caught:
-        async with websockets.connect(ws_url(client)):
+        async with websockets.connect(ws_url(client) + f"?token={token}"):
             pass
-    assert caught.value.response.status_code == 401
+    assert caught.value.response.status_code == 422
+    assert b"credential-in-url" in caught.value.response.body
+
+
+async def test_the_first_message_authenticates(client: Any) -> None:
+    token = await token_of(client, "county_reader")
+    async with websockets.connect(ws_url(client)) as ws:
+        await ws.send(json.dumps({"action": "auth", "token": token}))
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        validate("events/authenticated", hello)
+        assert hello == {"type": "authenticated", "username": "county_reader"}
+        answer = await subscribe(ws, ["worklist:NL-C01-K01-IMG"])
+        assert answer["topics"] == ["worklist:NL-C01-K01-IMG"]
+
+
+@pytest.mark.parametrize(
+    "first", [json.dumps({"action": "subscribe", "topics": ["worklist:NL-C01-K01-IMG"]}), "{}", "not json"]
+)
+async def test_without_authentication_the_connection_closes_with_4401(client: Any, first: str) -> None:
+    async with websockets.connect(ws_url(client)) as ws:
+        await ws.send(first)
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert "authenticate first" in closed.value.rcvd.reason
+
+
+async def test_a_bad_token_in_the_first_message_closes_with_4401(client: Any) -> None:
+    async with websockets.connect(ws_url(client)) as ws:
+        await ws.send(json.dumps({"action": "auth", "token": "not-a-token"}))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "bad-token")
 
 
 async def test_malformed_commands_get_errors(client: Any) -> None:
-    async with websockets.connect(ws_url(client, await token_of(client, "county_reader"))) as ws:
+    async with live_ws(client, await token_of(client, "county_reader")) as ws:
         await ws.send("not json")
         assert (await recv(ws))["type"] == "error"
         await ws.send(json.dumps({"action": "subscribe", "topics": ["worklist:NL-C01-K01-IMG"], "since": -1}))

@@ -117,7 +117,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     asyncio.run(_load_demo(database_url, his_port))
     cluster = Cluster(database_url, his_port=his_port)
     shared_var = tmp_path / "var"  # one storage path shared by every process, as on one host
-    for i in range(3):
+    for i in range(getattr(request.module, "CLUSTER_SIZE", 3)):
         http, dicom, hl7 = free_port(), free_port(), free_port()
         env = {
             **base,

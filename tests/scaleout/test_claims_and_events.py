@@ -63,7 +63,8 @@ async def test_fifty_readers_on_three_processes_claim_each_request_exactly_once(
 
 
 async def _ws(node: Any, token: str) -> Any:
-    return await websockets.connect(node.url.replace("http://", "ws://") + f"/api/v1/ws?token={token}")
+    url = node.url.replace("http://", "ws://") + "/api/v1/ws"
+    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"})
 
 
 async def _collect(ws: Any, count: int) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, String
+from sqlalchemy import DDL, JSON, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from telenet.store.models.base import Base, BigId
@@ -25,6 +25,12 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(300))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Consecutive failed logins; at the configured count the account is locked until ``locked_until``.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Bumped whenever the account's tokens are revoked or its scope changes: every process compares it
+    # with the value its token cache holds (services.auth.authenticate), so a change is seen at once.
+    auth_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         CheckConstraint("role in ('requester','reader','coordinator','admin','integration')", name="role"),
@@ -72,3 +78,23 @@ class AuditEntry(Base):
         Index("ix_audit_object_path_at", "object_path", "at"),
         Index("ix_audit_actor_path_at", "actor_institution_path", "at"),
     )
+
+
+# The audit trail is append-only in the database itself, whoever connects: UPDATE, DELETE (and TRUNCATE on
+# PostgreSQL) fail. Installed with the table (create_all) and by migration 0004.
+AUDIT_APPEND_ONLY_SQLITE = (
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+)
+AUDIT_APPEND_ONLY_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$",
+    "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+    "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
+)
+for _statement in AUDIT_APPEND_ONLY_SQLITE:
+    event.listen(AuditEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in AUDIT_APPEND_ONLY_POSTGRESQL:
+    event.listen(AuditEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql"))

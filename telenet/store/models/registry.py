@@ -35,6 +35,10 @@ class Institution(Base):
     # acknowledgement it expects for orders: "ack" (original mode) or "orr" (ORR^O02 / ORI^O24).
     hl7_order_status: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     hl7_ack_mode: Mapped[str] = mapped_column(String(8), default="ack", server_default="ack")
+    # How this institution's DICOM and HL7 peers authenticate (services.peers): TLS client certificate
+    # fingerprints (SHA-256, hex) and/or source networks. None: not registered (accepted where TLS is off).
+    peer_cert_sha256: Mapped[list[str] | None] = mapped_column(JSON)
+    peer_networks: Mapped[list[str] | None] = mapped_column(JSON)
 
     __table_args__ = (CheckConstraint("tier in ('province','city','county','township','village')", name="tier"),)
 

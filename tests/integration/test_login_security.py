@@ -1,0 +1,223 @@
+"""Login limiter and lockout, failed-login audit, logout, disabling accounts and password changes that end
+tokens at once (the token cache included), the live channel closed on revocation, and /metrics access."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from sqlalchemy import select
+
+from telenet.api.context import EXTRA
+from telenet.config import Settings
+from telenet.services import login
+from telenet.services.auth import add_user
+from telenet.store.models import AuditEntry
+from tests.conftest import TEST_PASSWORD
+from tests.integration.test_websocket import live_ws, subscribe, token_of
+
+PER_ACCOUNT = 6
+PER_ADDRESS = 12
+LOCKOUT = 3
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        var_dir=str(tmp_path / "var"),
+        secret="test-secret-not-for-production",
+        dicom_enabled=False,
+        hl7_enabled=False,
+        login_attempts_per_account_minute=PER_ACCOUNT,
+        login_attempts_per_address_minute=PER_ADDRESS,
+        login_lockout_failures=LOCKOUT,
+    )
+
+
+async def attempt(client: Any, username: str, password: str) -> Any:
+    return await client.post("/api/v1/auth/token", json={"username": username, "password": password})
+
+
+async def login_audit(client: Any, username: str) -> list[tuple[str, str | None]]:
+    async with client.hub.sessions() as session:
+        rows = await session.execute(
+            select(AuditEntry.outcome, AuditEntry.object_path)
+            .where(AuditEntry.action == "auth.login", AuditEntry.object_id == username)
+            .order_by(AuditEntry.id)
+        )
+        return [(r.outcome, r.object_path) for r in rows]
+
+
+async def test_attempts_per_account_get_429_with_retry_after_and_are_audited(client: Any) -> None:
+    for _ in range(PER_ACCOUNT):
+        resp = await attempt(client, "nobody_here", "wrong-password")
+        assert resp.status == 401
+    resp = await attempt(client, "nobody_here", "wrong-password")
+    assert resp.status == 429
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    body = await resp.json()
+    assert body["type"] == "urn:telenet:problem:login-rate-limited" and body["status"] == 429
+    assert await login_audit(client, "nobody_here") == [("bad-credentials", None)] * PER_ACCOUNT + [
+        ("rate-limited", None)
+    ]
+    # The limit is per account: another account from the same address still gets in.
+    assert (await attempt(client, "county_reader", TEST_PASSWORD)).status == 200
+
+
+async def test_attempts_per_address_are_limited_across_accounts(client: Any) -> None:
+    statuses = [(await attempt(client, f"guess{i:02d}", "wrong-password")).status for i in range(PER_ADDRESS + 1)]
+    assert statuses == [401] * PER_ADDRESS + [429]
+
+
+async def test_repeated_failures_lock_the_account_until_an_admin_unlocks_it(client: Any) -> None:
+    for _ in range(LOCKOUT):
+        assert (await attempt(client, "township_doc", "wrong-password")).status == 401
+    locked = await attempt(client, "township_doc", TEST_PASSWORD)
+    assert locked.status == 429 and (await locked.json())["type"] == "urn:telenet:problem:account-locked"
+    assert int(locked.headers["Retry-After"]) > 60
+    outcomes = await login_audit(client, "township_doc")
+    assert [o for o, _ in outcomes] == ["bad-credentials"] * LOCKOUT + ["account-locked"]
+    # Filed under the township, where its admins (and those above) see the attack.
+    assert {p for _, p in outcomes} == {"/NL-PROV/NL-C01/NL-C01-K01/NL-C01-K01-T01/"}
+
+    admin = await client.login("county_admin")
+    unlocked = await client.post("/api/v1/users/township_doc/unlock", headers=admin)
+    assert unlocked.status == 200, await unlocked.text()
+    assert (await attempt(client, "township_doc", TEST_PASSWORD)).status == 200
+
+
+async def test_an_admin_outside_the_subtree_cannot_unlock_or_disable(client: Any) -> None:
+    county_admin = await client.login("county_admin")
+    for action in ("unlock", "disable"):
+        resp = await client.post(f"/api/v1/users/township_doc2/{action}", headers=county_admin)
+        assert resp.status == 403, await resp.text()
+    reader = await client.login("county_reader")
+    assert (await client.post("/api/v1/users/township_doc/disable", headers=reader)).status == 403
+
+
+async def test_the_password_hash_runs_off_the_event_loop(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+    real = login.verify_password
+
+    def recording(password: str, stored: str | None) -> bool:
+        threads.append(threading.get_ident())
+        return real(password, stored)
+
+    monkeypatch.setattr(login, "verify_password", recording)
+    assert (await attempt(client, "county_reader", TEST_PASSWORD)).status == 200
+    assert (await attempt(client, "county_reader", "wrong-password")).status == 401
+    assert len(threads) == 2 and threading.get_ident() not in threads
+
+
+async def _works(client: Any, headers: dict[str, str]) -> int:
+    resp = await client.get("/api/v1/requests", headers=headers)
+    return int(resp.status)
+
+
+async def test_logout_ends_the_token_although_it_is_cached(client: Any) -> None:
+    headers = await client.login("county_reader")
+    assert await _works(client, headers) == 200  # the actor is now in the token cache
+    assert (await client.post("/api/v1/auth/logout", headers=headers)).status == 204
+    resp = await client.get("/api/v1/requests", headers=headers)
+    assert resp.status == 401 and (await resp.json())["type"] == "urn:telenet:problem:bad-token"
+
+
+async def test_disabling_an_account_ends_its_tokens_at_once(client: Any) -> None:
+    reader = await client.login("county_reader")
+    assert await _works(client, reader) == 200
+    admin = await client.login("county_admin")
+    resp = await client.post("/api/v1/users/county_reader/disable", headers=admin)
+    assert resp.status == 200 and (await resp.json())["revoked_tokens"] == 1
+    assert await _works(client, reader) == 401
+    assert (await attempt(client, "county_reader", TEST_PASSWORD)).status == 401
+    assert (await client.post("/api/v1/users/county_reader/enable", headers=admin)).status == 200
+    assert await _works(client, reader) == 401, "enabling does not bring old tokens back"
+    assert (await attempt(client, "county_reader", TEST_PASSWORD)).status == 200
+    async with client.hub.sessions() as session:
+        actions = (
+            await session.execute(
+                select(AuditEntry.action).where(
+                    AuditEntry.object_id == "county_reader", AuditEntry.actor == "county_admin"
+                )
+            )
+        ).scalars()
+        assert sorted(actions) == ["user.disable", "user.enable"]
+
+
+async def test_changing_the_password_ends_every_token_of_the_account(client: Any) -> None:
+    first = await client.login("county_reader")
+    second = {
+        "Authorization": f"Bearer {(await (await attempt(client, 'county_reader', TEST_PASSWORD)).json())['token']}"
+    }
+    assert await _works(client, first) == 200 and await _works(client, second) == 200
+    wrong = await client.post(
+        "/api/v1/auth/password",
+        json={"current_password": "not-it-at-all", "new_password": "new-pass-9876"},
+        headers=first,
+    )
+    assert wrong.status == 401 and await _works(client, first) == 200
+    resp = await client.post(
+        "/api/v1/auth/password",
+        json={"current_password": TEST_PASSWORD, "new_password": "new-pass-9876"},
+        headers=first,
+    )
+    assert resp.status == 200 and (await resp.json())["revoked_tokens"] == 2
+    assert await _works(client, first) == 401 and await _works(client, second) == 401
+    assert (await attempt(client, "county_reader", TEST_PASSWORD)).status == 401
+    assert (await attempt(client, "county_reader", "new-pass-9876")).status == 200
+
+
+async def test_an_admin_password_reset_ends_the_tokens(client: Any) -> None:
+    reader = await client.login("county_reader")
+    assert await _works(client, reader) == 200
+    admin = await client.login("county_admin")
+    short = await client.post("/api/v1/users/county_reader/password", json={"password": "short"}, headers=admin)
+    assert short.status == 422 and await _works(client, reader) == 200
+    resp = await client.post(
+        "/api/v1/users/county_reader/password", json={"password": "reset-pass-1234"}, headers=admin
+    )
+    assert resp.status == 200 and await _works(client, reader) == 401
+
+
+async def test_the_live_channel_closes_when_its_token_is_revoked(client: Any) -> None:
+    client.app[EXTRA]["ws_recheck_seconds"] = 0.05
+    token = await token_of(client, "county_reader")
+    async with live_ws(client, token) as ws:
+        await subscribe(ws, ["worklist:NL-C01-K01-IMG"])
+        assert (await client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})).status == 204
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason.startswith("bad-token")
+
+
+async def test_the_live_channel_closes_when_the_reader_leaves_the_center(client: Any) -> None:
+    client.app[EXTRA]["ws_recheck_seconds"] = 0.05
+    token = await token_of(client, "county_reader")
+    async with live_ws(client, token) as ws:
+        await subscribe(ws, ["worklist:NL-C01-K01-IMG"])
+        await add_user(
+            client.hub,
+            username="county_reader",
+            role="reader",
+            institution="NL-C01-K01",
+            password=None,
+            centers=["NL-C01-K01-ECG"],
+        )
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert "worklist:NL-C01-K01-IMG" in closed.value.rcvd.reason
+
+
+async def test_metrics_from_outside_the_configured_networks_need_an_admin_or_integration_token(client: Any) -> None:
+    assert (await client.get("/metrics")).status == 200, "loopback is a configured network by default"
+    client.app[EXTRA]["metrics_networks"] = "10.9.9.0/24"
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers=await client.login("county_reader"))).status == 403
+    resp = await client.get("/metrics", headers=await client.login("his_t01"))
+    assert resp.status == 200 and "telenet" in await resp.text()
