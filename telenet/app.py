@@ -26,6 +26,7 @@ from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
 from telenet.store.db import create_engine, read_session_factory, session_factory
+from telenet.web import install as install_console
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def build_app(
     hub = make_hub(settings, engine, clock)
     app = build_web_app(hub, route_sets())
     app[ENGINE] = engine
+    install_console(app, settings)
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}
     if background and settings.dicom_enabled:

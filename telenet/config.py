@@ -126,6 +126,12 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+    console_session_minutes: int = dataclasses.field(
+        default=480, metadata={"doc": "Lifetime of a console (browser) session cookie after login."}
+    )
+    viewer_dir: str = dataclasses.field(
+        default="", metadata={"doc": "The OHIF viewer's dist folder (make viewer); default {var_dir}/viewer/dist."}
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

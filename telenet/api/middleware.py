@@ -11,8 +11,8 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
-from telenet.domain.errors import TelenetError, Unauthorized
-from telenet.services import auth
+from telenet.domain.errors import Forbidden, TelenetError, Unauthorized
+from telenet.services import auth, console_sessions
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,33 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if unmatched or (request.method, canonical) in request.app[PUBLIC] or request.method == "OPTIONS":
         return await handler(request)
     token = bearer_token(request)
+    if token is None and (session := request.cookies.get(SESSION_COOKIE)):
+        request[ACTOR] = await session_actor(request, session)
+        return await handler(request)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
     request[ACTOR] = await auth.authenticate(request.app[HUB], token, request.remote)
     return await handler(request)
+
+
+SESSION_COOKIE = "telenet_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def session_actor(request: web.Request, session: str) -> Any:
+    """The actor of a console session cookie; a change also needs the session's CSRF token (header), and a
+    WebSocket handshake from another origin is refused."""
+    hub = request.app[HUB]
+    actor = await auth.authenticate(hub, session, request.remote)
+    if request.method not in _SAFE_METHODS:
+        if not console_sessions.csrf_valid(hub.options.secret, session, request.headers.get(CSRF_HEADER)):
+            raise Forbidden("a console session needs its CSRF token (X-CSRF-Token) on every change", code="csrf")
+    origin = request.headers.get("Origin")
+    if origin and request.headers.get("Upgrade", "").lower() == "websocket":
+        if origin.split("://", 1)[-1] != request.host:
+            raise Forbidden("a console session's WebSocket must come from the console's own origin", code="csrf")
+    return actor
 
 
 def bearer_token(request: web.Request) -> str | None:
