@@ -1,0 +1,127 @@
+"""Browser tests: Playwright for Python driving Debian's chromium (never a downloaded browser) against a real
+hub process (``telenet serve`` with the DICOM node), one browser and one hub per module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.common import PASSWORD, HubProcess
+from tests.conftest import REQUIRE_PEERS, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+VIEWER_DIST = Path(os.environ.get("TELENET_VIEWER_DIR") or ROOT / "var" / "viewer" / "dist")
+SHOTS = Path(os.environ.get("TELENET_SCREENSHOT_DIR") or ROOT / "var" / "screenshots")
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+# The main screens are copied into docs/screenshots (shown by the README) when this is set.
+UPDATE_DOCS = os.environ.get("TELENET_UPDATE_SCREENSHOTS") == "1"
+
+
+def _missing(what: str) -> None:
+    message = f"{what}; TELENET_REQUIRE_PEERS=1 fails here"
+    if REQUIRE_PEERS:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_viewer() -> Path:
+    if not (VIEWER_DIST / "index.html").is_file():
+        _missing(f"the OHIF viewer is not installed in {VIEWER_DIST} (make viewer)")
+    return VIEWER_DIST
+
+
+@pytest.fixture(scope="module")
+def browser(hub: HubProcess) -> Iterator[Any]:
+    """One chromium per module, closed before its hub stops (open WebSockets would hold the hub's shutdown)."""
+    if not Path(CHROMIUM).is_file():
+        _missing("chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install playwright)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubProcess]:
+    """One hub per module, with the DICOM node, short study quiet time and the viewer when installed."""
+    env = {"TELENET_STUDY_QUIET_SECONDS": "1", "TELENET_SWEEP_INTERVAL_SECONDS": "1"}
+    if (VIEWER_DIST / "index.html").is_file():
+        env["TELENET_VIEWER_DIR"] = str(VIEWER_DIST)
+    process = HubProcess(protocols=True, env_extra=env)
+    # On a thread of its own: Playwright's sync API keeps an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(process.prepare).result()
+        pool.submit(process.set_all_passwords).result()
+    process.start()
+    yield process
+    try:
+        process.stop()
+    except subprocess.TimeoutExpired:
+        assert process.proc is not None
+        process.proc.kill()
+    log = process.log.read_text(errors="replace") if process.log.exists() else ""
+    if "Traceback" in log:
+        print(f"hub log with errors:\n{log[-6000:]}")
+    shutil.rmtree(process.tmp, ignore_errors=True)
+
+
+def login(browser: Any, hub: HubProcess, username: str, *, locale: str = "zh-CN") -> Any:
+    """A new browser context (its own cookies) logged in as ``username`` through the login form; its page."""
+    context = browser.new_context(viewport=VIEWPORT, locale=locale, base_url=hub.url)
+    page = context.new_page()
+    page.goto("/login")
+    label = {"zh-CN": ("用户名", "密码", "登录"), "en": ("Username", "Password", "Log in")}[locale]
+    page.get_by_label(label[0]).fill(username)
+    page.get_by_label(label[1]).fill(PASSWORD)
+    page.get_by_role("button", name=label[2], exact=True).click()
+    page.wait_for_url(lambda url: "/login" not in url)
+    return page
+
+
+def shot(page: Any, name: str, *, main: bool = False) -> Path:
+    """Save a PNG of the page; a main screen also goes to docs/screenshots when TELENET_UPDATE_SCREENSHOTS=1."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 1000
+    if main and UPDATE_DOCS:
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
+    return path
+
+
+def mark_no_reload(page: Any) -> None:
+    """A value that lives only as long as the document: still there later means the page was not reloaded."""
+    page.evaluate("window.__telenetNoReload = 4711")
+
+
+def assert_not_reloaded(page: Any) -> None:
+    assert page.evaluate("window.__telenetNoReload") == 4711
+
+
+def live(page: Any) -> None:
+    """Wait until the page's live channel is connected."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "open", timeout=15_000)
