@@ -125,3 +125,44 @@ def live(page: Any) -> None:
     from playwright.sync_api import expect
 
     expect(page.locator("#live-status")).to_have_attribute("data-state", "open", timeout=15_000)
+
+
+def api(hub: HubProcess, username: str, method: str, path: str, body: Any = None) -> Any:
+    """A REST call with a bearer token (set-up steps that are not what a test shows)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{hub.url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {hub.token(username)}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.load(resp)
+
+
+def queued_xray(hub: HubProcess, *, name: str, serial: int, by: str = "township_doc", ae: str = "C01K01T01") -> Any:
+    """An urgent chest X-ray ordered over REST whose images came over DICOM: (request view, study uid)."""
+    from datetime import UTC, datetime
+
+    from telenet.sim.modality import perform_imaging
+    from tests.factories import national_id
+
+    view = api(
+        hub,
+        by,
+        "POST",
+        "/api/v1/requests",
+        {
+            "kind": "imaging",
+            "modality": "DX",
+            "body_part": "CHEST",
+            "priority": "urgent",
+            "clinical_question": "咳嗽、发热3天。",
+            "patient": {"id": f"P-{serial}", "name": name, "sex": "F", "national_id": national_id(serial)},
+            "consent": {"given_by": f"{name}本人", "given_at": datetime.now(UTC).isoformat()},
+        },
+    )
+    study_uid = perform_imaging(ae, "127.0.0.1", hub.dicom_port, "TELENET", view["accession_number"])
+    return view, study_uid
