@@ -35,9 +35,14 @@ def study(count: int = 2, *, source: str = "CT_small.dcm", **kwargs: Any) -> lis
     first = instance(source, **kwargs)
     out = [first]
     for _ in range(count - 1):
-        out.append(instance(source, study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID, **{
-            k: v for k, v in kwargs.items() if k not in ("study_uid", "series_uid")
-        }))
+        out.append(
+            instance(
+                source,
+                study_uid=first.StudyInstanceUID,
+                series_uid=first.SeriesInstanceUID,
+                **{k: v for k, v in kwargs.items() if k not in ("study_uid", "series_uid")},
+            )
+        )
     for number, ds in enumerate(out, start=1):
         ds.InstanceNumber = number
     return out

@@ -150,8 +150,19 @@ def parse_query(
 
 
 def base_url(request: web.Request) -> str:
-    """The DICOMweb root as the client reached it (same origin for OHIF)."""
-    return f"{request.scheme}://{request.host}/dicom-web"
+    """The DICOMweb root as the client reached it (same origin for OHIF): X-Forwarded-Proto/-Host behind a
+    proxy, else the Host header; a Host without a port (dicomweb-client drops it) gets the listening port."""
+    forwarded_host = request.headers.get("X-Forwarded-Host")
+    if forwarded_host:
+        scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
+        return f"{scheme}://{forwarded_host.split(',')[0].strip()}/dicom-web"
+    host = request.host
+    if host and not host.endswith("]") and ":" not in host.rsplit("]", 1)[-1]:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        if port and port not in (80, 443):
+            host = f"{host}:{port}"
+    return f"{request.scheme}://{host}/dicom-web"
 
 
 def retrieve_url(root: str, row: dict[str, Any], level: str) -> str:
@@ -178,5 +189,5 @@ def answer(
         headers["Warning"] = ", ".join(f'299 telenet "{w}"' for w in warnings)
     return web.Response(
         body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-        headers={**headers, "Content-Type": f"{media}; charset=utf-8"},
+        headers={**headers, "Content-Type": media},
     )

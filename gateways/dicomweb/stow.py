@@ -175,5 +175,5 @@ async def stow(
     return web.Response(
         status=status,
         body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-        headers={"Content-Type": f"{media}; charset=utf-8"},
+        headers={"Content-Type": media},
     )

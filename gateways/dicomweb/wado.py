@@ -73,7 +73,7 @@ def _metadata(items: list[StoredInstance], root: str) -> bytes:
 async def metadata(request: web.Request, items: list[StoredInstance]) -> web.Response:
     media = negotiate_json(request.headers.get("Accept"))
     body = await asyncio.to_thread(_metadata, items, base_url(request))
-    return web.Response(body=body, headers={"Content-Type": f"{media}; charset=utf-8"})
+    return web.Response(body=body, headers={"Content-Type": media})
 
 
 # --------------------------------------------------------------------------------------------------
