@@ -167,7 +167,7 @@ def _vr(raw: Any, tag: int) -> str:
         return "UN"
 
 
-def _is_bulk(ds: Dataset, tag: int) -> bool:
+def is_bulk(ds: Dataset, tag: int) -> bool:
     """PixelData always; otherwise a binary value longer than the threshold."""
     if tag == PIXEL_DATA:
         return True
@@ -186,7 +186,7 @@ def metadata_object(ds: Dataset, bulk_uri: Callable[[str], str]) -> dict[str, An
         hex_tag = f"{int(tag):08X}"
         if int(tag) >> 16 == 0x0002:
             continue
-        if _is_bulk(ds, int(tag)):
+        if is_bulk(ds, int(tag)):
             vr = _vr(_raw(ds, int(tag)), int(tag))
             if int(tag) == PIXEL_DATA and not encapsulated(ds):
                 vr = "OW" if int(ds.get("BitsAllocated", 8)) > 8 else "OB"

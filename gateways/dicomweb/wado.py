@@ -14,7 +14,14 @@ from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import UID
 
-from gateways.dicomweb.dicomjson import PIXEL_DATA, encapsulated, metadata_object, read_header, value_location
+from gateways.dicomweb.dicomjson import (
+    PIXEL_DATA,
+    encapsulated,
+    is_bulk,
+    metadata_object,
+    read_header,
+    value_location,
+)
 from gateways.dicomweb.media import EXPLICIT_LE, BadRequest, negotiate_json, negotiate_multipart
 from gateways.dicomweb.multipart import Part, stream_multipart
 from gateways.dicomweb.qido import base_url
@@ -133,7 +140,7 @@ async def frames(request: web.Request, item: StoredInstance, numbers: list[int] 
 def _bulk_part(item: StoredInstance, hex_tag: str) -> Part:
     ds = read_header(item.path)
     where = value_location(ds, hex_tag)
-    if where is None:
+    if where is None or not is_bulk(ds, int(hex_tag, 16)):
         raise NotFound(f"no bulk data {hex_tag} in the instance", code="no-bulkdata")
     offset, length, undefined = where
     if undefined:
