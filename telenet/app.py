@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
+from gateways.dicomweb import routes as dicomweb_routes
 from gateways.hl7.server import HL7Gateway
 from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
 from telenet.api.context import EXTRA
@@ -80,6 +81,7 @@ def route_sets() -> list[Routes]:
         fee_routes.routes,
         hl7_routes.routes,
         dicom_routes.routes,
+        dicomweb_routes.routes,
     ]
 
 
@@ -97,6 +99,7 @@ def build_app(
     hub = make_hub(settings, engine, clock)
     app = build_web_app(hub, route_sets())
     app[ENGINE] = engine
+    app[dicomweb_routes.CONFIG] = dicomweb_routes.DicomWebConfig.from_settings(settings)
     install_console(app, settings)
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}

@@ -126,6 +126,13 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+    dicomweb_max_instance_bytes: int = dataclasses.field(
+        default=1 << 30,
+        metadata={"doc": "Largest instance a STOW-RS part may carry (413 beyond it; nothing of the body is stored)."},
+    )
+    dicomweb_max_request_bytes: int = dataclasses.field(
+        default=4 << 30, metadata={"doc": "Largest STOW-RS body (413 beyond it; nothing of it is stored)."}
+    )
     console_session_minutes: int = dataclasses.field(
         default=480, metadata={"doc": "Lifetime of a console (browser) session cookie after login."}
     )

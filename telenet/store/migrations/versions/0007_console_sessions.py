@@ -1,7 +1,7 @@
 """console sessions: tokens carry a kind (bearer or console)
 
 Revision ID: 0007
-Revises: 0001
+Revises: 0002 (0001 before the DICOMweb branch was merged in)
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
 
