@@ -62,9 +62,9 @@ def browser(hub: HubProcess) -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hub() -> Iterator[HubProcess]:
-    """One hub per module, with the DICOM node, short study quiet time and the viewer when installed."""
+    """One hub for the browser tests (each test makes its own requests), with the DICOM node, short study quiet time and the viewer when installed."""
     env = {"TELENET_STUDY_QUIET_SECONDS": "1", "TELENET_SWEEP_INTERVAL_SECONDS": "1"}
     if (VIEWER_DIST / "index.html").is_file():
         env["TELENET_VIEWER_DIR"] = str(VIEWER_DIST)
@@ -166,3 +166,32 @@ def queued_xray(hub: HubProcess, *, name: str, serial: int, by: str = "township_
     )
     study_uid = perform_imaging(ae, "127.0.0.1", hub.dicom_port, "TELENET", view["accession_number"])
     return view, study_uid
+
+
+def canvas_spread(page: Any) -> float:
+    """The standard deviation of the OHIF viewport canvas's grey levels (0 for a blank canvas)."""
+    import io
+
+    from PIL import Image, ImageStat
+
+    png = page.locator("canvas.cornerstone-canvas").first.screenshot()
+    return float(ImageStat.Stat(Image.open(io.BytesIO(png)).convert("L")).stddev[0])
+
+
+def open_in_ohif(page: Any, study_uid: str, patient_name: str) -> None:
+    """The study in OHIF: non-blank pixels in the viewport canvas, and the patient's name in its header."""
+    from playwright.sync_api import expect
+
+    require_viewer()
+    page.goto(f"/ohif/viewer?StudyInstanceUIDs={study_uid}")
+    expect(page.locator("canvas.cornerstone-canvas").first).to_be_visible(timeout=60_000)
+    for _ in range(60):
+        if canvas_spread(page) > 2.0:
+            break
+        page.wait_for_timeout(500)
+    assert canvas_spread(page) > 2.0
+    skip_tour = page.get_by_role("button", name="Skip all")
+    if skip_tour.count():
+        skip_tour.click()
+    page.get_by_text("Patient", exact=True).click()
+    expect(page.get_by_text(patient_name).first).to_be_visible(timeout=30_000)

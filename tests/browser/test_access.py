@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import api, login, queued_xray, shot
+from tests.browser.conftest import api, login, queued_xray, require_viewer, shot
 from tests.factories import national_id
 
 pytestmark = pytest.mark.interop
@@ -145,3 +145,17 @@ def test_form_errors_next_to_fields_nothing_half_saved_one_request_per_double_cl
     expect(page.get_by_role("heading", level=1)).to_contain_text("孙八")
     assert _count(page) == before + 1
     page.context.close()
+
+
+def test_another_township_opening_the_viewer_address_sees_nothing(browser: Any, hub: Any) -> None:
+    from playwright.sync_api import expect
+
+    require_viewer()
+    _, study_uid = queued_xray(hub, name="周九", serial=951)
+    other = login(browser, hub, "township_doc2")
+    other.goto(f"/ohif/viewer?StudyInstanceUIDs={study_uid}")
+    expect(other.get_by_text("not available")).to_be_visible(timeout=60_000)
+    shot(other, "other-clinic-ohif")
+    assert "周九" not in other.locator("body").inner_text()
+    assert other.locator("canvas.cornerstone-canvas").count() == 0
+    other.context.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from telenet.sim.modality import perform_imaging, send_ecg
-from tests.browser.conftest import assert_not_reloaded, live, login, mark_no_reload, shot
+from tests.browser.conftest import assert_not_reloaded, live, login, mark_no_reload, open_in_ohif, shot
 from tests.factories import national_id
 
 pytestmark = pytest.mark.interop
@@ -85,6 +85,12 @@ def test_xray_story_two_browsers(browser: Any, hub: Any) -> None:
     expect(reader.locator("#held-by")).to_have_text("county_reader")
     viewer_link = reader.get_by_role("link", name="在阅片器中打开")
     expect(viewer_link).to_have_attribute("href", f"/ohif/viewer?StudyInstanceUIDs={study_uid}")
+    expect(reader.get_by_role("img", name="DX")).to_have_js_property("complete", True)
+    assert reader.evaluate("(img) => img.naturalWidth", reader.get_by_role("img", name="DX").element_handle()) > 0
+    viewer = reader.context.new_page()
+    open_in_ohif(viewer, study_uid, "张三")
+    shot(viewer, "reader-ohif", main=True)
+    viewer.close()
 
     mark_no_reload(reader)
     live(reader)
