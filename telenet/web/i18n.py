@@ -163,6 +163,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "upload.submit": ("上传", "Upload"),
     "upload.done": ("已上传", "Stored"),
     "upload.failed": ("失败", "Failed"),
+    "upload.hint": (
+        "没有DICOM网络的机构可在此上传DR等设备导出的DICOM文件；检查号与申请相同时自动关联。",
+        "Clinics without a DICOM network upload the files their equipment exports; the accession number links them.",
+    ),
+    "upload.result": ("上传结果", "Upload result"),
     "error.title": ("无法打开此页面", "This page cannot be opened"),
     "error.403": ("您无权查看此内容，本次访问已记录。", "You may not see this; the attempt was recorded."),
     "error.404": ("未找到", "Not found"),

@@ -193,6 +193,14 @@ async def worklist(request: web.Request, ctx: PageContext) -> web.StreamResponse
     )
 
 
+@page
+async def upload(request: web.Request, ctx: PageContext) -> web.StreamResponse:
+    assert ctx.actor is not None
+    if ctx.actor.role is not Role.REQUESTER:
+        raise Forbidden("only clinics upload studies", code="role")
+    return await render(ctx, "upload.html")
+
+
 def install(app: web.Application) -> set[tuple[str, str]]:
     """Add the pages; the (method, path) pairs they answer, which authenticate themselves (login redirect)."""
     table = [
@@ -206,6 +214,7 @@ def install(app: web.Application) -> set[tuple[str, str]]:
         ("GET", "/requests/{id}", request_page),
         ("GET", "/requests/{id}/print", print_report),
         ("GET", "/centers/{code}/worklist", worklist),
+        ("GET", "/upload", upload),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, handler)

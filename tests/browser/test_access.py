@@ -63,9 +63,7 @@ def test_other_clinic_gets_a_403_page_and_the_attempt_is_audited(browser: Any, h
     shot(page, "clinic-forbidden")
     page.context.close()
     audit = api(hub, "province_admin", "GET", "/api/v1/audit?action=request.read&limit=50")
-    refused = [
-        e for e in audit["items"] if e["actor"] == "township_doc2" and e["object_id"] == str(view["id"])
-    ]
+    refused = [e for e in audit["items"] if e["actor"] == "township_doc2" and e["object_id"] == str(view["id"])]
     assert refused and refused[0]["outcome"] != "ok", audit["items"][:3]
 
 

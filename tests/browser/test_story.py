@@ -30,7 +30,9 @@ def order(page: Any, *, kind: str, modality: str, body_part: str, patient_id: st
     page.get_by_label("检查设备").select_option(modality)
     page.get_by_label("检查部位").fill(body_part)
     page.get_by_label("优先级").select_option("urgent")
-    page.get_by_label("临床问题").fill("外伤后胸痛、气促2小时，排除气胸。" if kind == "imaging" else "阵发性胸闷，心悸。")
+    page.get_by_label("临床问题").fill(
+        "外伤后胸痛、气促2小时，排除气胸。" if kind == "imaging" else "阵发性胸闷，心悸。"
+    )
     page.get_by_label("门诊号/住院号").fill(patient_id)
     page.get_by_label("患者姓名").fill(name)
     page.get_by_label("性别").select_option("M")
@@ -144,9 +146,7 @@ def test_ecg_read_with_twelve_lead_picture(browser: Any, hub: Any) -> None:
     from playwright.sync_api import expect
 
     doctor = login(browser, hub, "township_doc")
-    accession = order(
-        doctor, kind="ecg", modality="ECG", body_part="", patient_id="T01-8802", name="李四", serial=882
-    )
+    accession = order(doctor, kind="ecg", modality="ECG", body_part="", patient_id="T01-8802", name="李四", serial=882)
     send_ecg("C01K01T01", "127.0.0.1", hub.dicom_port, "TELENET", accession, "T01-8802", "李^四")
 
     reader = login(browser, hub, "county_reader")
@@ -171,3 +171,44 @@ def test_ecg_read_with_twelve_lead_picture(browser: Any, hub: Any) -> None:
     expect(doctor.locator("#req-reports")).to_contain_text("正常心电图")
     doctor.context.close()
     reader.context.close()
+
+
+def test_clinic_without_dicom_network_uploads_over_stow_rs(browser: Any, hub: Any, tmp_path: Any) -> None:
+    from playwright.sync_api import expect
+
+    from tests.dicom_fixtures import instance, save
+
+    doctor = login(browser, hub, "township_doc")
+    accession = order(
+        doctor, kind="imaging", modality="CT", body_part="HEAD", patient_id="T01-8803", name="吴十", serial=883
+    )
+    request_url = doctor.url
+    study = instance(
+        "CT_small.dcm", accession=accession, patient_name="吴^十", patient_id="T01-8803", charset="ISO_IR 192"
+    )
+    files = [
+        save(
+            instance(
+                "CT_small.dcm",
+                study_uid=study.StudyInstanceUID,
+                series_uid=study.SeriesInstanceUID,
+                accession=accession,
+                patient_name="吴^十",
+                patient_id="T01-8803",
+                charset="ISO_IR 192",
+            ),
+            tmp_path / f"{i}.dcm",
+        )
+        for i in range(2)
+    ]
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not a DICOM file at all")
+    doctor.goto("/upload")
+    doctor.get_by_label("DICOM 文件").set_input_files([*map(str, files), str(broken)])
+    doctor.get_by_role("button", name="上传").click()
+    expect(doctor.get_by_role("status").filter(has_text="/ 3")).to_have_text("已上传: 2 / 3", timeout=30_000)
+    expect(doctor.locator("#stow-result")).to_contain_text("失败")
+    shot(doctor, "clinic-upload", main=True)
+    doctor.goto(request_url)
+    expect(doctor.get_by_role("link", name="在阅片器中打开")).to_be_visible(timeout=20_000)
+    doctor.context.close()
