@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -88,3 +89,70 @@ def templates_for(modality: str | None, body_part: str | None) -> list[dict[str,
     for key in ((modality or "", (body_part or "").upper()), (modality or "", "*")):
         found.extend(TEMPLATES.get(key, []))
     return [{"name": n, "findings": f, "impression": i} for n, f, i in found]
+
+
+def board(worklist_items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A center's board from its worklist: depth, oldest waiting, SLA breaches and each reader's claims."""
+    queued = [i for i in worklist_items if i["state"] == "queued"]
+    claims: dict[str, int] = {}
+    for item in worklist_items:
+        if item["state"] == "claimed" and item.get("claimed_by"):
+            claims[item["claimed_by"]] = claims.get(item["claimed_by"], 0) + 1
+    remaining = [i["sla_remaining_minutes"] for i in worklist_items if i.get("sla_remaining_minutes") is not None]
+    return {
+        "depth": len(queued),
+        "claimed": len(worklist_items) - len(queued),
+        "oldest_waiting_minutes": max((i["waiting_minutes"] for i in queued), default=None),
+        "breaches": sum(1 for m in remaining if m < 0),
+        "claims": sorted(claims.items()),
+    }
+
+
+async def registry_tree(hub: Hub, actor: Actor, on: date) -> list[dict[str, Any]]:
+    """The admin's subtree as a tree of the five tiers, each institution with its centers and the
+    agreements in force on ``on`` in which it is the member (the inviting side)."""
+    from telenet.store.models import Agreement, Center, Institution, Network
+
+    async with hub.reader() as session:
+        institutions = (
+            (
+                await session.execute(
+                    select(Institution)
+                    .where(Institution.path.startswith(actor.institution_path))
+                    .order_by(Institution.path)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        ids = [i.id for i in institutions]
+        centers = (await session.execute(select(Center).where(Center.institution_id.in_(ids)))).scalars().all()
+        lead = Institution.__table__.alias("lead")
+        agreements = (
+            await session.execute(
+                select(Agreement, Network.code, lead.c.name)
+                .join(Network, Network.id == Agreement.network_id)
+                .join(lead, lead.c.id == Agreement.lead_id)
+                .where(Agreement.member_id.in_(ids), Agreement.valid_from <= on, Agreement.valid_to >= on)
+            )
+        ).all()
+    nodes: dict[int, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for inst in institutions:
+        node = {"code": inst.code, "name": inst.name, "tier": inst.tier, "centers": [], "agreements": [], "children": []}
+        nodes[inst.id] = node
+        parent = nodes.get(inst.parent_id) if inst.parent_id else None
+        (parent["children"] if parent else roots).append(node)
+    for center in centers:
+        nodes[center.institution_id]["centers"].append({"code": center.code, "name": center.name})
+    for agreement, network, lead_name in agreements:
+        nodes[agreement.member_id]["agreements"].append(
+            {
+                "network": network,
+                "lead": lead_name,
+                "services": agreement.services,
+                "valid_to": agreement.valid_to.isoformat(),
+                "invited_share_bp": agreement.invited_share_bp,
+            }
+        )
+    return roots

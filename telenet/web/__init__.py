@@ -6,7 +6,7 @@ from aiohttp import web
 
 from telenet.api.context import PUBLIC
 from telenet.config import Settings
-from telenet.web import pages, viewer
+from telenet.web import admin_pages, pages, viewer
 from telenet.web.render import ENV, HERE, make_env
 
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -27,7 +27,7 @@ def install(app: web.Application, settings: Settings) -> None:
     """Pages, static files and the viewer on the hub's application (the composition root calls this)."""
     app[ENV] = make_env()
     app[pages.SESSION_MINUTES] = settings.console_session_minutes
-    public = pages.install(app)
+    public = pages.install(app) | admin_pages.install(app)
     app.router.add_static("/static/", HERE / "static", name="static", append_version=False)
     public |= {("GET", "/static"), ("HEAD", "/static")}
     public |= viewer.install(app, settings)

@@ -17,7 +17,7 @@ from telenet.api.middleware import SESSION_COOKIE
 from telenet.domain.access import Role, may_sign_final
 from telenet.domain.errors import Forbidden, Invalid, Unauthorized
 from telenet.domain.lifecycle import ReturnReason
-from telenet.services import console_sessions, console_views, queue, requests, study_views
+from telenet.services import console_sessions, console_views, forwarding, queue, requests, study_views
 from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 from telenet.web.i18n import LANGUAGES
 
@@ -194,6 +194,28 @@ async def worklist(request: web.Request, ctx: PageContext) -> web.StreamResponse
 
 
 @page
+async def center_board(request: web.Request, ctx: PageContext) -> web.StreamResponse:
+    assert ctx.actor is not None
+    if ctx.actor.role is not Role.COORDINATOR:
+        raise Forbidden("the center board is the coordinators'", code="role")
+    hub = request.app[HUB]
+    code = request.match_info["code"]
+    listing = await queue.worklist(hub, ctx.actor, code, limit=200)
+    unmatched = await study_views.reconciliation_list(hub, ctx.actor, limit=50)
+    jobs = await forwarding.list_jobs(hub, ctx.actor, state="pending", limit=50)
+    return await render(
+        ctx,
+        "board.html",
+        topics=[f"worklist:{code}"],
+        center=code,
+        items=listing["items"],
+        b=console_views.board(listing["items"]),
+        unmatched=unmatched["items"],
+        forwarding={"items": [j for j in jobs["items"] if j["center"] == code], "outages": jobs["outages"]},
+    )
+
+
+@page
 async def upload(request: web.Request, ctx: PageContext) -> web.StreamResponse:
     assert ctx.actor is not None
     if ctx.actor.role is not Role.REQUESTER:
@@ -215,6 +237,7 @@ def install(app: web.Application) -> set[tuple[str, str]]:
         ("GET", "/requests/{id}/print", print_report),
         ("GET", "/centers/{code}/worklist", worklist),
         ("GET", "/upload", upload),
+        ("GET", "/centers/{code}/board", center_board),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, handler)

@@ -85,9 +85,17 @@ class PageContext:
 def home_of(actor: Actor | None) -> str:
     if actor is None:
         return "/login"
-    if actor.role in (Role.READER, Role.COORDINATOR) and actor.center_codes:
-        return f"/centers/{sorted(actor.center_codes)[0]}/worklist"
+    if actor.role is Role.COORDINATOR and actor.center_codes:
+        return f"/centers/{sorted(actor.center_codes, key=_imaging_first)[0]}/board"
+    if actor.role is Role.READER and actor.center_codes:
+        return f"/centers/{sorted(actor.center_codes, key=_imaging_first)[0]}/worklist"
+    if actor.role is Role.ADMIN:
+        return "/admin/registry"
     return "/requests"
+
+
+def _imaging_first(code: str) -> tuple[bool, str]:
+    return (not code.endswith("-IMG"), code)
 
 
 async def context_of(request: web.Request) -> PageContext:

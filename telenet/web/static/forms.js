@@ -98,6 +98,21 @@ export function showProblem(form, problem) {
   if (first) first.focus();
 }
 
+const plain = (name) => (name || "").replace(/[\^=\s]/g, "");
+
+// Linking an unmatched study: when the request's patient is not the study's, warn and ask for a second click.
+async function patientsAgree(form, body) {
+  if (!form.classList.contains("recon-form") || form.dataset.confirmed === String(body.request_id)) return true;
+  const resp = await fetch(`/api/v1/requests/${body.request_id}`, { credentials: "same-origin" });
+  if (!resp.ok) return true; // the link call itself reports the problem
+  const patient = (await resp.json()).patient || {};
+  const same = plain(patient.name) === plain(form.dataset.patientName) || (patient.id && patient.id === form.dataset.patientId);
+  if (same) return true;
+  form.dataset.confirmed = String(body.request_id);
+  showError(form, "/", `${form.dataset.textMismatch} (${patient.name} / ${form.dataset.patientName})`);
+  return false;
+}
+
 async function submit(form, submitter) {
   if (form.dataset.busy === "1") return;
   form.dataset.busy = "1";
@@ -106,6 +121,7 @@ async function submit(form, submitter) {
   clearErrors(form);
   try {
     const body = formBody(form, submitter);
+    if (!(await patientsAgree(form, body))) return;
     const resp = await fetch(form.dataset.api, {
       method: form.dataset.method || "POST",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken(), Accept: "application/json" },
