@@ -139,7 +139,14 @@ async def registry_tree(hub: Hub, actor: Actor, on: date) -> list[dict[str, Any]
     nodes: dict[int, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
     for inst in institutions:
-        node = {"code": inst.code, "name": inst.name, "tier": inst.tier, "centers": [], "agreements": [], "children": []}
+        node = {
+            "code": inst.code,
+            "name": inst.name,
+            "tier": inst.tier,
+            "centers": [],
+            "agreements": [],
+            "children": [],
+        }
         nodes[inst.id] = node
         parent = nodes.get(inst.parent_id) if inst.parent_id else None
         (parent["children"] if parent else roots).append(node)

@@ -18,8 +18,8 @@ from telenet.domain.access import Role, may_sign_final
 from telenet.domain.errors import Forbidden, Invalid, Unauthorized
 from telenet.domain.lifecycle import ReturnReason
 from telenet.services import console_sessions, console_views, forwarding, queue, requests, study_views
-from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 from telenet.web.i18n import LANGUAGES
+from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 
 SESSION_MINUTES = web.AppKey("console_session_minutes", int)
 

@@ -122,14 +122,18 @@ async def render(
         if ctx.actor.role is Role.REQUESTER:
             live_topics.append(f"requests:{ctx.actor.institution_code}")
     since = await events.last_event_id(hub) if live_topics else 0
-    html = ctx.request.app[ENV].get_template(template).render(
-        ctx=ctx,
-        t=ctx.t,
-        actor=ctx.actor,
-        criticals=banner,
-        topics=" ".join(dict.fromkeys(live_topics)),
-        since=since,
-        **values,
+    html = (
+        ctx.request.app[ENV]
+        .get_template(template)
+        .render(
+            ctx=ctx,
+            t=ctx.t,
+            actor=ctx.actor,
+            criticals=banner,
+            topics=" ".join(dict.fromkeys(live_topics)),
+            since=since,
+            **values,
+        )
     )
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 

@@ -32,7 +32,7 @@ CSP = (
     "connect-src 'self' data: blob:; font-src 'self' data:; frame-ancestors 'self'"
 )
 
-APP_CONFIG = """/* Written by the telenet hub: one DICOMweb source, the hub itself (same origin, the console's session). */
+APP_CONFIG = """/* Written by the telenet hub: one DICOMweb source, the hub itself (same origin, session cookie). */
 window.config = {
   routerBasename: '/ohif',
   extensions: [],

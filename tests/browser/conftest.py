@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def browser(hub: HubProcess) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def hub() -> Iterator[HubProcess]:
-    """One hub for the browser tests (each test makes its own requests), with the DICOM node, short study quiet time and the viewer when installed."""
+    """One hub for the browser tests (each test makes its own requests), with the DICOM node, a short study
+    quiet time and the viewer when installed."""
     env = {"TELENET_STUDY_QUIET_SECONDS": "1", "TELENET_SWEEP_INTERVAL_SECONDS": "1"}
     if (VIEWER_DIST / "index.html").is_file():
         env["TELENET_VIEWER_DIR"] = str(VIEWER_DIST)

@@ -18,7 +18,8 @@ IMG = "NL-C01-K01-IMG"
 
 UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
   .filter((el) => {
-    const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || (el.labels && el.labels.length);
+    const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+      || (el.labels && el.labels.length);
     const text = (el.tagName === 'BUTTON') && el.textContent.trim();
     return !named && !text;
   })

@@ -49,7 +49,7 @@ async def test_login_sets_a_strict_httponly_cookie_stored_as_a_hashed_console_to
     resp = await login_form(client, "township_doc", next="/requests/new")
     assert resp.status == 303
     assert resp.headers["Location"] == "/requests/new"
-    raw = [h for h in resp.headers.getall("Set-Cookie") if h.startswith("telenet_session=")][0]
+    raw = next(h for h in resp.headers.getall("Set-Cookie") if h.startswith("telenet_session="))
     cookie = SimpleCookie(raw)["telenet_session"]
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Strict"

@@ -31,7 +31,9 @@ def test_language_choice(cookie: str | None, accept: str | None, expected: str) 
 def test_every_key_used_by_a_template_or_module_is_in_the_table_in_both_languages() -> None:
     used: set[str] = set()
     for path in [*(HERE / "templates").glob("*.html"), *HERE.glob("*.py")]:
-        used |= set(re.findall(r"""\bt\(\s*'([a-z_]+\.[a-zA-Z0-9_.]*[a-zA-Z0-9_])'""", path.read_text(encoding="utf-8")))
+        used |= set(
+            re.findall(r"""\bt\(\s*'([a-z_]+\.[a-zA-Z0-9_.]*[a-zA-Z0-9_])'""", path.read_text(encoding="utf-8"))
+        )
         used |= set(re.findall(r"""ctx\.t\("([a-z_]+\.[a-zA-Z0-9_.]+)"\)""", path.read_text(encoding="utf-8")))
     assert len(used) > 50
     assert sorted(used - set(i18n.TEXT)) == []
