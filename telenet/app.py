@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateways.dicom.node import dicom_ctx
 from gateways.dicomweb import routes as dicomweb_routes
 from gateways.hl7.server import HL7Gateway
-from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
+from telenet.api import attachment_routes, dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
 from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
@@ -82,6 +82,7 @@ def route_sets() -> list[Routes]:
         hl7_routes.routes,
         dicom_routes.routes,
         dicomweb_routes.routes,
+        attachment_routes.routes,
     ]
 
 
@@ -101,6 +102,7 @@ def build_app(
     app[ENGINE] = engine
     app[dicomweb_routes.CONFIG] = dicomweb_routes.DicomWebConfig.from_settings(settings)
     install_console(app, settings)
+    app[attachment_routes.DIRECTORY] = Path(settings.var_dir) / "attachments"
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}
     if background and settings.dicom_enabled:

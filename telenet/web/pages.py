@@ -17,7 +17,7 @@ from telenet.api.middleware import SESSION_COOKIE
 from telenet.domain.access import Role, may_sign_final
 from telenet.domain.errors import Forbidden, Invalid, Unauthorized
 from telenet.domain.lifecycle import ReturnReason
-from telenet.services import console_sessions, console_views, forwarding, queue, requests, study_views
+from telenet.services import attachments, console_sessions, console_views, forwarding, queue, requests, study_views
 from telenet.web.i18n import LANGUAGES
 from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 
@@ -140,10 +140,12 @@ async def _request_values(request: web.Request, ctx: PageContext) -> dict[str, A
     rid = _request_id(request)
     view = await requests.get(hub, ctx.actor, rid)
     studies = await study_views.request_studies(hub, ctx.actor, rid)
+    files = await attachments.list_for(hub, ctx.actor, rid)
     reports = [r for r in view["reports"] if r["status"] != "addendum"]
     return {
         "r": view,
         "studies": studies["studies"],
+        "attachments": files,
         "reports": reports,
         "addenda": [r for r in view["reports"] if r["status"] == "addendum"],
         "final": next((r for r in reports if r["status"] == "final"), None),

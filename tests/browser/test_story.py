@@ -212,3 +212,46 @@ def test_clinic_without_dicom_network_uploads_over_stow_rs(browser: Any, hub: An
     doctor.goto(request_url)
     expect(doctor.get_by_role("link", name="在阅片器中打开")).to_be_visible(timeout=20_000)
     doctor.context.close()
+
+
+CONSULTANTS = {"NL-C01-CONS": "city_reader", "NL-PROV-CONS": "province_reader"}
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, hub: Any, tmp_path: Any) -> None:
+    from playwright.sync_api import expect
+
+    summary = tmp_path / "出院小结.pdf"
+    summary.write_bytes(PDF)
+    doctor = login(browser, hub, "township_doc")
+    doctor.goto("/requests/new")
+    doctor.get_by_label("申请类型").select_option("consultation")
+    doctor.get_by_label("检查设备").select_option("")
+    doctor.get_by_label("检查部位").fill("")
+    doctor.get_by_label("临床问题").fill("反复胸闷一月，请上级医院会诊。")
+    doctor.get_by_label("期望会诊时间").fill("2026-12-02T10:00")
+    doctor.get_by_label("门诊号/住院号").fill("T01-8804")
+    doctor.get_by_label("患者姓名").fill("陈十三")
+    doctor.get_by_label("居民身份证号码").fill(national_id(884))
+    doctor.get_by_label("知情同意签署人").fill("陈十三本人")
+    doctor.get_by_label("知情同意时间").fill("2026-12-01T08:30")
+    doctor.get_by_label("附件（PDF、JPEG、PNG）").set_input_files(str(summary))
+    shot(doctor, "clinic-new-consultation", main=True)
+    doctor.get_by_role("button", name="提交申请").click()
+    doctor.wait_for_url(re.compile(r"/requests/\d+$"))
+    expect(doctor.locator("#req-attachments").get_by_role("link", name="出院小结.pdf")).to_be_visible()
+    center = re.search(r"\((NL-[A-Z0-9-]+-CONS)\)", doctor.locator("#req-head").inner_text())
+    assert center, doctor.locator("#req-head").inner_text()
+    request_url = doctor.url
+
+    consultant = login(browser, hub, CONSULTANTS[center.group(1)])
+    consultant.goto(request_url)
+    link = consultant.locator("#req-attachments").get_by_role("link", name="出院小结.pdf")
+    expect(link).to_be_visible()
+    response = consultant.context.request.get(link.get_attribute("href") or "")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.body() == PDF
+    shot(consultant, "consultant-request")
+    doctor.context.close()
+    consultant.context.close()

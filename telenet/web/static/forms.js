@@ -33,7 +33,7 @@ function setPath(target, path, value) {
 export function formBody(form, submitter) {
   const body = {};
   for (const el of form.elements) {
-    if (!el.name || el.disabled || el.type === "submit" || el.dataset.local !== undefined) continue;
+    if (!el.name || el.disabled || el.type === "submit" || el.type === "file" || el.dataset.local !== undefined) continue;
     let value;
     if (el.type === "checkbox") value = el.checked;
     else if (el.dataset.type === "lines") {
@@ -113,6 +113,27 @@ async function patientsAgree(form, body) {
   return false;
 }
 
+// Files of [data-attach] inputs go to the request's attachments, one POST each (the file is the body).
+async function uploadFiles(form, requestId) {
+  for (const input of form.querySelectorAll("input[type=file][data-attach]")) {
+    for (const file of input.files) {
+      const resp = await fetch(`/api/v1/requests/${requestId}/attachments`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          "Content-Type": file.type || "application/octet-stream",
+          "X-Filename": encodeURIComponent(file.name),
+          "X-CSRF-Token": csrfToken(),
+        },
+        body: file,
+      });
+      if (!resp.ok) return resp.json().catch(() => ({ status: resp.status }));
+    }
+    input.value = "";
+  }
+  return null;
+}
+
 async function submit(form, submitter) {
   if (form.dataset.busy === "1") return;
   form.dataset.busy = "1";
@@ -122,6 +143,12 @@ async function submit(form, submitter) {
   try {
     const body = formBody(form, submitter);
     if (!(await patientsAgree(form, body))) return;
+    if (form.dataset.filesOnly !== undefined) {
+      const problem = await uploadFiles(form, form.dataset.api.split("/")[4]);
+      if (problem) showProblem(form, problem);
+      else document.dispatchEvent(new CustomEvent("console:changed"));
+      return;
+    }
     const resp = await fetch(form.dataset.api, {
       method: form.dataset.method || "POST",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken(), Accept: "application/json" },
@@ -135,6 +162,11 @@ async function submit(form, submitter) {
     }
     const region = form.closest("[data-live]");
     if (region) delete region.dataset.dirty;
+    const problem = data.id && form.querySelector("input[type=file][data-attach]") ? await uploadFiles(form, data.id) : null;
+    if (problem) {
+      // The request exists; say what went wrong with the file and go on to its page, where it can be added again.
+      window.alert(problem.detail || problem.title || String(problem.status));
+    }
     if (form.dataset.redirect) {
       window.location.assign(form.dataset.redirect.replace("{id}", data.id ?? data.request_id ?? ""));
       return;
