@@ -252,6 +252,37 @@ TEXT: dict[str, tuple[str, str]] = {
 }
 
 
+# What the console says for a service's problem code (the service's own detail is shown beside it).
+PROBLEMS: dict[str, tuple[str, str]] = {
+    "consent-missing": ("必须填写知情同意签署人和时间", "The patient's informed consent (who and when) is required"),
+    "bad-national-id": ("居民身份证号码不正确（18位，校验位错误或格式不符）", "The national id number is not valid"),
+    "modality-missing": ("影像或心电申请必须选择检查设备", "An imaging or ECG request needs a modality"),
+    "no-route": ("没有可接收此申请的诊断中心", "No reading center can take this request"),
+    "duplicate-accession": ("检查号已被使用", "The accession number is already in use"),
+    "bad-accession": ("检查号格式不正确", "The accession number is not valid"),
+    "bad-time": ("时间格式不正确", "The time is not valid"),
+    "already-claimed": ("该申请已被其他医生认领", "Another reader has claimed this request"),
+    "not-holder": ("您没有认领该申请", "You do not hold this request"),
+    "practice-years": ("执业未满三年，不能签发正式报告", "Under three years of practice: you cannot sign"),
+    "critical-items-missing": ("请填写危急值内容", "List the critical findings"),
+    "illegal-transition": ("当前状态下不能进行此操作", "Not possible in the current state"),
+    "already-acknowledged": ("该危急值已被确认", "This critical finding is already acknowledged"),
+    "no-higher-center": ("没有可上转的上级中心", "There is no higher center to escalate to"),
+    "unknown-participant": ("会诊参与人员的用户名不存在", "A participant's username does not exist"),
+    "participants-not-allowed": ("只有会诊可以邀请参与人员", "Only consultations have participants"),
+    "scope": ("超出您的权限范围", "Outside your scope"),
+    "role": ("您的角色不能进行此操作", "Your role cannot do this"),
+    "csrf": ("页面已过期，请刷新后重试", "The page has expired; reload and try again"),
+    "bad-attachment-type": ("附件必须是 PDF、JPEG 或 PNG 文件", "Attachments are PDF, JPEG or PNG files"),
+    "attachment-too-large": ("附件不能超过 4 MB", "An attachment has at most 4 MB"),
+    "schema-violation": ("请更正标出的内容", "Please correct the marked fields"),
+}
+
+
+def problems(lang: str) -> dict[str, str]:
+    return {code: (pair[1] if lang == "en" else pair[0]) for code, pair in PROBLEMS.items()}
+
+
 def choose(cookie: str | None, accept_language: str | None) -> str:
     """The switch (cookie) wins; else the first of the browser's languages we speak; else Chinese."""
     if cookie in LANGUAGES:

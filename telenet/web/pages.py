@@ -22,6 +22,8 @@ from telenet.web.i18n import LANGUAGES
 from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 
 SESSION_MINUTES = web.AppKey("console_session_minutes", int)
+# The worklist page shows this many items (most urgent first); the API pages by 200.
+WORKLIST_ROWS = 500
 
 
 def _secure(request: web.Request) -> bool:
@@ -184,7 +186,7 @@ async def print_report(request: web.Request, ctx: PageContext) -> web.StreamResp
 async def worklist(request: web.Request, ctx: PageContext) -> web.StreamResponse:
     assert ctx.actor is not None
     code = request.match_info["code"]
-    listing = await queue.worklist(request.app[HUB], ctx.actor, code, limit=200)
+    listing = await queue.worklist(request.app[HUB], ctx.actor, code, limit=WORKLIST_ROWS)
     return await render(
         ctx,
         "worklist.html",

@@ -4,6 +4,7 @@ CSRF token), times in Asia/Shanghai and yuan from fen, and the decorator every p
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,6 +133,7 @@ async def render(
             criticals=banner,
             topics=" ".join(dict.fromkeys(live_topics)),
             since=since,
+            problems=json.dumps(i18n.problems(ctx.lang), ensure_ascii=False),
             **values,
         )
     )

@@ -60,3 +60,9 @@ def test_times_are_shown_in_shanghai() -> None:
 )
 def test_yuan_from_integer_fen(fen: int, text: str) -> None:
     assert yuan(fen) == text
+
+
+def test_problem_codes_are_said_in_both_languages() -> None:
+    assert i18n.problems("zh-CN")["consent-missing"].startswith("必须填写知情同意")
+    assert i18n.problems("en")["consent-missing"].startswith("The patient's informed consent")
+    assert set(i18n.problems("zh-CN")) == set(i18n.problems("en")) == set(i18n.PROBLEMS)

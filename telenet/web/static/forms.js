@@ -81,6 +81,14 @@ function showError(form, pointer, message) {
   if (input) input.setAttribute("aria-invalid", "true");
 }
 
+function said(code) {
+  try {
+    return JSON.parse(document.body.dataset.problems || "{}")[code];
+  } catch {
+    return undefined;
+  }
+}
+
 export function showProblem(form, problem) {
   const errors = Array.isArray(problem.errors) ? problem.errors : [];
   if (errors.length) {
@@ -92,7 +100,9 @@ export function showProblem(form, problem) {
     }
   } else {
     const code = (problem.type || "").split(":").pop();
-    showError(form, CODE_FIELDS[code] || "/", problem.detail || problem.title || String(problem.status));
+    const detail = problem.detail || problem.title || String(problem.status);
+    const text = said(code);
+    showError(form, CODE_FIELDS[code] || "/", text ? `${text}（${detail}）` : detail);
   }
   const first = form.querySelector("[aria-invalid]");
   if (first) first.focus();
