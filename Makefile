@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 export TELENET_VAR_DIR ?= ./var
 
-.PHONY: run test lint typecheck pytest install clean
+.PHONY: run test lint typecheck pytest install clean viewer
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The OHIF viewer (prebuilt @ohif/app from npm, pinned in telenet/web/viewer.py) into an ignored folder.
+viewer: $(STAMP)
+	$(BIN)/python -c "from telenet.web.viewer import main; raise SystemExit(main(['install', '$(TELENET_VAR_DIR)/viewer']))"
+
 run: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory viewer; \
+	else echo "npm not found: the console runs without the OHIF viewer; install node/npm, then run make viewer"; fi
 	$(BIN)/telenet db upgrade
 	$(BIN)/telenet network load fixtures/network-demo.json --demo-passwords $(TELENET_VAR_DIR)/demo-accounts.txt
 	@echo "Demo accounts (username, password, role, institution) from $(TELENET_VAR_DIR)/demo-accounts.txt:"

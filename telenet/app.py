@@ -15,9 +15,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
+from gateways.dicomweb import routes as dicomweb_routes
 from gateways.hl7.server import HL7Gateway
 from telenet.api import (
     account_routes,
+    attachment_routes,
     dicom_routes,
     fee_routes,
     hl7_routes,
@@ -38,6 +40,7 @@ from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
 from telenet.store.db import create_engine, read_session_factory, session_factory
+from telenet.web import install as install_console
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,8 @@ def route_sets() -> list[Routes]:
         dicom_routes.routes,
         patient_routes.routes,
         account_routes.routes,
+        dicomweb_routes.routes,
+        attachment_routes.routes,
     ]
 
 
@@ -125,6 +130,9 @@ def build_app(
     hub = make_hub(settings, engine, clock)
     app = build_web_app(hub, route_sets())
     app[ENGINE] = engine
+    app[dicomweb_routes.CONFIG] = dicomweb_routes.DicomWebConfig.from_settings(settings)
+    install_console(app, settings)
+    app[attachment_routes.DIRECTORY] = Path(settings.var_dir) / "attachments"
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}
     if background and settings.dicom_enabled:

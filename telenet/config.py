@@ -189,6 +189,19 @@ class Settings:
             "from anyone else the header is ignored."
         },
     )
+    dicomweb_max_instance_bytes: int = dataclasses.field(
+        default=1 << 30,
+        metadata={"doc": "Largest instance a STOW-RS part may carry (413 beyond it; nothing of the body is stored)."},
+    )
+    dicomweb_max_request_bytes: int = dataclasses.field(
+        default=4 << 30, metadata={"doc": "Largest STOW-RS body (413 beyond it; nothing of it is stored)."}
+    )
+    console_session_minutes: int = dataclasses.field(
+        default=480, metadata={"doc": "Lifetime of a console (browser) session cookie after login."}
+    )
+    viewer_dir: str = dataclasses.field(
+        default="", metadata={"doc": "The OHIF viewer's dist folder (make viewer); default {var_dir}/viewer/dist."}
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

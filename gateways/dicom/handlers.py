@@ -3,7 +3,6 @@ through the loop bridge, and maps any error through the one status table (``stat
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +17,11 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from gateways.dicom import mapping
 from gateways.dicom.commitment import StorageCommitment
-from gateways.dicom.ecg_files import ecg_paths, process_ecg
+from gateways.dicom.ingest import ingest
 from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Op, failure
-from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, NotFound
-from telenet.services import modality, studies
+from telenet.services import modality
 
 if TYPE_CHECKING:
     from gateways.dicom.node import DicomNode
@@ -72,39 +70,16 @@ class Handlers:
             return failure(Op.STORE, exc)
 
     def _store(self, event: Event) -> int:
-        actor = self.actor(event)
-        received = Path(event.dataset_path)
-        is_ecg = str(_req(event).AffectedSOPClassUID) in ECG_SOP_CLASSES
-        try:
-            ds = dcmread(received, stop_before_pixels=not is_ecg)
-        except Exception as exc:  # pydicom raises many kinds on damaged input
-            raise BadDataset(f"unreadable dataset: {exc}") from exc
-        record = mapping.instance_record(
-            ds,
-            path="",
-            size_bytes=0,
+        ingest(
+            self.hub,
+            self.bridge,
+            self.store,
+            self.actor(event),
+            Path(event.dataset_path),
+            sop_class_uid=str(_req(event).AffectedSOPClassUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             affected_sop_instance_uid=str(_req(event).AffectedSOPInstanceUID or ""),
         )
-        final = self.store.instance_path(record.study_instance_uid, record.sop_instance_uid)
-        if final.exists():  # a duplicate, or a file whose indexing was interrupted
-            record = dataclasses.replace(record, path=str(final), size_bytes=final.stat().st_size)
-            outcome = self.bridge.call(studies.store_instance, self.hub, actor, record)
-            if outcome.duplicate:
-                log.info(
-                    "duplicate SOP Instance UID %s from %s: kept the first", record.sop_instance_uid, actor.username
-                )
-            return SUCCESS
-        size = self.store.place(received, final)
-        ecg = process_ecg(ds, self.store, final) if is_ecg else None
-        record = dataclasses.replace(record, path=str(final), size_bytes=size, ecg=ecg)
-        try:
-            outcome = self.bridge.call(studies.store_instance, self.hub, actor, record)
-        except BaseException:
-            self.store.remove(final, *ecg_paths(final))
-            raise
-        if outcome.duplicate:
-            log.info("duplicate SOP Instance UID %s from %s", record.sop_instance_uid, actor.username)
         return SUCCESS
 
     # --- C-FIND: worklist and Study Root ----------------------------------------------------------

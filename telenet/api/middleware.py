@@ -14,8 +14,8 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Invalid, TelenetError, TooManyRequests, Unauthorized
-from telenet.services import auth
+from telenet.domain.errors import Forbidden, Invalid, TelenetError, TooManyRequests, Unauthorized
+from telenet.services import auth, console_sessions
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if unmatched or (request.method, canonical) in request.app[PUBLIC] or request.method == "OPTIONS":
         return await handler(request)
     token = bearer_token(request)
+    if token is None and (session := request.cookies.get(SESSION_COOKIE)):
+        request[ACTOR] = with_break_glass(request, await session_actor(request, session))
+        return await handler(request)
     if token is None and request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
@@ -135,6 +138,26 @@ def with_break_glass(request: web.Request, actor: Actor) -> Actor:
     if not 4 <= len(reason) <= 200:
         raise Invalid(f"{BREAK_GLASS_HEADER} states a reason of 4 to 200 characters", code="bad-break-glass")
     return replace(actor, break_glass=reason)
+
+
+SESSION_COOKIE = "telenet_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def session_actor(request: web.Request, session: str) -> Any:
+    """The actor of a console session cookie; a change also needs the session's CSRF token (header), and a
+    WebSocket handshake from another origin is refused."""
+    hub = request.app[HUB]
+    actor = await auth.authenticate(hub, session, request.remote)
+    if request.method not in _SAFE_METHODS:
+        if not console_sessions.csrf_valid(hub.options.secret, session, request.headers.get(CSRF_HEADER)):
+            raise Forbidden("a console session needs its CSRF token (X-CSRF-Token) on every change", code="csrf")
+    origin = request.headers.get("Origin")
+    if origin and request.headers.get("Upgrade", "").lower() == "websocket":
+        if origin.split("://", 1)[-1] != request.host:
+            raise Forbidden("a console session's WebSocket must come from the console's own origin", code="csrf")
+    return actor
 
 
 def bearer_token(request: web.Request) -> str | None:

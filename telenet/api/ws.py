@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from telenet.api.context import ACTOR, EXTRA, HUB, hub_of
-from telenet.api.middleware import bearer_token
+from telenet.api.middleware import SESSION_COOKIE, bearer_token
 from telenet.api.spec import Routes
 from telenet.domain.access import Actor
 from telenet.domain.errors import Invalid, Unauthorized
@@ -177,7 +177,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    token = bearer_token(request)
+    # A console session's cookie is re-checked like a bearer token (revocation ends both).
+    token = bearer_token(request) or request.cookies.get(SESSION_COOKIE)
     actor: Actor | None = request.get(ACTOR)
     if actor is None:
         token, actor = await _first_message_auth(hub, ws, request.remote)

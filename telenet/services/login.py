@@ -75,9 +75,18 @@ async def _audit_alone(hub: Hub, row: AuditEntry) -> None:
         await session.commit()
 
 
-async def login(hub: Hub, username: str, password: str, remote_addr: str | None = None) -> dict[str, object]:
-    """Exchange a username and password for a bearer token: limited per account and address (429 with
-    Retry-After), locked after repeated failures, every failure audited."""
+async def login(
+    hub: Hub,
+    username: str,
+    password: str,
+    remote_addr: str | None = None,
+    *,
+    kind: str = "bearer",
+    minutes: int | None = None,
+) -> dict[str, object]:
+    """Exchange a username and password for a bearer token (or, ``kind="console"``, a console session, a row
+    of the same table): limited per account and address (429 with Retry-After), locked after repeated
+    failures, every failure audited."""
     limiter = limiter_of(hub)
     moment = time.monotonic()
     async with hub.reader() as session:
@@ -113,12 +122,14 @@ async def login(hub: Hub, username: str, password: str, remote_addr: str | None 
             await session.commit()
         raise Unauthorized("unknown user or wrong password", code="bad-credentials")
     token = secrets.token_urlsafe(32)
-    expires = now + timedelta(minutes=hub.options.token_ttl_minutes)
+    expires = now + timedelta(minutes=minutes or hub.options.token_ttl_minutes)
     async with hub.sessions() as session:
         if user.failed_logins or user.locked_until is not None:
             await session.execute(update(User).where(User.id == user.id).values(failed_logins=0, locked_until=None))
         await session.execute(delete(Token).where(Token.user_id == user.id, Token.expires_at < now))
-        session.add(Token(token_hash=token_digest(token), user_id=user.id, created_at=now, expires_at=expires))
+        session.add(
+            Token(token_hash=token_digest(token), user_id=user.id, created_at=now, expires_at=expires, kind=kind)
+        )
         session.add(_login_audit(hub, username, user, path, remote_addr, "ok"))
         await session.commit()
     return {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat()}

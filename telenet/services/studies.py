@@ -168,7 +168,7 @@ async def store_instance(hub: Hub, actor: Actor, record: InstanceRecord) -> Stor
 
     Completes an ``ecg`` request when this is its ECG, and an imaging request whose MPPS is now satisfied.
     """
-    require_role(actor, Role.INTEGRATION, action="store DICOM instances")
+    require_role(actor, Role.INTEGRATION, Role.REQUESTER, action="store DICOM instances")
     _check_record(record)
     for attempt in range(_RETRIES):
         try:

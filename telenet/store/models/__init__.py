@@ -1,6 +1,7 @@
 """All ORM models; importing this package registers every table on ``Base.metadata``."""
 
 from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
+from telenet.store.models.attachments import Attachment
 from telenet.store.models.base import Base
 from telenet.store.models.dicom import (
     DicomInstance,
@@ -38,6 +39,7 @@ from telenet.store.models.requests import (
 
 __all__ = [
     "Agreement",
+    "Attachment",
     "AuditEntry",
     "Base",
     "Center",

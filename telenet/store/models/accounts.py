@@ -53,6 +53,8 @@ class Token(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "bearer" (API clients) or "console" (a browser's session cookie): one table, so revocation ends both.
+    kind: Mapped[str] = mapped_column(String(16), default="bearer", server_default="bearer")
 
 
 class AuditEntry(Base):

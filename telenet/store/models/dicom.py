@@ -54,6 +54,10 @@ class DicomStudy(Base):
     __table_args__ = (
         Index("ix_dicom_studies_reconcile", "request_id", "source_path"),
         Index("ix_dicom_studies_quiet", "completed_at", "last_received_at"),
+        # QIDO-RS matching keys (revision 0002)
+        Index("ix_dicom_studies_patient_id", "patient_id"),
+        Index("ix_dicom_studies_study_date", "study_date"),
+        Index("ix_dicom_studies_patient_name", "patient_name"),
     )
 
 
@@ -68,6 +72,8 @@ class DicomSeries(Base):
     series_description: Mapped[str | None] = mapped_column(String(64))
     body_part: Mapped[str | None] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_dicom_series_study_modality", "study_id", "modality"),)
 
 
 class DicomInstance(Base):
@@ -86,6 +92,8 @@ class DicomInstance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     calling_ae: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_dicom_instances_sop_class_uid", "sop_class_uid"),)
 
 
 class EcgMeasurement(Base):

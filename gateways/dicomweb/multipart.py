@@ -1,0 +1,181 @@
+"""multipart/related both ways: WADO-RS answers written part by part as the files are read (never a whole
+file in memory), and STOW-RS bodies received part by part into temporary files with size limits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+from aiohttp.multipart import BodyPartReader, MultipartReader
+
+from gateways.dicomweb.media import BadRequest, PayloadTooLarge, UnsupportedMediaType, parse_media_type
+
+CHUNK: Final = 1 << 20
+CRLF: Final = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part to send: a file (or a slice of it) or bytes, with its Content-Type."""
+
+    content_type: str
+    path: str | None = None
+    offset: int = 0
+    length: int | None = None
+    data: bytes | None = None
+    location: str | None = None
+
+
+def _read_slice(path: str, offset: int, length: int | None) -> list[bytes]:
+    """A file slice in chunks of 1 MiB, read on a worker thread (at most 8 MiB per call)."""
+    chunks = []
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        left = length
+        for _ in range(8):
+            want = CHUNK if left is None else min(CHUNK, left)
+            if want <= 0:
+                break
+            chunk = fh.read(want)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return chunks
+
+
+async def _file_chunks(path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+    position, left = offset, length
+    while left is None or left > 0:
+        chunks = await asyncio.to_thread(_read_slice, path, position, left)
+        if not chunks:
+            return
+        for chunk in chunks:
+            yield chunk
+            position += len(chunk)
+            if left is not None:
+                left -= len(chunk)
+        if sum(map(len, chunks)) < 8 * CHUNK:
+            return
+
+
+async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], part_type: str) -> web.StreamResponse:
+    """A ``multipart/related; type=part_type`` response written while the parts are produced."""
+    boundary = uuid.uuid4().hex
+    response = web.StreamResponse(status=200)
+    response.headers["Content-Type"] = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    started = False
+    async for part in parts:
+        if not started:
+            await response.prepare(request)
+            started = True
+        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+        if part.location:
+            head += f"Content-Location: {part.location}\r\n"
+        await response.write(head.encode() + CRLF)
+        if part.data is not None:
+            await response.write(part.data)
+        elif part.path is not None:
+            async for chunk in _file_chunks(part.path, part.offset, part.length):
+                await response.write(chunk)
+        await response.write(CRLF)
+    if not started:
+        await response.prepare(request)
+    await response.write(f"--{boundary}--\r\n".encode())
+    await response.write_eof()
+    return response
+
+
+# --------------------------------------------------------------------------------------------------
+# Receiving (STOW-RS)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedPart:
+    content_type: str
+    path: Path
+    size: int
+
+
+@dataclass
+class Received:
+    """The parts of a STOW-RS body, each in a temporary file; ``discard()`` removes what is left."""
+
+    parts: list[ReceivedPart] = field(default_factory=list)
+
+    def discard(self) -> None:
+        for part in self.parts:
+            part.path.unlink(missing_ok=True)
+
+
+def check_stow_content_type(header: str | None) -> None:
+    media = parse_media_type(header or "")
+    if media.type != "multipart/related":
+        raise UnsupportedMediaType(
+            'STOW-RS takes multipart/related; type="application/dicom"', code="unsupported-media-type"
+        )
+    part_type = media.part_type
+    if part_type is not None and part_type.lower() != "application/dicom":
+        raise UnsupportedMediaType(
+            f"parts of type {part_type} are not supported: send application/dicom instances",
+            code="unsupported-media-type",
+        )
+    if "boundary" not in media.params:
+        raise BadRequest("the multipart body has no boundary", code="bad-multipart")
+
+
+async def receive_parts(
+    request: web.Request, tmp_dir: Path, *, max_part_bytes: int, max_total_bytes: int, max_parts: int = 10_000
+) -> Received:
+    """Every part of the body into its own temporary file. A malformed body is 400, a part over
+    ``max_part_bytes`` or a body over ``max_total_bytes`` 413; either way no file is left behind."""
+    check_stow_content_type(request.headers.get("Content-Type"))
+    received = Received()
+    total = 0
+    try:
+        reader = MultipartReader(request.headers, request.content)
+        for _ in range(max_parts + 1):
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest("nested multipart bodies are not supported", code="bad-multipart")
+            if len(received.parts) >= max_parts:
+                raise PayloadTooLarge(f"more than {max_parts} parts", code="too-many-parts")
+            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".stow")
+            path = Path(name)
+            item = ReceivedPart(part.headers.get("Content-Type", "application/dicom"), path, 0)
+            received.parts.append(item)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await part.read_chunk(CHUNK):
+                    item.size += len(chunk)
+                    total += len(chunk)
+                    if item.size > max_part_bytes:
+                        raise PayloadTooLarge(
+                            f"part {len(received.parts)} is larger than {max_part_bytes} bytes",
+                            code="instance-too-large",
+                        )
+                    if total > max_total_bytes:
+                        raise PayloadTooLarge(f"the body is larger than {max_total_bytes} bytes", code="body-too-large")
+                    out.write(chunk)
+        if not received.parts:
+            raise BadRequest("the multipart body has no parts", code="bad-multipart")
+    except (PayloadTooLarge, BadRequest):
+        received.discard()
+        raise
+    except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's multipart parser on broken input
+        received.discard()
+        raise BadRequest(f"malformed multipart body: {exc}", code="bad-multipart") from None
+    except BaseException:
+        received.discard()
+        raise
+    return received

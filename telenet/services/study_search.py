@@ -1,0 +1,389 @@
+"""Studies as DICOMweb sees them (QIDO-RS search, WADO-RS locate): matching in the database query, the scope
+rules of C-FIND/C-GET for people, and one audit row per study read (who, which study, which patient, from
+where), never a count.
+
+Scope: a clinic (requester, integration account) sees the studies it sent and those of its own requests;
+a reader the studies of requests at its centers, those it holds and those it takes part in; a coordinator
+its centers' requests and everything sent from or requested within its subtree; an admin its subtree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, exists, false, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telenet.domain.access import Actor, Role
+from telenet.domain.errors import Invalid, NotFound
+from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.store.models import (
+    AuditEntry,
+    Center,
+    DicomInstance,
+    DicomSeries,
+    DicomStudy,
+    EcgMeasurement,
+    Institution,
+    Participant,
+    Request,
+)
+
+LEVELS: Final = ("study", "series", "instance")
+MAX_LIMIT: Final = 1000
+DEFAULT_LIMIT: Final = 100
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """The matching keys of a QIDO-RS search, already parsed (dates YYYYMMDD, names as DICOM patterns)."""
+
+    level: str
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] = ()
+    patient_name: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    modalities_in_study: tuple[str, ...] = ()
+    modality: str | None = None
+    sop_class_uids: tuple[str, ...] = ()
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """One instance a WADO-RS request may read: its file and identifiers."""
+
+    path: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size_bytes: int
+    ecg_svg_path: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Scope and matching, as SQL
+# --------------------------------------------------------------------------------------------------
+
+
+def _under(column: Any, path: str) -> ColumnElement[bool]:
+    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")  # type: ignore[no-any-return]
+
+
+def visible_studies(actor: Actor) -> ColumnElement[bool]:
+    """The studies ``actor`` may see, as a condition on ``DicomStudy`` (the rules of the module docstring)."""
+    if actor.role in (Role.REQUESTER, Role.INTEGRATION):
+        own_requests = select(Request.id).where(Request.requesting_institution_id == actor.institution_id)
+        clauses = [DicomStudy.source_institution_id == actor.institution_id, DicomStudy.request_id.in_(own_requests)]
+        if actor.role is Role.INTEGRATION:  # a center's workstation account, as in C-FIND
+            centers = select(Center.id).where(Center.institution_id == actor.institution_id)
+            clauses.append(DicomStudy.request_id.in_(select(Request.id).where(Request.center_id.in_(centers))))
+        return or_(*clauses)
+    at_my_centers = select(Center.id).where(Center.code.in_(sorted(actor.center_codes)))
+    taking_part = select(Participant.request_id).where(Participant.user_id == actor.user_id)
+    request_clauses: list[ColumnElement[bool]] = [
+        Request.center_id.in_(at_my_centers),
+        Request.claimed_by_id == actor.user_id,
+        Request.id.in_(taking_part),
+    ]
+    study_clauses: list[ColumnElement[bool]] = []
+    if actor.role in (Role.COORDINATOR, Role.ADMIN):
+        request_clauses.append(_under(Request.requesting_path, actor.institution_path))
+        study_clauses.append(_under(DicomStudy.source_path, actor.institution_path))
+    if actor.role is Role.ADMIN:
+        centers_below = (
+            select(Center.id)
+            .join(Institution, Institution.id == Center.institution_id)
+            .where(_under(Institution.path, actor.institution_path))
+        )
+        request_clauses.append(Request.center_id.in_(centers_below))
+    if actor.role not in (Role.READER, Role.COORDINATOR, Role.ADMIN):
+        return false()
+    requests = select(Request.id).where(or_(*request_clauses))
+    return or_(DicomStudy.request_id.in_(requests), *study_clauses)
+
+
+def like_pattern(pattern: str) -> str:
+    """A DICOM wildcard pattern (``*``, ``?``) as a LIKE pattern with ``\\`` as the escape character."""
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char in "%_\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def is_wild(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def match_value(column: Any, pattern: str, *, dialect: str) -> ColumnElement[bool]:
+    """Single value matching, case-sensitive (SQLite's LIKE is not: GLOB there); ``*`` alone matches all."""
+    if pattern == "*":
+        return literal(True)
+    if not is_wild(pattern):
+        return column == pattern  # type: ignore[no-any-return]
+    if dialect == "sqlite":
+        glob = "".join(f"[{c}]" if c in "[]" else c for c in pattern)
+        return column.op("GLOB")(glob)  # type: ignore[no-any-return]
+    return column.like(like_pattern(pattern), escape="\\")  # type: ignore[no-any-return]
+
+
+def match_person_name(column: Any, pattern: str) -> ColumnElement[bool]:
+    """PN matching, case-insensitive (PS3.4 C.2.2.2.1 allows it), against the whole value or any one of its
+    component groups: ``张*`` finds ``Zhang^San=张^三``, ``Zhang^San`` finds it too."""
+    if pattern == "*":
+        return literal(True)
+    if "=" in pattern:
+        return column.ilike(like_pattern(pattern), escape="\\")  # type: ignore[no-any-return]
+    p = like_pattern(pattern)
+    forms = (p, p + "=%", "%=" + p, "%=" + p + "=%")
+    return or_(*(column.ilike(form, escape="\\") for form in forms))
+
+
+def _study_conditions(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [DicomStudy.instance_count > 0]
+    if query.study_uids:
+        conditions.append(DicomStudy.study_instance_uid.in_(query.study_uids))
+    if query.patient_name:
+        conditions.append(match_person_name(DicomStudy.patient_name, query.patient_name))
+    if query.patient_id:
+        conditions.append(match_value(DicomStudy.patient_id, query.patient_id, dialect=dialect))
+    if query.accession_number:
+        conditions.append(match_value(DicomStudy.accession_number, query.accession_number, dialect=dialect))
+    if query.date_from:
+        conditions.append(DicomStudy.study_date >= query.date_from)
+    if query.date_to:
+        conditions.append(DicomStudy.study_date <= query.date_to)
+    if query.modalities_in_study:
+        series_modality = [match_value(DicomSeries.modality, m, dialect=dialect) for m in query.modalities_in_study]
+        conditions.append(
+            exists().where(DicomSeries.study_id == DicomStudy.id, or_(*series_modality)).correlate(DicomStudy)
+        )
+    return conditions
+
+
+def _series_conditions(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.series_uids:
+        conditions.append(DicomSeries.series_instance_uid.in_(query.series_uids))
+    if query.modality:
+        conditions.append(match_value(DicomSeries.modality, query.modality, dialect=dialect))
+    return conditions
+
+
+def _instance_conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.sop_uids:
+        conditions.append(DicomInstance.sop_instance_uid.in_(query.sop_uids))
+    if query.sop_class_uids:
+        conditions.append(DicomInstance.sop_class_uid.in_(query.sop_class_uids))
+    return conditions
+
+
+# --------------------------------------------------------------------------------------------------
+# Audit: one row per study read
+# --------------------------------------------------------------------------------------------------
+
+
+def audit_studies(uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[DicomStudy], **detail: Any) -> None:
+    """One audit row per study (who, which study, which patient, from where), written with the use case."""
+    now = uow.hub.clock.now()
+    uow.session.add_all(
+        AuditEntry(
+            at=now,
+            actor_id=actor.user_id or None,
+            actor=actor.username,
+            actor_institution_path=actor.institution_path,
+            action=action,
+            object_type="dicom_study",
+            object_id=study.study_instance_uid,
+            object_path=study.source_path,
+            remote_addr=actor.remote_addr,
+            outcome="ok",
+            detail={"patient_id": study.patient_id, "accession_number": study.accession_number, **detail},
+        )
+        for study in studies
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# QIDO-RS
+# --------------------------------------------------------------------------------------------------
+
+
+def _study_row(study: DicomStudy, series_count: int | None = None) -> dict[str, Any]:
+    return {
+        "study_instance_uid": study.study_instance_uid,
+        "patient_name": study.patient_name,
+        "patient_id": study.patient_id,
+        "patient_birth_date": study.patient_birth_date,
+        "patient_sex": study.patient_sex,
+        "study_date": study.study_date,
+        "study_time": study.study_time,
+        "accession_number": study.accession_number,
+        "study_id": study.study_id,
+        "study_description": study.study_description,
+        "referring_physician": study.referring_physician,
+        "modalities": list(study.modalities or []),
+        "series_count": series_count,
+        "instance_count": study.instance_count,
+        "character_set": study.character_set,
+    }
+
+
+def _series_row(series: DicomSeries) -> dict[str, Any]:
+    return {
+        "series_instance_uid": series.series_instance_uid,
+        "modality": series.modality,
+        "series_number": series.series_number,
+        "series_description": series.series_description,
+        "body_part": series.body_part,
+        "series_instance_count": series.instance_count,
+    }
+
+
+def _instance_row(instance: DicomInstance) -> dict[str, Any]:
+    return {
+        "sop_instance_uid": instance.sop_instance_uid,
+        "sop_class_uid": instance.sop_class_uid,
+        "instance_number": instance.instance_number,
+        "transfer_syntax_uid": instance.transfer_syntax_uid,
+    }
+
+
+def _check(query: SearchQuery) -> None:
+    if query.level not in LEVELS:
+        raise Invalid(f"level must be one of {', '.join(LEVELS)}", code="bad-level")
+    if not 0 <= query.limit <= MAX_LIMIT or query.offset < 0:
+        raise Invalid(f"limit must be 0..{MAX_LIMIT} and offset ≥ 0", code="bad-parameter")
+
+
+async def search(hub: Hub, actor: Actor, query: SearchQuery) -> list[dict[str, Any]]:
+    """QIDO-RS at study, series or instance level within the caller's scope: each match as a dict of study
+    (and series, instance) values, in arrival order, paged in the query."""
+    _check(query)
+    async with use_case(hub, actor, f"dicomweb.search.{query.level}", "dicom_study") as uow:
+        rows = await _search(uow.session, hub.dialect, actor, query)
+        seen: dict[str, DicomStudy] = {}
+        for row in rows:
+            seen.setdefault(row[0].study_instance_uid, row[0])
+        uow.audit(object_path=actor.institution_path, detail={"level": query.level, "matches": len(rows)})
+        audit_studies(uow, actor, "dicomweb.search", list(seen.values()), level=query.level)
+        if query.level == "study":
+            counts = await _series_counts(uow.session, [s.id for s in seen.values()])
+            return [_study_row(row[0], counts.get(row[0].id, 0)) for row in rows]
+        if query.level == "series":
+            return [{**_study_row(row[0]), **_series_row(row[1])} for row in rows]
+        return [{**_study_row(row[0]), **_series_row(row[1]), **_instance_row(row[2])} for row in rows]
+
+
+async def _search(session: AsyncSession, dialect: str, actor: Actor, query: SearchQuery) -> list[Any]:
+    conditions = [visible_studies(actor), *_study_conditions(query, dialect)]
+    sql: Any
+    if query.level == "study":
+        sql = select(DicomStudy).where(*conditions).order_by(DicomStudy.id)
+    elif query.level == "series":
+        sql = (
+            select(DicomStudy, DicomSeries)
+            .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
+            .where(*conditions, *_series_conditions(query, dialect))
+            .order_by(DicomSeries.id)
+        )
+    else:
+        sql = (
+            select(DicomStudy, DicomSeries, DicomInstance)
+            .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
+            .join(DicomInstance, DicomInstance.series_id == DicomSeries.id)
+            .where(*conditions, *_series_conditions(query, dialect), *_instance_conditions(query))
+            .order_by(DicomInstance.id)
+        )
+    sql = sql.limit(query.limit).offset(query.offset)
+    return list((await session.execute(sql)).all())
+
+
+async def _series_counts(session: AsyncSession, study_ids: list[int]) -> dict[int, int]:
+    from sqlalchemy import func
+
+    if not study_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(DicomSeries.study_id, func.count())
+            .where(DicomSeries.study_id.in_(study_ids))
+            .group_by(DicomSeries.study_id)
+        )
+    ).all()
+    return {row[0]: int(row[1]) for row in rows}
+
+
+# --------------------------------------------------------------------------------------------------
+# WADO-RS: the files of a study, series or instance
+# --------------------------------------------------------------------------------------------------
+
+
+async def locate(
+    hub: Hub,
+    actor: Actor,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    *,
+    action: str = "retrieve",
+) -> list[StoredInstance]:
+    """The stored instances of a study (or one series, one instance) the caller may read, in series and
+    instance order; 404 when the study is unknown or outside the caller's scope (its existence is not told)."""
+    async with use_case(hub, actor, f"dicomweb.{action}", "dicom_study", study_uid) as uow:
+        session = uow.session
+        study = (
+            await session.execute(
+                select(DicomStudy).where(DicomStudy.study_instance_uid == study_uid, visible_studies(actor))
+            )
+        ).scalar_one_or_none()
+        if study is None:
+            raise NotFound(f"no study {study_uid}", code="no-study")
+        uow.audit(object_path=study.source_path, detail={"patient_id": study.patient_id})
+        sql = (
+            select(DicomInstance, DicomSeries.series_instance_uid, EcgMeasurement.svg_path)
+            .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
+            .outerjoin(EcgMeasurement, EcgMeasurement.instance_id == DicomInstance.id)
+            .where(DicomInstance.study_id == study.id)
+            .order_by(DicomSeries.series_number, DicomSeries.id, DicomInstance.instance_number, DicomInstance.id)
+        )
+        if series_uid is not None:
+            sql = sql.where(DicomSeries.series_instance_uid == series_uid)
+        if sop_uid is not None:
+            sql = sql.where(DicomInstance.sop_instance_uid == sop_uid)
+        rows = (await session.execute(sql)).all()
+        if not rows:
+            what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else "instance"
+            raise NotFound(f"no {what} in study {study_uid}", code="no-instance")
+        uow.audit(detail={"series": series_uid, "instance": sop_uid, "instances": len(rows)})
+        return [
+            StoredInstance(
+                path=i.path,
+                study_instance_uid=study.study_instance_uid,
+                series_instance_uid=series,
+                sop_instance_uid=i.sop_instance_uid,
+                sop_class_uid=i.sop_class_uid,
+                transfer_syntax_uid=i.transfer_syntax_uid,
+                size_bytes=i.size_bytes,
+                ecg_svg_path=svg,
+            )
+            for i, series, svg in rows
+        ]

@@ -1,0 +1,93 @@
+"""Each role's screens render from the same services as the API, and a role does not see another's screens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.factories import order
+from tests.integration.test_console_sessions import session_of
+
+pytestmark = pytest.mark.storage
+
+SCREENS = {
+    "township_doc": ["/requests", "/requests/new", "/upload"],
+    "county_reader": ["/centers/NL-C01-K01-IMG/worklist", "/centers/NL-C01-K01-ECG/worklist"],
+    "county_coord": ["/centers/NL-C01-K01-IMG/board"],
+    "county_admin": [
+        "/admin/registry",
+        "/admin/assessment",
+        "/admin/settlements?period=2026-03",
+        "/admin/audit?action=request.read",
+    ],
+}
+
+
+async def page(client: Any, username: str, path: str) -> tuple[int, str]:
+    value, _ = await session_of(client, username)
+    resp = await client.get(path, headers={"Cookie": f"telenet_session={value}"}, allow_redirects=False)
+    return resp.status, await resp.text()
+
+
+@pytest.mark.parametrize("username", sorted(SCREENS))
+async def test_every_screen_of_a_role_renders(client: Any, username: str) -> None:
+    headers = await client.login("township_doc")
+    made = await client.post("/api/v1/requests", json=order(accession_number="PAGES0001"), headers=headers)
+    assert made.status == 201
+    for path in SCREENS[username]:
+        status, html = await page(client, username, path)
+        assert status == 200, f"{username} {path}: {html[:500]}"
+        assert '<main id="main">' in html
+
+
+async def test_home_leads_each_role_to_its_screen(client: Any) -> None:
+    expected = {
+        "township_doc": "/requests",
+        "county_reader": "/centers/NL-C01-K01-IMG/worklist",
+        "county_coord": "/centers/NL-C01-K01-IMG/board",
+        "province_admin": "/admin/registry",
+    }
+    for username, target in expected.items():
+        value, _ = await session_of(client, username)
+        resp = await client.get("/", headers={"Cookie": f"telenet_session={value}"}, allow_redirects=False)
+        assert resp.status == 303
+        assert resp.headers["Location"] == target
+
+
+async def test_a_role_cannot_open_another_roles_screens(client: Any) -> None:
+    for username, path in [
+        ("township_doc", "/admin/registry"),
+        ("township_doc", "/centers/NL-C01-K01-IMG/worklist"),
+        ("county_reader", "/requests/new"),
+        ("county_reader", "/centers/NL-C01-K01-IMG/board"),
+        ("county_coord", "/admin/audit"),
+        ("city_reader", "/centers/NL-C01-K01-IMG/worklist"),
+    ]:
+        status, html = await page(client, username, path)
+        assert status == 403, f"{username} {path}"
+        assert "无法打开此页面" in html
+
+
+async def test_assessment_charts_are_svg_with_their_csv(client: Any) -> None:
+    made = await client.post("/api/v1/requests", json=order(), headers=await client.login("township_doc"))
+    assert made.status == 201
+    status, html = await page(client, "county_admin", "/admin/assessment")
+    assert status == 200
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img"') == 5
+    value, _ = await session_of(client, "county_admin")
+    resp = await client.get("/admin/assessment/kind.csv", headers={"Cookie": f"telenet_session={value}"})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/csv")
+    text = await resp.text()
+    assert text.startswith("\ufeff申请量（按类型）")
+    assert "影像诊断" in text
+
+
+async def test_registry_tree_has_the_five_tiers_with_centers_and_agreements(client: Any) -> None:
+    status, html = await page(client, "province_admin", "/admin/registry")
+    assert status == 200
+    for tier in ("省级", "市级", "县级", "乡镇", "村级"):
+        assert f">{tier}</span>" in html
+    assert "安澜县远程影像诊断中心" in html
+    assert "生效的协作协议" in html
