@@ -18,7 +18,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from gateways.dicom import mapping
 from gateways.dicom.ecg_files import ecg_paths, process_ecg
-from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Op, failure
+from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Busy, Op, failure
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, NotFound
@@ -71,6 +71,10 @@ class Handlers:
     def _store(self, event: Event) -> int:
         actor = self.actor(event)
         received = Path(event.dataset_path)
+        limit = self.node.settings.dicom_max_instance_bytes
+        if received.stat().st_size > limit:
+            self.node.whitelist.refused("instance-too-large")
+            raise Busy(f"instance larger than {limit} bytes")
         is_ecg = str(_req(event).AffectedSOPClassUID) in ECG_SOP_CLASSES
         try:
             ds = dcmread(received, stop_before_pixels=not is_ecg)
