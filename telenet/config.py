@@ -203,6 +203,20 @@ class Settings:
         default="", metadata={"doc": "The OHIF viewer's dist folder (make viewer); default {var_dir}/viewer/dist."}
     )
 
+    dicom_max_associations_per_peer: int = dataclasses.field(
+        default=32, metadata={"doc": "Simultaneous DICOM associations from one address; more are rejected."}
+    )
+    dicom_max_instance_bytes: int = dataclasses.field(
+        default=2 << 30, metadata={"doc": "Largest DICOM instance accepted by C-STORE (0xA700 above it)."}
+    )
+    hl7_max_connections_per_peer: int = dataclasses.field(
+        default=16, metadata={"doc": "Simultaneous MLLP connections from one address; more are closed at once."}
+    )
+    hl7_dead_letters_per_peer_hour: int = dataclasses.field(
+        default=200,
+        metadata={"doc": "Dead letters kept per sending address per hour; past it unparseable input is only counted."},
+    )
+
     @property
     def resolved_dicom_storage_dir(self) -> Path:
         return Path(self.dicom_storage_dir) if self.dicom_storage_dir else Path(self.var_dir) / "dicom"

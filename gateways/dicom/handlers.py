@@ -18,7 +18,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from gateways.dicom import mapping
 from gateways.dicom.commitment import StorageCommitment
 from gateways.dicom.ingest import ingest
-from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Op, failure
+from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Busy, Op, failure
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, NotFound
 from telenet.services import modality
@@ -70,12 +70,17 @@ class Handlers:
             return failure(Op.STORE, exc)
 
     def _store(self, event: Event) -> int:
+        received = Path(event.dataset_path)
+        limit = self.node.settings.dicom_max_instance_bytes
+        if received.stat().st_size > limit:
+            self.node.whitelist.refused("instance-too-large")
+            raise Busy(f"instance larger than {limit} bytes")
         ingest(
             self.hub,
             self.bridge,
             self.store,
             self.actor(event),
-            Path(event.dataset_path),
+            received,
             sop_class_uid=str(_req(event).AffectedSOPClassUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             affected_sop_instance_uid=str(_req(event).AffectedSOPInstanceUID or ""),

@@ -140,6 +140,7 @@ class _NodeAE(AE):
 
     whitelist: AEWhitelist | None = None
     plain_loopback_only: bool = False
+    max_associations_per_peer: int = 32
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -154,6 +155,11 @@ class _NodeAE(AE):
         if self.plain_loopback_only and not secure and not tls.is_loopback(address):
             log.warning("association refused: plain DICOM from %s (plain_loopback_only)", address)
             self.whitelist.refused("plain-connection")
+            return ["\x00"]
+        same_peer = sum(1 for a in self.active_associations if getattr(a.requestor, "address", None) == address)
+        if same_peer > self.max_associations_per_peer:
+            log.warning("association refused: %d associations from %s", same_peer, address)
+            self.whitelist.refused("associations-per-peer")
             return ["\x00"]
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
         return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
@@ -202,6 +208,7 @@ class DicomNode:
         ae = _NodeAE(ae_title=self.settings.dicom_ae_title)
         ae.whitelist = self.whitelist
         ae.plain_loopback_only = self.settings.plain_loopback_only
+        ae.max_associations_per_peer = self.settings.dicom_max_associations_per_peer
         ae.require_called_aet = True  # the called AE must be the hub's own title
         ae.maximum_associations = self.settings.dicom_max_associations
         ae.maximum_pdu_size = 0  # no limit: large instances arrive in few PDUs

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +30,7 @@ from gateways.hl7.sender import ResultSender
 from telenet import tls
 from telenet.config import Settings
 from telenet.domain.errors import TelenetError
+from telenet.domain.ratelimit import SlidingWindow
 from telenet.domain.sla import Clock
 from telenet.services import hl7_inbound, peers
 from telenet.services.hl7_inbound import ReplayOutcome
@@ -113,6 +115,8 @@ class HL7Gateway:
         self.answered: dict[str, int] = {}
         # Refused peers (spoofed MSH-4, plain connections from afar), counted in /metrics when wired (app.py).
         self.refusals: Tally | None = None
+        self._per_peer: dict[str, int] = {}
+        self._dead_letters = SlidingWindow(settings.hl7_dead_letters_per_peer_hour, 3600.0)
 
     @property
     def port(self) -> int:
@@ -171,7 +175,15 @@ class HL7Gateway:
             address[0] if isinstance(address, tuple) else None, tls.fingerprint(writer.get_extra_info("ssl_object"))
         )
         frames = MLLPReader(reader, max_size=self.settings.hl7_max_message_bytes)
+        host = identity.address or peer
+        self._per_peer[host] = self._per_peer.get(host, 0) + 1
         try:
+            if self._per_peer[host] > self.settings.hl7_max_connections_per_peer:
+                log.warning(
+                    "hl7: refused %s: more than %d connections", peer, self.settings.hl7_max_connections_per_peer
+                )
+                self._refused("connections-per-peer")
+                return
             if (
                 self.settings.plain_loopback_only
                 and writer.get_extra_info("ssl_object") is None
@@ -211,6 +223,9 @@ class HL7Gateway:
         except (ConnectionError, OSError) as exc:
             log.info("hl7: connection from %s lost: %s", peer, exc)
         finally:
+            self._per_peer[host] -= 1
+            if not self._per_peer[host]:
+                del self._per_peer[host]
             self._connections.discard(task)
             self._busy.discard(task)
             writer.close()
@@ -317,6 +332,13 @@ class HL7Gateway:
         return self._count(Answer("AE", ack, error.text))
 
     async def _dead_letter(self, raw: bytes, message: Rejected, peer: str | None, note: str = "") -> None:
+        host = (peer or "-").rsplit(":", 1)[0]
+        moment = time.monotonic()
+        if self._dead_letters.retry_after(host, moment) > 0:
+            log.warning("hl7: not keeping another dead letter from %s this hour", host)
+            self._refused("dead-letters-per-peer")
+            return
+        self._dead_letters.hit(host, moment)
         location = f" [{message.error_location}]" if message.error_location else ""
         try:
             await hl7_inbound.record_dead_letter(

@@ -36,6 +36,6 @@ async def client_address_middleware(request: web.Request, handler: Handler) -> w
     client, secure = forwarded_client(request)
     if request.app[EXTRA].get("plain_loopback_only") and not secure and not is_loopback(request.remote):
         raise Forbidden("plain HTTP is refused from this address; use HTTPS", code="tls-required")
-    if client != request.remote:
+    if client is not None and client != request.remote:
         request = request.clone(remote=client)
     return await handler(request)

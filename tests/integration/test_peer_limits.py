@@ -1,0 +1,88 @@
+"""Limits per peer: MLLP connections and dead letters per address, DICOM associations per address and the
+instance size; each refusal clear and counted in /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+
+from telenet.app import HL7_GATEWAY, build_app
+from telenet.config import Settings
+from telenet.store.models import HL7DeadLetter
+from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered
+from tests.integration.test_dicom_node import store
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return dicom_settings(tmp_path)
+
+
+async def _metrics(api: Any) -> str:
+    return str(await (await api.get("/metrics")).text())
+
+
+async def test_mllp_connections_and_dead_letters_per_peer(
+    aiohttp_client: Any, demo_hub: Any, settings: Settings, database: Any
+) -> None:
+    configured = settings.replace(
+        hl7_enabled=True, hl7_port=0, hl7_workers=1, hl7_max_connections_per_peer=2, hl7_dead_letters_per_peer_hour=2
+    )
+    app = build_app(configured, engine=database.engine)
+    api = await aiohttp_client(app)
+    port = app[HL7_GATEWAY].port
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    assert answer == b"", "the third connection is closed at once"
+    writer.close()
+    for _, w in held:
+        w.close()
+    for _ in range(250):  # until the hub has seen the held connections go
+        if not app[HL7_GATEWAY]._connections:
+            break
+        await asyncio.sleep(0.02)
+
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    for i in range(4):
+        w.write(b"\x0bnot hl7 at all " + str(i).encode() + b"\x1c\x0d")
+        await w.drain()
+        assert b"MSA|AR" in await asyncio.wait_for(r.readuntil(b"\x1c\x0d"), 10)
+    w.close()
+    async with demo_hub.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(HL7DeadLetter)) == 2
+    text = await _metrics(api)
+    assert 'telenet_peer_refusals_total{protocol="hl7",reason="connections-per-peer"} 1.0' in text
+    assert 'telenet_peer_refusals_total{protocol="hl7",reason="dead-letters-per-peer"} 2.0' in text
+
+
+async def test_dicom_associations_per_peer_and_instance_size(client: Any, settings: Settings) -> None:
+    view = await ordered(client, modality="CT")
+    async with node_for(client.hub, settings.replace(dicom_max_associations_per_peer=1)) as node:
+
+        def two_associations() -> tuple[bool, bool]:
+            ae = AE(ae_title=TOWNSHIP_AE)
+            ae.add_requested_context(Verification)
+            first = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            second = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            result = (first.is_established, second.is_established)
+            for assoc in (first, second):
+                if assoc.is_established:
+                    assoc.release()
+            return result
+
+        assert await asyncio.to_thread(two_associations) == (True, False)
+
+    async with node_for(client.hub, settings.replace(dicom_max_instance_bytes=1000)) as node:
+        ds = instance("CT_small.dcm", accession=view["accession_number"])
+        (status,) = await store(node.port, TOWNSHIP_AE, [ds])
+        assert status.Status == 0xA700 and "larger than 1000 bytes" in str(status.ErrorComment)
