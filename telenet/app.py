@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateways.dicom.node import dicom_ctx
 from gateways.hl7.server import HL7Gateway
-from telenet.api import dicom_routes, fee_routes, hl7_routes, registry_routes, request_routes, ws
+from telenet.api import (
+    clinical_routes,  # i15: critical findings when found, practitioner registry
+    dicom_routes,
+    fee_routes,
+    hl7_routes,
+    registry_routes,
+    request_routes,
+    ws,
+)
 from telenet.api.context import EXTRA
 from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
@@ -79,6 +87,7 @@ def route_sets() -> list[Routes]:
         fee_routes.routes,
         hl7_routes.routes,
         dicom_routes.routes,
+        clinical_routes.routes,
     ]
 
 

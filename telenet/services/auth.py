@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid, NotFound, Unauthorized
+from telenet.services import practitioners
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import Center, Institution, Token, User, UserCenter
 
@@ -212,6 +213,15 @@ async def add_user(
                 raise Invalid("a password has at least 8 characters")
             user.password_hash = hash_password(password)
         await session.flush()
+        if title is not None or practice_since is not None:
+            await practitioners.upsert(
+                session,
+                user.id,
+                now=hub.clock.now(),
+                by=actor.username if actor else "cli",
+                title=title,
+                practice_since=practice_since,
+            )
         await session.execute(delete(UserCenter).where(UserCenter.user_id == user.id))
         for center_id in center_ids:
             session.add(UserCenter(user_id=user.id, center_id=center_id))

@@ -18,6 +18,7 @@ from telenet.domain.errors import Invalid
 from telenet.domain.registry import LocatedError, check_network, compute_paths
 from telenet.domain.tiers import Tier
 from telenet.schemas import load_schema
+from telenet.services import practitioners
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import (
     Agreement,
@@ -486,3 +487,14 @@ async def _load_users(
             report.users_without_password.append(item["username"])
     if new_links:
         await session.execute(insert(UserCenter), new_links)
+    for item in items:
+        if item.get("practice_since") or item.get("licence_number") or item.get("title"):
+            await practitioners.upsert(
+                session,
+                ids[item["username"]],
+                now=hub.clock.now(),
+                by="network-file",
+                title=item.get("title"),
+                practice_since=_d(item.get("practice_since")),
+                licence_number=item.get("licence_number"),
+            )

@@ -169,6 +169,10 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             requesting_path=requester.path,
             requester_id=actor.user_id or None,
             requester_name=actor.display_name or actor.username,
+            ordering_clinician_id=(body.get("ordering_clinician") or {}).get("id")
+            or (None if actor.role is Role.INTEGRATION else actor.username),
+            ordering_clinician_name=(body.get("ordering_clinician") or {}).get("name")
+            or (None if actor.role is Role.INTEGRATION else actor.display_name or actor.username),
             consent_given_by=consent.get("given_by") if has_consent else None,
             consent_given_at=consent_at,
             state=state.value,
@@ -280,6 +284,11 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
         },
         "requesting_institution": {"code": requester.code, "name": requester.name, "tier": requester.tier},
         "requester": request.requester_name,
+        "ordering_clinician": (
+            {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
+            if request.ordering_clinician_name
+            else None
+        ),
         "patient": {
             "id": patient.his_id,
             "name": patient.name,
@@ -316,15 +325,29 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             }
             for s, code in steps
         ],
-        "reports": [report_view(r) for r in reports],
+        "reports": [
+            report_view(r) for r in reports if r.status != "preliminary" or may_see_drafts(actor, request, center.code)
+        ],
         "critical_findings": [critical_view(c) for c in criticals],
     }
+
+
+def may_see_drafts(actor: Actor, request: Request, center_code: str) -> bool:
+    """Unsigned drafts stay with the reading center's readers and coordinators: the requesting side (and any
+    admin) only ever sees signed reports."""
+    if request.claimed_by_id == actor.user_id:
+        return True
+    return actor.role in (Role.READER, Role.COORDINATOR) and center_code in actor.center_codes
 
 
 def report_view(report: Report) -> dict[str, Any]:
     return {
         "id": report.id,
         "status": report.status,
+        "version": report.version,
+        "superseded_at": _iso(report.superseded_at),
+        "preliminary_author": report.preliminary_author_name,
+        "signer": report.author_name if report.signed_at else None,
         "findings": report.findings,
         "impression": report.impression,
         "critical": report.critical,
@@ -343,6 +366,8 @@ def critical_view(finding: CriticalFinding) -> dict[str, Any]:
         "items": finding.items,
         "raised_at": _iso(finding.raised_at),
         "raised_by": finding.raised_by,
+        "source": finding.source,
+        "report_id": finding.report_id,
         "deadline_at": _iso(finding.deadline_at),
         "escalation_level": finding.escalation_level,
         "acknowledged_at": _iso(finding.acknowledged_at),

@@ -69,7 +69,9 @@ class Scenario:
     async def ack(self, view: dict[str, Any], after: float, user: str) -> None:
         self.wait(after)
         critical_id = view["critical_findings"][0]["id"]
-        await reports.acknowledge(self.hub, await self.actor(user), critical_id, {"read_back_by": "值班护士"})
+        await reports.acknowledge(
+            self.hub, await self.actor(user), critical_id, {"read_back_by": "值班护士", "read_back": "危急值已复述"}
+        )
 
     async def sweep(self, after: float) -> Any:
         self.wait(after)

@@ -2,6 +2,7 @@
 
 from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
 from telenet.store.models.base import Base
+from telenet.store.models.clinical import CriticalCall, PractitionerRecord
 from telenet.store.models.dicom import (
     DicomInstance,
     DicomSeries,
@@ -40,6 +41,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Center",
+    "CriticalCall",
     "CriticalFinding",
     "DicomInstance",
     "DicomSeries",
@@ -63,6 +65,7 @@ __all__ = [
     "NetworkMember",
     "Participant",
     "Patient",
+    "PractitionerRecord",
     "RecognitionDecision",
     "Report",
     "Request",

@@ -45,7 +45,7 @@ class HL7OutboxItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
-    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     institution_path: Mapped[str] = mapped_column(String(400))
     destination_host: Mapped[str] = mapped_column(String(255))
@@ -64,12 +64,14 @@ class HL7OutboxItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A critical finding sent when found (status P, before any signed report).
+    critical_id: Mapped[int | None] = mapped_column(ForeignKey("critical_findings.id"))
 
     __table_args__ = (
         Index("ix_hl7_outbox_queue", "status", "destination_host", "destination_port", "patient_key", "id"),
         Index("ix_hl7_outbox_scope", "institution_path", "status", "id"),
         CheckConstraint("status in ('pending','delivered','dead')", name="status"),
-        CheckConstraint("result_status in ('F','C')", name="result_status"),
+        CheckConstraint("result_status in ('F','C','P')", name="result_status"),
     )
 
 
