@@ -319,3 +319,58 @@ async def test_only_admins_of_the_subtree_keep_the_registry(demo_hub: Any) -> No
             (await session.execute(select(User.id).where(User.username == "junior_reader"))).scalar_one(),
         )
         assert row is not None and row.practice_since == date(2010, 1, 1) and row.updated_by == "province_admin"
+
+
+async def test_the_endpoints_over_http(client: Any) -> None:
+    from tests.integration.test_registry_api import problem_of
+    from tests.integration.test_requests_api import act, queued_imaging
+
+    view = await queued_imaging(client)
+    rid = view["id"]
+    junior = await client.login("junior_reader")
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/critical", json={"items": ITEMS}, headers=junior), 409, "not-holder"
+    )
+    await act(client, "junior_reader", rid, "claim")
+    await problem_of(
+        await client.post(f"/api/v1/requests/{rid}/critical", json={"items": []}, headers=junior),
+        422,
+        "schema-violation",
+    )
+    resp = await client.post(f"/api/v1/requests/{rid}/critical", json={"items": ITEMS}, headers=junior)
+    assert resp.status == 201, await resp.text()
+    raised = await resp.json()
+    assert resp.headers["Location"] == f"/api/v1/critical/{raised['id']}"
+    call = {"callee": "李青山", "read_back": "张力性气胸", "confirmed": True}
+    resp = await client.post(
+        f"/api/v1/critical/{raised['id']}/calls", json=call, headers=await client.login("county_reader")
+    )
+    assert resp.status == 201 and (await resp.json())["calls"][0]["confirmed"] is True
+    clinic = await client.login("township_doc")
+    await problem_of(
+        await client.post(f"/api/v1/critical/{raised['id']}/calls", json=call, headers=clinic), 403, "role"
+    )
+    await problem_of(
+        await client.post(f"/api/v1/critical/{raised['id']}/ack", json={"read_back_by": "李青山"}, headers=clinic),
+        422,
+        "schema-violation",
+    )
+
+    admin = await client.login("county_admin")
+    resp = await client.put(
+        "/api/v1/practitioners/junior_reader", json={"practice_since": "2019-09-01", "title": "主治医师"}, headers=admin
+    )
+    assert resp.status == 200 and (await resp.json())["practice_since"] == "2019-09-01"
+    shown = await (await client.get("/api/v1/practitioners/junior_reader", headers=admin)).json()
+    assert shown["title"] == "主治医师" and shown["updated_by"] == "county_admin"
+    await problem_of(
+        await client.put("/api/v1/practitioners/junior_reader", json={"practice_since": "2019-09-01"}, headers=junior),
+        403,
+        "role",
+    )
+    await problem_of(
+        await client.put("/api/v1/practitioners/junior_reader", json={}, headers=admin), 422, "schema-violation"
+    )
+    # the registry now says eight years (the token's cached actor says one): the junior signs
+    final = await act(client, "junior_reader", rid, "report", FINAL)
+    assert final["state"] == "final" and final["reports"][-1]["signer"] == "赵晓雨"
