@@ -11,15 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid
-from telenet.domain.lifecycle import Action, Kind, ReturnReason
+from telenet.domain.lifecycle import Action, ReturnReason
 from telenet.domain.routing import RouteQuery
-from telenet.domain.sla import due_at, lease_until, remaining, sla_minutes_for
+from telenet.domain.sla import lease_until, remaining
 from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
 from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import request_view
+from telenet.services.requests import due_for, request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 
@@ -253,7 +253,7 @@ async def _escalate(
         escalations=request.escalations + 1,
         # queued_at keeps the first time it was queued (turnaround); the SLA restarts at the new center.
         due_at=(
-            due_at(now, sla_minutes_for(Kind(request.kind), new_center.sla_minutes), request.priority)
+            due_for(now, request, new_center.sla_minutes)
             if request.queued_at
             else None
         ),

@@ -23,7 +23,8 @@ from telenet.domain.lifecycle import (
 )
 from telenet.domain.patients import SEXES, last4, national_id_hmac
 from telenet.domain.routing import RouteQuery
-from telenet.domain.sla import due_at, sla_minutes_for
+from telenet.domain.sla import due_at
+from telenet.domain.sla_rules import sla_minutes
 from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
 from telenet.services.access import (
@@ -85,6 +86,12 @@ async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, d
     patient.updated_at = now
     await session.flush()
     return patient
+
+
+def due_for(queued_at: datetime, request: Request, center_table: dict[str, int] | None) -> datetime:
+    """When ``request`` is due at a center: its modality and body part's limit (``sla_rules``)."""
+    minutes = sla_minutes(request.kind, request.priority, request.modality, request.body_part, center_table)
+    return due_at(queued_at, {request.priority: minutes}, request.priority)
 
 
 def _aware(value: str | None, name: str) -> datetime | None:
@@ -184,7 +191,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         )
         if state is RequestState.QUEUED:
             request.queued_at = now
-            request.due_at = due_at(now, sla_minutes_for(kind, center.sla_minutes), priority)
+            request.due_at = due_for(now, request, center.sla_minutes)
         session.add(request)
         await session.flush()
         if accession is None:
@@ -475,7 +482,7 @@ async def _queue(
         data={"signal": signal},
         queued_at=now,
         data_completed_by=signal,
-        due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+        due_at=due_for(now, request, center.sla_minutes),
         **changes,
     )
     # The data is complete: forward it to the center's PACS in this same transaction.
@@ -549,7 +556,7 @@ async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) ->
             institution_code=inst_code,
             data={"note": note},
             queued_at=now,
-            due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+            due_at=due_for(now, request, center.sla_minutes),
             sla_breached_at=None,
         )
         return await request_view(uow.session, actor, request)

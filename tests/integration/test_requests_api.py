@@ -130,7 +130,7 @@ async def test_full_imaging_lifecycle(client: Any) -> None:
     )
     queued = await act(client, "his_t01", rid, "data-complete")
     assert queued["state"] == "queued" and queued["data_completed_by"] == "api"
-    assert queued["due_at"] == "2026-03-02T06:00:00+00:00", "routine imaging: 240 minutes from queued"
+    assert queued["due_at"] == "2026-03-02T04:00:00+00:00", "routine X-ray (DX): 120 minutes from queued"
 
     claimed = await act(client, "county_reader", rid, "claim")
     assert claimed["state"] == "claimed" and claimed["claimed_by"] == "county_reader"
