@@ -68,6 +68,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
             "urgent": settings.lease_minutes_urgent,
             "routine": settings.lease_minutes_routine,
         },
+        claim_breach_grace_minutes=settings.claim_breach_grace_minutes,
     )
     return Hub(
         sessions=session_factory(engine),

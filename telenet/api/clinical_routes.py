@@ -8,7 +8,7 @@ from aiohttp import web
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.request_routes import critical_id, request_id
 from telenet.api.spec import Routes
-from telenet.services import critical, practitioners
+from telenet.services import coordination, critical, practitioners
 
 routes = Routes()
 
@@ -74,3 +74,22 @@ async def put_practitioner(request: web.Request) -> web.Response:
     return json_response(
         await practitioners.put(hub_of(request), actor_of(request), request.match_info["username"], body)
     )
+
+
+@routes.add(
+    "POST",
+    "/api/v1/requests/{id}/reassign",
+    summary="Release a reader's claim or hand the request to a named reader of the center",
+    tag="queues",
+    body="api/reassign",
+    roles="coordinator of the center",
+    responses={
+        "200": "the request after the reassignment",
+        "403": "not a coordinator of the center",
+        "409": "not claimed (release) or already held by that reader",
+        "422": "invalid body, or not a reader of the center",
+    },
+)
+async def reassign(request: web.Request) -> web.Response:
+    body = await read_json(request, "api/reassign")
+    return json_response(await coordination.reassign(hub_of(request), actor_of(request), request_id(request), body))

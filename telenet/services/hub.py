@@ -28,6 +28,7 @@ class HubOptions:
     critical_ack_minutes: int = 15
     study_quiet_seconds: float = 60.0
     lease_minutes: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LEASE_MINUTES))
+    claim_breach_grace_minutes: float = 15.0
 
 
 @dataclass
