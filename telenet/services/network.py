@@ -204,6 +204,7 @@ async def _load_institutions(
             "tier": item["tier"],
             "kind": item["kind"],
             "grade": item["grade"],
+            "qc_failed": bool(item.get("qc_failed", False)),
             "hl7_facility": item.get("hl7_facility"),
             "hl7_host": dest.get("host"),
             "hl7_port": dest.get("port"),
@@ -322,6 +323,7 @@ async def _load_networks(
             "name": item["name"],
             "lead_id": institutions[item["lead"]],
             "recognition_validity_days": dict(item.get("recognition_validity_days", {})),
+            "homogeneous_sites": list(item.get("homogeneous_sites", [])),
         }
         net = by_code.get(item["code"])
         if net is None:

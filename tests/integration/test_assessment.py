@@ -228,8 +228,8 @@ async def test_every_figure_of_the_scenario(client: Any, clock: Any) -> None:
         "recognized": 1,
         "not_recognized": 1,
         "recognition_rate": 0.5,
-        "fees_avoided_fen": 3000,
-        "fees_avoided_yuan": "30.00",
+        "fees_avoided_fen": 8000,
+        "fees_avoided_yuan": "80.00",
         "not_recognized_by_reason": {"condition_changed": {"label": "病情变化", "count": 1}},
     }
     # R1 3000 (refunded), R2 CT stat 10400, R3 ECG 1500, R4 ECG stat 1950 at 70 % to the county;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, CheckConstraint, Date, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from telenet.store.models.base import Base
@@ -28,6 +28,8 @@ class Institution(Base):
     hl7_facility: Mapped[str | None] = mapped_column(String(64), unique=True)
     hl7_host: Mapped[str | None] = mapped_column(String(255))
     hl7_port: Mapped[int | None] = mapped_column(Integer)
+    # Failing quality control (质控不合格) as the acquiring side: its exam data are not recognized elsewhere.
+    qc_failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -51,6 +53,9 @@ class Network(Base):
     name: Mapped[str] = mapped_column(String(200))
     lead_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
     recognition_validity_days: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Member sites under the lead's imaging center's quality control (同质化): their exams count at the
+    # level of the center that reads them.
+    homogeneous_sites: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class NetworkMember(Base):

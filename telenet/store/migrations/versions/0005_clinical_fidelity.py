@@ -25,6 +25,18 @@ _TS = telenet.store.types.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("institutions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("qc_failed", sa.Boolean(), server_default=sa.false(), nullable=False))
+    with op.batch_alter_table("networks", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("homogeneous_sites", sa.JSON(), nullable=True))
+    with op.batch_alter_table("recognition_decisions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("acquiring_institution_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_recognition_decisions_acquiring_institution_id_institutions"),
+            "institutions",
+            ["acquiring_institution_id"],
+            ["id"],
+        )
     op.create_table(
         "practitioner_records",
         sa.Column("user_id", sa.Integer(), nullable=False),
@@ -114,3 +126,12 @@ def downgrade() -> None:
         batch_op.drop_column("ordering_clinician_name")
         batch_op.drop_column("ordering_clinician_id")
     op.drop_table("practitioner_records")
+    with op.batch_alter_table("recognition_decisions", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_recognition_decisions_acquiring_institution_id_institutions"), type_="foreignkey"
+        )
+        batch_op.drop_column("acquiring_institution_id")
+    with op.batch_alter_table("networks", schema=None) as batch_op:
+        batch_op.drop_column("homogeneous_sites")
+    with op.batch_alter_table("institutions", schema=None) as batch_op:
+        batch_op.drop_column("qc_failed")
