@@ -23,6 +23,7 @@ from telenet.api import (
     hl7_routes,
     registry_routes,
     request_routes,
+    signalling,  # i15: consultation sessions (presence, WebRTC signalling)
     ws,
 )
 from telenet.api.context import EXTRA
@@ -89,6 +90,7 @@ def route_sets() -> list[Routes]:
         hl7_routes.routes,
         dicom_routes.routes,
         clinical_routes.routes,
+        signalling.routes,
     ]
 
 
@@ -113,6 +115,7 @@ def build_app(
     if background and settings.hl7_enabled:
         interfaces["hl7"] = {"port": settings.hl7_port}
     app[EXTRA]["interfaces"] = interfaces
+    app[EXTRA]["ice_servers"] = signalling.ice_servers(settings.webrtc_ice_servers)
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield
