@@ -37,6 +37,18 @@ _UID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4b7e-9a51-2f0c6e0d7a11")
 _PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
 
 
+CHARSETS = ("UTF-8", "GB18030", "GBK")
+
+
+async def answer_charset(hub: Hub, actor: Actor) -> str:
+    """The character set the caller's institution registered for its DICOM peers (UTF-8 by default)."""
+    async with hub.reader() as session:
+        charset = (
+            await session.execute(select(Institution.dicom_charset).where(Institution.id == actor.institution_id))
+        ).scalar_one_or_none()
+    return charset if charset in CHARSETS else "UTF-8"
+
+
 def study_uid_for(accession_number: str) -> str:
     """The StudyInstanceUID the worklist hands out for a request: stable, derived from the accession number
     (2.25 + a name-based UUID, PS3.5 B.2)."""

@@ -205,6 +205,8 @@ async def _load_institutions(
             "kind": item["kind"],
             "grade": item["grade"],
             "qc_failed": bool(item.get("qc_failed", False)),
+            "dicom_charset": item.get("dicom_charset"),
+            "hl7_charset": item.get("hl7_charset"),
             "hl7_facility": item.get("hl7_facility"),
             "hl7_host": dest.get("host"),
             "hl7_port": dest.get("port"),

@@ -30,6 +30,9 @@ class Institution(Base):
     hl7_port: Mapped[int | None] = mapped_column(Integer)
     # Failing quality control (质控不合格) as the acquiring side: its exam data are not recognized elsewhere.
     qc_failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Character sets its peers understand (UTF-8, GB18030, GBK): DICOM answers to its AEs, HL7 in and out.
+    dicom_charset: Mapped[str | None] = mapped_column(String(16))
+    hl7_charset: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -27,6 +27,8 @@ _TS = telenet.store.types.UTCDateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("institutions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("qc_failed", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("dicom_charset", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("hl7_charset", sa.String(length=16), nullable=True))
     with op.batch_alter_table("networks", schema=None) as batch_op:
         batch_op.add_column(sa.Column("homogeneous_sites", sa.JSON(), nullable=True))
     with op.batch_alter_table("recognition_decisions", schema=None) as batch_op:
@@ -134,4 +136,6 @@ def downgrade() -> None:
     with op.batch_alter_table("networks", schema=None) as batch_op:
         batch_op.drop_column("homogeneous_sites")
     with op.batch_alter_table("institutions", schema=None) as batch_op:
+        batch_op.drop_column("hl7_charset")
+        batch_op.drop_column("dicom_charset")
         batch_op.drop_column("qc_failed")
