@@ -10,6 +10,7 @@ from gateways.hl7.er7 import (
     escape,
     format_ts,
     new_message,
+    outbound_charset,
     set_field,
     version_tuple,
 )
@@ -42,8 +43,10 @@ def build_oru(
     version: str = DEFAULT_VERSION,
     sending_application: str = "TELENET",
     receiving_application: str | None = None,
+    charset: str = "utf-8",
 ) -> bytes:
-    """ORU^R01 in UTF-8: one OBX (TX) per line of findings, impression, critical items and addendum,
+    """ORU^R01 in ``charset`` (a Python codec: the destination's registered set; MSH-18 says which): one
+    OBX (TX) per line of findings, impression, critical items and addendum,
     one OBX (NM) per ECG measurement. OBR-25/OBX-11 carry the status (P: a critical finding sent when found),
     OBX-8 ``AA`` marks critical. OBR-32 is the signer (审核医师, principal result interpreter), OBR-33 the
     author of the preliminary (报告医师, assistant result interpreter) when that is someone else; ORC-12 and
@@ -56,10 +59,11 @@ def build_oru(
     if unknown:
         raise ValueError(f"unknown ECG measurements: {sorted(unknown)}")
     msh_9 = "ORU^R01^ORU_R01" if version_tuple(version) >= (2, 4) else "ORU^R01"
+    codec, msh_18 = outbound_charset(charset)
     m = new_message("ORU_R01", version, {
         3: escape(sending_application), 4: escape(sending_facility),
         5: escape(receiving_application or ""), 6: escape(receiving_facility), 7: format_ts(now),
-        9: msh_9, 10: escape(message_control_id), 11: "P", 17: "CHN", 18: "UNICODE UTF-8",
+        9: msh_9, 10: escape(message_control_id), 11: "P", 17: "CHN", 18: msh_18,
     })  # fmt: skip
     result_group = m.add_group("ORU_R01_PATIENT_RESULT")
     pid = result_group.add_group("ORU_R01_PATIENT").add_segment("PID")
@@ -124,4 +128,4 @@ def build_oru(
             (11, result.status), (14, observed),
         ):  # fmt: skip
             set_field(obx, n, v)
-    return (str(m.to_er7()) + "\r").encode("utf-8")
+    return (str(m.to_er7()) + "\r").encode(codec)

@@ -120,6 +120,7 @@ async def _add(
     critical_id: int | None = None,
 ) -> None:
     assert inst.hl7_host is not None and inst.hl7_port is not None
+    payload["charset"] = inst.hl7_charset or "UTF-8"
     item = HL7OutboxItem(
         request_id=request.id,
         report_id=report_id,
