@@ -20,12 +20,14 @@ from gateways.hl7.server import HL7Gateway
 from telenet.api import (
     account_routes,
     attachment_routes,
+    clinical_routes,
     dicom_routes,
     fee_routes,
     hl7_routes,
     patient_routes,
     registry_routes,
     request_routes,
+    signalling,
     ws,
 )
 from telenet.api.context import EXTRA
@@ -89,6 +91,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         login_attempts_per_address_minute=settings.login_attempts_per_address_minute,
         login_lockout_failures=settings.login_lockout_failures,
         login_lockout_minutes=settings.login_lockout_minutes,
+        claim_breach_grace_minutes=settings.claim_breach_grace_minutes,
     )
     return Hub(
         sessions=session_factory(engine),
@@ -113,6 +116,8 @@ def route_sets() -> list[Routes]:
         account_routes.routes,
         dicomweb_routes.routes,
         attachment_routes.routes,
+        clinical_routes.routes,
+        signalling.routes,
     ]
 
 
@@ -143,6 +148,7 @@ def build_app(
     app[EXTRA]["metrics_networks"] = settings.metrics_allowed_networks
     app[EXTRA]["trusted_proxies"] = settings.trusted_proxies
     app[EXTRA]["plain_loopback_only"] = settings.plain_loopback_only
+    app[EXTRA]["ice_servers"] = signalling.ice_servers(settings.webrtc_ice_servers)
 
     async def dispose_engine(_app: web.Application) -> AsyncIterator[None]:
         yield

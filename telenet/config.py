@@ -216,6 +216,20 @@ class Settings:
         default=200,
         metadata={"doc": "Dead letters kept per sending address per hour; past it unparseable input is only counted."},
     )
+    claim_breach_grace_minutes: float = dataclasses.field(
+        default=15,
+        metadata={
+            "doc": "After a claimed request breaches its SLA (or is claimed already breached), how long its reader "
+            "keeps it before the claim is released back to the queue; renewing the lease cannot extend it."
+        },
+    )
+    webrtc_ice_servers: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "STUN/TURN servers offered to consultation sessions, comma-separated URLs "
+            "(stun:host:port, turn:user:password@host:port); empty: host candidates only (a LAN needs no server)."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

@@ -93,12 +93,13 @@ class Handlers:
         try:
             actor = self.actor(event)
             identifier = event.identifier
+            charset = mapping.answer_charset(identifier, self.bridge.call(modality.answer_charset, self.hub, actor))
             if str(_req(event).AffectedSOPClassUID) == ModalityWorklistInformationFind:
                 items = self.bridge.call(modality.worklist, self.hub, actor, mapping.worklist_query(identifier))
-                responses = [mapping.worklist_response(item, identifier) for item in items]
+                responses = [mapping.worklist_response(item, identifier, charset) for item in items]
             else:
                 values = self.bridge.call(modality.find, self.hub, actor, mapping.study_query(identifier))
-                responses = [mapping.find_response(v, identifier) for v in values]
+                responses = [mapping.find_response(v, identifier, charset) for v in values]
         except Exception as exc:
             yield failure(Op.FIND, exc), None
             return

@@ -1,7 +1,8 @@
 """Pure mapping between DICOM datasets and the service layer's records: no I/O, no threads, no database.
 
 Text is decoded with the dataset's SpecificCharacterSet by pydicom (ISO_IR 192 is UTF-8, GB18030 is
-GB18030); responses the hub builds are always UTF-8 (``ISO_IR 192``), so Chinese names survive both ways.
+GB18030, GBK is GBK); worklist and C-FIND answers go out in the set the query names, else the calling
+institution's registered set (UTF-8, ``ISO_IR 192``, by default), so Chinese names survive both ways.
 """
 
 from __future__ import annotations
@@ -123,10 +124,26 @@ def worklist_query(identifier: Dataset) -> WorklistQuery:
     )
 
 
-def worklist_response(item: Mapping[str, Any], identifier: Dataset) -> Dataset:
-    """A worklist match with the attributes the query asked for (and the identifying ones anyway)."""
+DICOM_TERMS: Final = {"UTF-8": UTF8, "GB18030": "GB18030", "GBK": "GBK"}
+
+
+def answer_charset(identifier: Dataset, configured: str = "UTF-8") -> str:
+    """The SpecificCharacterSet of an answer (PS3.4 C.2.2.2.9 / K.6.1.2): the set the query itself names
+    when it is one the hub writes (UTF-8, GB18030, GBK), else the set registered for the calling AE's
+    institution."""
+    asked = identifier.get("SpecificCharacterSet")
+    values = [str(v) for v in asked] if isinstance(asked, (list, MultiValue)) else [str(asked)] if asked else []
+    for value in values:
+        if value in DICOM_TERMS.values():
+            return value
+    return DICOM_TERMS.get(configured, UTF8)
+
+
+def worklist_response(item: Mapping[str, Any], identifier: Dataset, charset: str = UTF8) -> Dataset:
+    """A worklist match with the attributes the query asked for (and the identifying ones anyway), its
+    text to be encoded in ``charset`` (a DICOM term)."""
     ds = Dataset()
-    ds.SpecificCharacterSet = UTF8
+    ds.SpecificCharacterSet = charset
     values: dict[str, Any] = {
         "AccessionNumber": item["accession_number"],
         "PatientName": item["patient_name"],
@@ -243,10 +260,10 @@ def study_query(identifier: Dataset) -> StudyQuery:
     )
 
 
-def find_response(values: Mapping[str, Any], identifier: Dataset) -> Dataset:
-    """A match carrying the keys the query asked for, plus the level's unique keys."""
+def find_response(values: Mapping[str, Any], identifier: Dataset, charset: str = UTF8) -> Dataset:
+    """A match carrying the keys the query asked for, plus the level's unique keys, in ``charset``."""
     ds = Dataset()
-    ds.SpecificCharacterSet = UTF8
+    ds.SpecificCharacterSet = charset
     ds.QueryRetrieveLevel = text(identifier, "QueryRetrieveLevel") or "STUDY"
     unique = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
     for keyword, value in values.items():

@@ -77,12 +77,13 @@ _PRIORITIES |= {"U": "urgent", "URGENT": "urgent"}
 _SEXES = {"M": "M", "F": "F", "O": "O", "U": "U", "A": "O", "N": "U", "1": "M", "2": "F", "0": "U", "9": "U"}
 
 
-def parse_inbound(raw: bytes) -> Inbound:
-    """Map one inbound message (an MLLP payload) to a dataclass; never raises."""
+def parse_inbound(raw: bytes, default_charset: str | None = None) -> Inbound:
+    """Map one inbound message (an MLLP payload) to a dataclass; never raises. ``default_charset`` (a Python
+    codec) reads a message without MSH-18."""
     head = sniff(raw)
     text: str | None = None
     try:
-        text, charset = decode(raw)
+        text, charset = decode(raw, default_charset)
         head = header_from_line(split_lines(text)[0], charset)
         return _map(text, head, charset)
     except Reject as r:

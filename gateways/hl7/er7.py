@@ -50,10 +50,19 @@ CHARSETS = {
     "UTF-8": "utf-8",
     "GB 18030-2000": "gb18030",
     "GB18030": "gb18030",
+    "GBK": "gbk",
     "8859/1": "latin-1",
     "ASCII": "ascii",
 }
-HL7_CHARSETS = {"utf-8": "UNICODE UTF-8", "gb18030": "GB 18030-2000", "latin-1": "8859/1", "ascii": "ASCII"}
+HL7_CHARSETS = {
+    "utf-8": "UNICODE UTF-8",
+    "gb18030": "GB 18030-2000",
+    "gbk": "GBK",  # not in HL7 table 0211; what HIS vendors here send for GBK
+    "latin-1": "8859/1",
+    "ascii": "ASCII",
+}
+PEER_CHARSETS = {"UTF-8": "utf-8", "GB18030": "gb18030", "GBK": "gbk"}
+"""The registry's names of a peer's character set, as Python codecs."""
 
 
 class Enc(NamedTuple):
@@ -233,8 +242,9 @@ def sniff(raw: bytes) -> Header:
     return header_from_line(line.decode("utf-8", "replace"))
 
 
-def decode(raw: bytes) -> tuple[str, str]:
-    """Return (text, python codec) after checking MSH-1, MSH-2 and MSH-18 on the raw bytes."""
+def decode(raw: bytes, default: str | None = None) -> tuple[str, str]:
+    """Return (text, python codec) after checking MSH-1, MSH-2 and MSH-18 on the raw bytes; a message
+    without MSH-18 is read in ``default`` (the sending facility's registered set), else UTF-8."""
     data = _trim(raw)
     if not data.startswith(b"MSH"):
         raise Reject("AR", 100, "MSH", "message does not start with an MSH segment")
@@ -246,7 +256,7 @@ def decode(raw: bytes) -> tuple[str, str]:
         raise Reject("AR", 102, "MSH-2", f"encoding characters {enc!r} are not four distinct symbols")
     msh18 = fields[17].split(enc[1:2])[0] if len(fields) > 17 else b""
     name = msh18.decode("ascii", "replace").strip().upper()
-    codec = CHARSETS.get(name)
+    codec = (default or "utf-8") if not name else CHARSETS.get(name)
     if codec is None:
         raise Reject("AR", 103, "MSH-18", f"character set {name!r} is not supported")
     try:

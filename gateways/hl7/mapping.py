@@ -13,6 +13,7 @@ from gateways.hl7.codec import in_group
 from gateways.hl7.messages import (
     CancelOrder,
     ChangeOrder,
+    Clinician,
     DiscontinueOrder,
     ErrorInfo,
     Inbound,
@@ -139,6 +140,11 @@ def order_body(order: NewOrder) -> dict[str, Any]:
         body["clinical_question"] = order.clinical_question
     if order.body_part:
         body["body_part"] = order.body_part
+    if order.ordering_clinician and order.ordering_clinician.name:
+        clinician = {"name": order.ordering_clinician.name}
+        if order.ordering_clinician.id:
+            clinician["id"] = order.ordering_clinician.id
+        body["ordering_clinician"] = clinician
     consent = order.consent
     if consent is not None and consent.granted and consent.given_at is not None:
         body["consent"] = {"given_by": consent.given_by, "given_at": _aware(consent.given_at).isoformat()}
@@ -282,7 +288,7 @@ def report_result(payload: dict[str, Any]) -> ReportResult:
         signer_name=payload["signer"]["name"],
         signer_id=payload["signer"]["id"],
         signed_at=signed_at,
-        status="C" if payload["status"] == "C" else "F",
+        status="C" if payload["status"] == "C" else "P" if payload["status"] == "P" else "F",
         critical=bool(payload.get("critical")),
         critical_items=[str(i) for i in payload.get("critical_items") or []],
         addendum_text=payload.get("addendum_text"),
@@ -290,4 +296,11 @@ def report_result(payload: dict[str, Any]) -> ReportResult:
         observed_at=_local(payload.get("observed_at")),
         placer_order_number=payload.get("placer_order_number"),
         modality=payload.get("modality"),
+        assistant_name=(payload.get("preliminary_author") or {}).get("name"),
+        assistant_id=(payload.get("preliminary_author") or {}).get("id"),
+        ordering_clinician=(
+            Clinician(id=ordering.get("id"), name=ordering.get("name") or "")
+            if (ordering := payload.get("ordering_clinician"))
+            else None
+        ),
     )

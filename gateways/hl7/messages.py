@@ -196,7 +196,10 @@ class ReportResult:
     """What goes back to the requesting HIS as ORU^R01.
 
     ``ecg`` keys (all optional): rate_bpm, pr_ms, qrs_ms, qt_ms, qtc_ms, axis_deg (numbers) and
-    rhythm (text). ``status`` is F for a final report, C for a correction or addendum.
+    rhythm (text). ``status`` is F for a final report, C for a correction or addendum, P for a critical
+    finding sent the moment it is found (before any report is signed). ``assistant_*`` is the author of the
+    preliminary report (报告医师, OBR-33) when someone else signed (审核医师, OBR-32); ``ordering_clinician``
+    is echoed in ORC-12 / OBR-16.
     """
 
     accession_number: str
@@ -208,7 +211,7 @@ class ReportResult:
     signer_name: str
     signer_id: str
     signed_at: datetime
-    status: Literal["F", "C"] = "F"
+    status: Literal["F", "C", "P"] = "F"
     critical: bool = False
     critical_items: list[str] = field(default_factory=list)
     addendum_text: str | None = None
@@ -216,6 +219,9 @@ class ReportResult:
     observed_at: datetime | None = None
     placer_order_number: str | None = None  # the HIS's own order number; defaults to the accession
     modality: str | None = None
+    assistant_name: str | None = None
+    assistant_id: str | None = None
+    ordering_clinician: Clinician | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from gateways.hl7.er7 import (
     escape,
     format_ts,
     new_message,
+    outbound_charset,
     set_field,
     version_tuple,
 )
@@ -42,21 +43,27 @@ def build_oru(
     version: str = DEFAULT_VERSION,
     sending_application: str = "TELENET",
     receiving_application: str | None = None,
+    charset: str = "utf-8",
 ) -> bytes:
-    """ORU^R01 in UTF-8: one OBX (TX) per line of findings, impression, critical items and addendum,
-    one OBX (NM) per ECG measurement. OBR-25/OBX-11 carry the status, OBX-8 ``AA`` marks critical."""
-    if result.status not in ("F", "C"):
-        raise ValueError(f"status must be F or C, not {result.status!r}")
+    """ORU^R01 in ``charset`` (a Python codec: the destination's registered set; MSH-18 says which): one
+    OBX (TX) per line of findings, impression, critical items and addendum,
+    one OBX (NM) per ECG measurement. OBR-25/OBX-11 carry the status (P: a critical finding sent when found),
+    OBX-8 ``AA`` marks critical. OBR-32 is the signer (审核医师, principal result interpreter), OBR-33 the
+    author of the preliminary (报告医师, assistant result interpreter) when that is someone else; ORC-12 and
+    OBR-16 echo the ordering clinician."""
+    if result.status not in ("F", "C", "P"):
+        raise ValueError(f"status must be F, C or P, not {result.status!r}")
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"HL7 version {version} not supported")
     unknown = set(result.ecg or {}) - set(_ECG_OBSERVATIONS) - {"rhythm"}
     if unknown:
         raise ValueError(f"unknown ECG measurements: {sorted(unknown)}")
     msh_9 = "ORU^R01^ORU_R01" if version_tuple(version) >= (2, 4) else "ORU^R01"
+    codec, msh_18 = outbound_charset(charset)
     m = new_message("ORU_R01", version, {
         3: escape(sending_application), 4: escape(sending_facility),
         5: escape(receiving_application or ""), 6: escape(receiving_facility), 7: format_ts(now),
-        9: msh_9, 10: escape(message_control_id), 11: "P", 17: "CHN", 18: "UNICODE UTF-8",
+        9: msh_9, 10: escape(message_control_id), 11: "P", 17: "CHN", 18: msh_18,
     })  # fmt: skip
     result_group = m.add_group("ORU_R01_PATIENT_RESULT")
     pid = result_group.add_group("ORU_R01_PATIENT").add_segment("PID")
@@ -71,15 +78,25 @@ def build_oru(
     placer = escape(result.placer_order_number or result.accession_number)
     accession = escape(result.accession_number)
     orc, obr = order.add_segment("ORC"), order.add_segment("OBR")
-    for n, value in ((1, "RE"), (2, placer), (3, accession), (5, "CM")):
+    ordering = result.ordering_clinician
+    ordering_xcn = f"{escape(ordering.id or '')}^{escape(ordering.name)}" if ordering else None
+    for n, value in ((1, "RE"), (2, placer), (3, accession), (5, "IP" if result.status == "P" else "CM")):
         set_field(orc, n, value)
+    if ordering_xcn:
+        set_field(orc, 12, ordering_xcn)
     procedure = f"{escape(result.procedure_code)}^{escape(result.procedure_text)}"
     signer = f"{escape(result.signer_id)}&{escape(result.signer_name)}"
+    assistant = (
+        f"{escape(result.assistant_id or '')}&{escape(result.assistant_name)}"
+        if result.assistant_name and result.assistant_id != result.signer_id
+        else None
+    )
     observed = format_ts(result.observed_at) if result.observed_at else None
     section = _DIAGNOSTIC_SECTION.get(result.modality or "", "RAD" if result.modality else "")
     for n, obr_value in (
         (1, "1"), (2, placer), (3, accession), (4, procedure), (7, observed),
-        (22, format_ts(result.signed_at)), (24, section), (25, result.status), (32, signer),
+        (16, ordering_xcn), (22, format_ts(result.signed_at)), (24, section), (25, result.status),
+        (32, signer), (33, assistant),
     ):  # fmt: skip
         set_field(obr, n, obr_value)
 
@@ -111,4 +128,4 @@ def build_oru(
             (11, result.status), (14, observed),
         ):  # fmt: skip
             set_field(obx, n, v)
-    return (str(m.to_er7()) + "\r").encode("utf-8")
+    return (str(m.to_er7()) + "\r").encode(codec)

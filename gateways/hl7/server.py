@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from gateways.hl7 import mapping, work
 from gateways.hl7.codec import ErrorInfo, Inbound, Rejected, build_ack
+from gateways.hl7.er7 import PEER_CHARSETS
 from gateways.hl7.mllp import FrameTooLarge, IncompleteFrame, MLLPReader, frame
 from gateways.hl7.sender import ResultSender
 from telenet import tls
@@ -32,7 +33,7 @@ from telenet.config import Settings
 from telenet.domain.errors import TelenetError
 from telenet.domain.ratelimit import SlidingWindow
 from telenet.domain.sla import Clock
-from telenet.services import hl7_inbound, peers
+from telenet.services import hl7_inbound, peer_charsets, peers
 from telenet.services.hl7_inbound import ReplayOutcome
 from telenet.services.hub import Hub
 from telenet.services.metrics import Tally
@@ -258,7 +259,9 @@ class HL7Gateway:
         now = self.clock.now()
         ack_id = new_control_id()
         try:
-            message, prebuilt = await self.pool.run(work.parse_with_ack, raw, ack_id, now)
+            registered = await peer_charsets.facility_charset(self.hub, work.sniff_facility(raw))
+            charset = PEER_CHARSETS.get(registered) if registered else None
+            message, prebuilt = await self.pool.run(work.parse_with_ack, raw, ack_id, now, charset)
         except Exception:
             log.exception("hl7: parsing a message from %s failed", peer)
             return await self._internal_error(raw, ack_id, now)

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateways.hl7.ack import build_order_response
 from gateways.hl7.codec import AckInfo, ErrorInfo, Inbound, build_ack_for, build_oru, parse_ack, parse_inbound
-from gateways.hl7.er7 import sniff
+from gateways.hl7.er7 import PEER_CHARSETS, sniff
 from gateways.hl7.mapping import refusal, report_result
 from gateways.hl7.messages import Rejected
 from gateways.hl7.status import build_order_status
@@ -30,16 +30,23 @@ _SAMPLE = (
 ).encode()
 
 
-def parse_with_ack(raw: bytes, ack_control_id: str, now: datetime) -> tuple[Inbound, bytes]:
+def parse_with_ack(
+    raw: bytes, ack_control_id: str, now: datetime, default_charset: str | None = None
+) -> tuple[Inbound, bytes]:
     """Parse a message and build the ACK it gets if the service accepts it (AA), or the AR/AE the codec or
-    the gateway already decided."""
-    message = parse_inbound(raw)
+    the gateway already decided; ``default_charset`` reads a message without MSH-18."""
+    message = parse_inbound(raw, default_charset)
     error = refusal(message)
     if error is not None and not isinstance(message, Rejected):
         ack = build_ack_for(message, message_control_id=ack_control_id, now=now, ack_code="AE", error=error)
     else:
         ack = build_ack_for(message, message_control_id=ack_control_id, now=now)
     return message, ack
+
+
+def sniff_facility(raw: bytes) -> str | None:
+    """MSH-4 of a raw message (ASCII in every set we read), to look up the facility's character set."""
+    return sniff(raw).facility
 
 
 def ack_with_error(message: Inbound, ack_control_id: str, now: datetime, error: ErrorInfo) -> bytes:
@@ -91,7 +98,11 @@ def build_result(payload: dict[str, Any], message_control_id: str, receiving_fac
             payload, message_control_id=message_control_id, receiving_facility=receiving_facility, now=now
         )
     return build_oru(
-        report_result(payload), message_control_id=message_control_id, receiving_facility=receiving_facility, now=now
+        report_result(payload),
+        message_control_id=message_control_id,
+        receiving_facility=receiving_facility,
+        now=now,
+        charset=PEER_CHARSETS.get(payload.get("charset") or "UTF-8", "utf-8"),
     )
 
 

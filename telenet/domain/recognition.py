@@ -115,6 +115,12 @@ class ResultFacts:
     producing_tier: Tier
     producing_center_code: str
     center_qc_failed: bool
+    # Who made the data (the inviting, acquiring institution answers for its quality); None: the producer.
+    acquiring_institution_code: str | None = None
+    acquiring_tier: Tier | None = None
+    acquiring_qc_failed: bool = False
+    # The acquiring site is declared under the reading center's quality control (同质化) by a network.
+    homogeneous: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ class Eligibility:
 RECOGNIZABLE = "recognizable"
 SAME_INSTITUTION = "same institution"
 QC_FAILED = "quality control failed"
+ACQUIRER_QC_FAILED = "acquiring institution failed quality control"
 NO_VALIDITY_WINDOW = "no validity window"
 LOWER_LEVEL = "lower level"
 EXPIRED = "expired"
@@ -146,10 +153,11 @@ def eligibility(
     """Decide whether ``result`` may be recognized at another institution at ``now``.
 
     ``expires_at = final_at + window``; the window is inclusive (recognizable while ``now <=
-    expires_at``). The checks, first failing wins: same institution (recognition is between different
-    institutions), the producing center failed quality control, no window configured for the
-    (service, modality) (``expires_at`` is then ``final_at``), the producer sits at a lower tier than
-    the accepting institution, the window has passed.
+    expires_at``). The checks, first failing wins: same institution (the acquiring or the reading one:
+    recognition is between different institutions), the acquiring institution or the reading center failed
+    quality control, no window configured for the (service, modality) (``expires_at`` is then
+    ``final_at``), the data (at the acquiring site's level, or the reading center's for a 同质化 site) or the
+    reading center sit at a lower tier than the accepting institution, the window has passed.
     """
     if (result.final_at.tzinfo is None) != (now.tzinfo is None):
         raise Invalid("final_at and now must both be timezone-aware or both naive")
@@ -157,13 +165,19 @@ def eligibility(
     if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 0):
         raise Invalid(f"validity window of {(result.service, result.modality)!r} must be whole days >= 0")
     expires_at = result.final_at + timedelta(days=days or 0)
-    if result.producing_institution_code == at_institution_code:
+    acquirer = result.acquiring_institution_code or result.producing_institution_code
+    # The data count at the acquiring site's level, or at the reading center's when the site is under its
+    # quality control (同质化); the reading center's own level bounds it either way.
+    data_tier = result.producing_tier if result.homogeneous else (result.acquiring_tier or result.producing_tier)
+    if at_institution_code in (acquirer, result.producing_institution_code):
         reason = SAME_INSTITUTION
+    elif result.acquiring_qc_failed:
+        reason = ACQUIRER_QC_FAILED
     elif result.center_qc_failed:
         reason = QC_FAILED
     elif days is None:
         reason = NO_VALIDITY_WINDOW
-    elif at_tier.is_above(result.producing_tier):
+    elif at_tier.is_above(data_tier) or at_tier.is_above(result.producing_tier):
         reason = LOWER_LEVEL
     elif now > expires_at:
         reason = EXPIRED

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid, NotFound, Unauthorized
+from telenet.services import practitioners
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import Center, Institution, Token, User, UserCenter
 
@@ -218,6 +219,15 @@ async def add_user(
         if hashed is not None:
             await session.execute(delete(Token).where(Token.user_id == user.id))
         await session.execute(update(User).where(User.id == user.id).values(auth_epoch=User.auth_epoch + 1))
+        if title is not None or practice_since is not None:
+            await practitioners.upsert(
+                session,
+                user.id,
+                now=hub.clock.now(),
+                by=actor.username if actor else "cli",
+                title=title,
+                practice_since=practice_since,
+            )
         await session.execute(delete(UserCenter).where(UserCenter.user_id == user.id))
         for center_id in center_ids:
             session.add(UserCenter(user_id=user.id, center_id=center_id))

@@ -33,6 +33,7 @@ class HubOptions:
     login_attempts_per_address_minute: int = 60
     login_lockout_failures: int = 10
     login_lockout_minutes: float = 30.0
+    claim_breach_grace_minutes: float = 15.0
 
 
 @dataclass

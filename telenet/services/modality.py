@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
@@ -23,6 +23,7 @@ from telenet.domain.errors import Conflict, Invalid, NotFound
 from telenet.domain.identity import PatientFacts
 from telenet.services import studies
 from telenet.services.access import center_of, require_role
+from telenet.services.dicom_matching import all_of, datetime_range_clause, range_clause, value_clause
 from telenet.services.hub import Hub, use_case
 from telenet.services.transitions import apply_fields
 from telenet.store.models import (
@@ -43,6 +44,18 @@ MAX_MATCHES = 1000
 _PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
 
 
+CHARSETS = ("UTF-8", "GB18030", "GBK")
+
+
+async def answer_charset(hub: Hub, actor: Actor) -> str:
+    """The character set the caller's institution registered for its DICOM peers (UTF-8 by default)."""
+    async with hub.reader() as session:
+        charset = (
+            await session.execute(select(Institution.dicom_charset).where(Institution.id == actor.institution_id))
+        ).scalar_one_or_none()
+    return charset if charset in CHARSETS else "UTF-8"
+
+
 def study_uid_for(secret: bytes, accession_number: str) -> str:
     """The StudyInstanceUID the worklist hands out for a request: stable for the request, but unguessable
     without the server secret (accession numbers are sequential, so a UID derived from them alone could be
@@ -60,19 +73,6 @@ def matches(pattern: str | None, value: str | None) -> bool:
     if "*" in pattern or "?" in pattern:
         return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
     return value == pattern
-
-
-def _in_range(value: str | None, low: str | None, high: str | None) -> bool:
-    if low is None and high is None:
-        return True
-    if not value:
-        return False
-    return (low is None or value >= low) and (high is None or value <= high)
-
-
-# --------------------------------------------------------------------------------------------------
-# Modality Worklist
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[st
         )
         if query.station_ae and not any(matches(query.station_ae, ae) for ae in own_aes):
             return []
+        date_from, date_to = query.date_from, query.date_to
         sql = (
             select(Request, Patient, Institution.name)
             .join(Patient, Patient.id == Request.patient_id)
@@ -113,45 +114,44 @@ async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[st
                 Request.requesting_institution_id == actor.institution_id,
                 Request.state == "ordered",
                 Request.kind.in_(("imaging", "ecg")),
+                all_of(
+                    value_clause(Request.accession_number, query.accession_number, hub.dialect),
+                    value_clause(Patient.his_id, query.patient_id, hub.dialect),
+                    value_clause(Patient.name, query.patient_name, hub.dialect),
+                    value_clause(Request.modality, query.modality, hub.dialect),
+                    datetime_range_clause(func.coalesce(Request.scheduled_at, Request.ordered_at), date_from, date_to),
+                ),
             )
             .order_by(Request.priority_rank, Request.id)
             .limit(MAX_MATCHES)
         )
-        if query.accession_number and not _wild(query.accession_number):
-            sql = sql.where(Request.accession_number == query.accession_number)
         station = _station(query.station_ae, actor)
         items = []
         for request, patient, institution_name in (await session.execute(sql)).all():
             scheduled = request.scheduled_at or request.ordered_at
-            item: dict[str, Any] = {
-                "request_id": request.id,
-                "accession_number": request.accession_number,
-                "patient_name": patient.name,
-                "patient_id": patient.his_id,
-                "patient_birth_date": patient.birth_date.strftime("%Y%m%d") if patient.birth_date else None,
-                "patient_sex": patient.sex,
-                "modality": request.modality,
-                "body_part": request.body_part,
-                "kind": request.kind,
-                "priority": _PRIORITY.get(request.priority, "ROUTINE"),
-                "procedure_description": " ".join(x for x in (request.modality, request.body_part) if x),
-                "reason": request.clinical_question,
-                "requesting_physician": request.requester_name,
-                "requesting_institution": institution_name,
-                "scheduled_date": scheduled.strftime("%Y%m%d"),
-                "scheduled_time": scheduled.strftime("%H%M%S"),
-                "station_ae": station,
-                "study_instance_uid": request.study_instance_uid
-                or study_uid_for(hub.options.secret, request.accession_number),
-            }
-            if (
-                matches(query.accession_number, item["accession_number"])
-                and matches(query.patient_id, item["patient_id"])
-                and matches(query.patient_name, item["patient_name"])
-                and matches(query.modality, item["modality"])
-                and _in_range(item["scheduled_date"], query.date_from, query.date_to)
-            ):
-                items.append(item)
+            items.append(
+                {
+                    "request_id": request.id,
+                    "accession_number": request.accession_number,
+                    "patient_name": patient.name,
+                    "patient_id": patient.his_id,
+                    "patient_birth_date": patient.birth_date.strftime("%Y%m%d") if patient.birth_date else None,
+                    "patient_sex": patient.sex,
+                    "modality": request.modality,
+                    "body_part": request.body_part,
+                    "kind": request.kind,
+                    "priority": _PRIORITY.get(request.priority, "ROUTINE"),
+                    "procedure_description": " ".join(x for x in (request.modality, request.body_part) if x),
+                    "reason": request.clinical_question,
+                    "requesting_physician": request.ordering_clinician_name or request.requester_name,
+                    "requesting_institution": institution_name,
+                    "scheduled_date": scheduled.strftime("%Y%m%d"),
+                    "scheduled_time": scheduled.strftime("%H%M%S"),
+                    "station_ae": station,
+                    "study_instance_uid": request.study_instance_uid
+                    or study_uid_for(hub.options.secret, request.accession_number),
+                }
+            )
         uow.audit(detail={"count": len(items)})
         return items
 
@@ -356,20 +356,35 @@ def _scope(actor: Actor) -> Any:
     return DicomStudy.request_id.in_(routed) | (DicomStudy.source_institution_id == actor.institution_id)
 
 
-async def _studies(session: AsyncSession, actor: Actor, query: StudyQuery) -> list[DicomStudy]:
-    sql = select(DicomStudy).where(_scope(actor), DicomStudy.instance_count > 0).order_by(DicomStudy.id)
-    if query.study_uids:
-        sql = sql.where(DicomStudy.study_instance_uid.in_(query.study_uids))
-    rows = (await session.execute(sql.limit(MAX_MATCHES))).scalars().all()
-    return [
-        s
-        for s in rows
-        if matches(query.accession_number, s.accession_number)
-        and matches(query.patient_id, s.patient_id)
-        and matches(query.patient_name, s.patient_name)
-        and (not query.modality or any(matches(query.modality, m) for m in s.modalities or []))
-        and _in_range(s.study_date, query.date_from, query.date_to)
-    ]
+def _study_filter(actor: Actor, query: StudyQuery, dialect: str) -> Any:
+    """Scope and the study-level keys, as one WHERE clause."""
+    modality = None
+    if query.modality and query.modality != "*":
+        modality = (
+            select(DicomSeries.id)
+            .where(
+                DicomSeries.study_id == DicomStudy.id,
+                all_of(value_clause(DicomSeries.modality, query.modality, dialect)),
+            )
+            .exists()
+        )
+    return all_of(
+        _scope(actor),
+        DicomStudy.instance_count > 0,
+        DicomStudy.study_instance_uid.in_(query.study_uids) if query.study_uids else None,
+        value_clause(DicomStudy.accession_number, query.accession_number, dialect),
+        value_clause(DicomStudy.patient_id, query.patient_id, dialect),
+        value_clause(DicomStudy.patient_name, query.patient_name, dialect),
+        range_clause(DicomStudy.study_date, query.date_from, query.date_to),
+        modality,
+    )
+
+
+async def _studies(session: AsyncSession, hub: Hub, actor: Actor, query: StudyQuery) -> list[DicomStudy]:
+    """The matching studies, newest first, at most ``MAX_MATCHES``: the cap applies to matches, never before."""
+    sql = select(DicomStudy).where(_study_filter(actor, query, hub.dialect))
+    rows = (await session.execute(sql.order_by(DicomStudy.id.desc()).limit(MAX_MATCHES))).scalars().all()
+    return list(rows)
 
 
 async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]]:
@@ -380,42 +395,57 @@ async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]
     async with use_case(hub, actor, "dicom.find", "dicom_study") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"level": query.level})
-        found = await _studies(session, actor, query)
-        uow.audit(object_path=_owner_path(found, actor))
-        by_id = {s.id: s for s in found}
-        if query.level == "STUDY" or not by_id:
-            series_counts = await _series_counts(session, list(by_id))
+        results: list[dict[str, Any]]
+        if query.level == "STUDY":
+            found = await _studies(session, hub, actor, query)
+            series_counts = await _series_counts(session, [s.id for s in found])
             results = [_study_values(s, series_counts.get(s.id, 0)) for s in found]
-            uow.audit(detail={"count": len(results)})
-            return results if query.level == "STUDY" else []
-        series_sql = select(DicomSeries).where(DicomSeries.study_id.in_(list(by_id)))
-        if query.series_uids:
-            series_sql = series_sql.where(DicomSeries.series_instance_uid.in_(query.series_uids))
-        series_rows = (await session.execute(series_sql.order_by(DicomSeries.id))).scalars().all()
-        if query.level == "SERIES":
+            touched = list(found)
+        elif query.level == "SERIES":
+            series_sql = (
+                select(DicomSeries, DicomStudy)
+                .join(DicomStudy, DicomStudy.id == DicomSeries.study_id)
+                .where(
+                    _study_filter(actor, query, hub.dialect),
+                    all_of(
+                        DicomSeries.series_instance_uid.in_(query.series_uids) if query.series_uids else None,
+                        value_clause(DicomSeries.modality, query.modality, hub.dialect),
+                    ),
+                )
+                .order_by(DicomSeries.id.desc())
+                .limit(MAX_MATCHES)
+            )
+            series_rows = (await session.execute(series_sql)).all()
+            results = [{**_study_keys(study), **_series_values(series)} for series, study in series_rows]
+            touched = [study for _series, study in series_rows]
+        else:
+            inst_sql = (
+                select(DicomInstance, DicomSeries.series_instance_uid, DicomStudy)
+                .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
+                .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
+                .where(
+                    _study_filter(actor, query, hub.dialect),
+                    all_of(
+                        DicomSeries.series_instance_uid.in_(query.series_uids) if query.series_uids else None,
+                        DicomInstance.sop_instance_uid.in_(query.sop_uids) if query.sop_uids else None,
+                    ),
+                )
+                .order_by(DicomInstance.id.desc())
+                .limit(MAX_MATCHES)
+            )
+            inst_rows = (await session.execute(inst_sql)).all()
             results = [
-                {**_study_keys(by_id[s.study_id]), **_series_values(s)}
-                for s in series_rows
-                if not query.modality or matches(query.modality, s.modality)
+                {
+                    **_study_keys(study),
+                    "SeriesInstanceUID": series_uid,
+                    "SOPInstanceUID": i.sop_instance_uid,
+                    "SOPClassUID": i.sop_class_uid,
+                    "InstanceNumber": i.instance_number,
+                }
+                for i, series_uid, study in inst_rows
             ]
-            uow.audit(detail={"count": len(results)})
-            return results
-        series_by_id = {s.id: s for s in series_rows}
-        inst_sql = select(DicomInstance).where(DicomInstance.series_id.in_(list(series_by_id)))
-        if query.sop_uids:
-            inst_sql = inst_sql.where(DicomInstance.sop_instance_uid.in_(query.sop_uids))
-        instances = (await session.execute(inst_sql.order_by(DicomInstance.id).limit(MAX_MATCHES))).scalars().all()
-        results = [
-            {
-                **_study_keys(by_id[i.study_id]),
-                "SeriesInstanceUID": series_by_id[i.series_id].series_instance_uid,
-                "SOPInstanceUID": i.sop_instance_uid,
-                "SOPClassUID": i.sop_class_uid,
-                "InstanceNumber": i.instance_number,
-            }
-            for i in instances
-        ]
-        uow.audit(detail={"count": len(results)})
+            touched = [study for _i, _uid, study in inst_rows]
+        uow.audit(object_path=_owner_path(touched, actor), detail={"count": len(results)})
         return results
 
 
@@ -499,23 +529,22 @@ async def retrieve(hub: Hub, actor: Actor, query: StudyQuery, *, destination: st
     async with use_case(hub, actor, action, "dicom_study") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"destination": destination})
-        matched = await _studies(session, actor, StudyQuery(level="STUDY", study_uids=query.study_uids))
-        uow.audit(object_path=_owner_path(matched, actor))
-        study_ids = [s.id for s in matched]
-        if not study_ids:
-            return []
+        # One query over the whole scope: a series or instance UID alone finds its study, however old.
         sql = (
-            select(DicomInstance)
+            select(DicomInstance, DicomStudy)
             .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
-            .where(DicomInstance.study_id.in_(study_ids))
+            .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
+            .where(
+                _study_filter(actor, StudyQuery(level="STUDY", study_uids=query.study_uids), hub.dialect),
+                all_of(
+                    DicomSeries.series_instance_uid.in_(query.series_uids) if query.series_uids else None,
+                    DicomInstance.sop_instance_uid.in_(query.sop_uids) if query.sop_uids else None,
+                ),
+            )
         )
-        if query.series_uids:
-            sql = sql.where(DicomSeries.series_instance_uid.in_(query.series_uids))
-        if query.sop_uids:
-            sql = sql.where(DicomInstance.sop_instance_uid.in_(query.sop_uids))
-        rows = (await session.execute(sql.order_by(DicomInstance.id))).scalars().all()
-        uow.audit(detail={"count": len(rows)})
-        return [RetrieveFile(i.path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid) for i in rows]
+        pairs = (await session.execute(sql.order_by(DicomInstance.id))).all()
+        uow.audit(object_path=_owner_path([study for _i, study in pairs], actor), detail={"count": len(pairs)})
+        return [RetrieveFile(i.path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid) for i, _s in pairs]
 
 
 async def move_destination(hub: Hub, actor: Actor, ae_title: str) -> tuple[str, str, int]:

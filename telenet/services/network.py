@@ -6,7 +6,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import cache
 from typing import Any
 
@@ -19,6 +19,8 @@ from telenet.domain.errors import Invalid
 from telenet.domain.registry import LocatedError, check_network, compute_paths
 from telenet.domain.tiers import Tier
 from telenet.schemas import load_schema
+from telenet.services import practitioners
+from telenet.services.fees import local_day
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import (
     Agreement,
@@ -47,11 +49,11 @@ class LoadReport:
 
     def count(self, section: str, outcome: str) -> None:
         bucket = self.counts.setdefault(section, {"created": 0, "updated": 0, "unchanged": 0})
-        bucket[outcome] += 1
+        bucket[outcome] = bucket.get(outcome, 0) + 1
 
     @property
     def changed(self) -> int:
-        return sum(c["created"] + c["updated"] for c in self.counts.values())
+        return sum(c["created"] + c["updated"] + c.get("ended", 0) for c in self.counts.values())
 
 
 def _assign(row: Any, values: Mapping[str, Any]) -> bool:
@@ -156,7 +158,7 @@ async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadRe
         report = LoadReport()
         institutions = await _load_institutions(hub, session, doc, existing, report)
         centers = await _load_centers(session, doc, institutions, report)
-        await _load_networks(session, doc, institutions, centers, report)
+        await _load_networks(session, doc, institutions, centers, report, local_day(hub.clock.now()))
         await _load_fee_schedule(session, doc, report)
         await _load_users(hub, session, doc, institutions, centers, report)
         uow.audit(detail={"counts": report.counts})
@@ -220,6 +222,9 @@ async def _load_institutions(
             "tier": item["tier"],
             "kind": item["kind"],
             "grade": item["grade"],
+            "qc_failed": bool(item.get("qc_failed", False)),
+            "dicom_charset": item.get("dicom_charset"),
+            "hl7_charset": item.get("hl7_charset"),
             "hl7_facility": item.get("hl7_facility"),
             "hl7_host": dest.get("host"),
             "hl7_port": dest.get("port"),
@@ -340,9 +345,11 @@ async def _load_networks(
     institutions: Mapping[str, int],
     centers: Mapping[str, int],
     report: LoadReport,
+    today: date,
 ) -> None:
-    """Upsert networks, then make members, agreements and rules exactly the file's: one query per table to
-    read what is stored, bulk statements to write the difference."""
+    """Upsert networks, then make members and rules exactly the file's and agreements the file's: one query
+    per table to read what is stored, bulk statements to write the difference. An agreement the file no
+    longer lists is never deleted: its validity ends yesterday (local day), so its history stays."""
     by_code = {n.code: n for n in (await session.execute(select(Network))).scalars()}
     items = doc.get("networks", [])
     for item in items:
@@ -350,6 +357,7 @@ async def _load_networks(
             "name": item["name"],
             "lead_id": institutions[item["lead"]],
             "recognition_validity_days": dict(item.get("recognition_validity_days", {})),
+            "homogeneous_sites": list(item.get("homogeneous_sites", [])),
         }
         net = by_code.get(item["code"])
         if net is None:
@@ -389,7 +397,7 @@ async def _load_networks(
         stored[net_id][member_id] = tuple(rest)
     new_agreements: list[dict[str, Any]] = []
     changed_agreements: list[dict[str, Any]] = []
-    stale: list[int] = []
+    stale: list[tuple[Any, ...]] = []
     for net_id, item in zip(net_ids, items, strict=True):
         lead_id = institutions[item["lead"]]
         wanted_agreements = set()
@@ -412,9 +420,14 @@ async def _load_networks(
                 report.count("agreements", "updated")
             else:
                 report.count("agreements", "unchanged")
-        stale += [row[0] for m, row in stored[net_id].items() if m not in wanted_agreements]
-    for chunk in _chunks(stale):
-        await session.execute(delete(Agreement).where(Agreement.id.in_(chunk)))
+        stale += [row for m, row in stored[net_id].items() if m not in wanted_agreements]
+    ended = today - timedelta(days=1)
+    for stale_row in stale:
+        agreement_id, valid_from, valid_to = stale_row[0], stale_row[2], stale_row[3]
+        if valid_to <= ended:
+            continue  # ended already
+        changed_agreements.append({"id": agreement_id, "valid_from": min(valid_from, ended), "valid_to": ended})
+        report.count("agreements", "ended")
     if changed_agreements:
         await session.execute(update(Agreement), changed_agreements)
     if new_agreements:
@@ -515,3 +528,14 @@ async def _load_users(
             report.users_without_password.append(item["username"])
     if new_links:
         await session.execute(insert(UserCenter), new_links)
+    for item in items:
+        if item.get("practice_since") or item.get("licence_number") or item.get("title"):
+            await practitioners.upsert(
+                session,
+                ids[item["username"]],
+                now=hub.clock.now(),
+                by="network-file",
+                title=item.get("title"),
+                practice_since=_d(item.get("practice_since")),
+                licence_number=item.get("licence_number"),
+            )

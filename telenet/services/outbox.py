@@ -24,6 +24,7 @@ from telenet.domain.errors import Forbidden, Invalid
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import (
+    CriticalFinding,
     HL7DeadLetter,
     HL7Destination,
     HL7InboundMessage,
@@ -60,6 +61,46 @@ def control_id(outbox_id: int) -> str:
 async def enqueue_result(hub: Hub, session: AsyncSession, request: Request, report: Report) -> None:
     """Queue the result (final report: status F; addendum: C, the corrected whole) for the requesting
     institution's HL7 destination, in the caller's transaction; an institution without one gets nothing."""
+    inst = await _destination(session, request)
+    if inst is None:
+        return
+    payload = await _result_payload(session, request, report)
+    await _add(hub, session, request, inst, payload, report_id=report.id)
+
+
+async def enqueue_critical(
+    hub: Hub, session: AsyncSession, request: Request, finding: CriticalFinding, draft: Report | None
+) -> None:
+    """Queue a critical finding the moment it is raised, before any report is signed: an ORU^R01 with status
+    P whose observations are the critical items (flagged), and the draft's text if there is one."""
+    inst = await _destination(session, request)
+    if inst is None:
+        return
+    payload = await _result_payload(session, request, draft)
+    payload.update(
+        {
+            "status": "P",
+            # Only the critical items go out before signing: the HIS never receives an unsigned draft.
+            "findings": "",
+            "impression": "",
+            "ecg": None,
+            "critical": True,
+            "critical_items": list(finding.items),
+            "critical_id": finding.id,
+            "signer": {
+                "id": (
+                    await session.execute(select(User.username).where(User.id == finding.raised_by_id))
+                ).scalar_one(),
+                "name": finding.raised_by,
+            },
+            "signed_at": finding.raised_at.isoformat(),
+            "preliminary_author": None,
+        }
+    )
+    await _add(hub, session, request, inst, payload, report_id=draft.id if draft else None, critical_id=finding.id)
+
+
+async def _destination(session: AsyncSession, request: Request) -> Institution | None:
     inst = await session.get(Institution, request.requesting_institution_id)
     assert inst is not None
     if not inst.hl7_host or not inst.hl7_port:
@@ -69,11 +110,26 @@ async def enqueue_result(hub: Hub, session: AsyncSession, request: Request, repo
             request.id,
             request.accession_number,
         )
-        return
-    payload = await _result_payload(session, request, report)
+        return None
+    return inst
+
+
+async def _add(
+    hub: Hub,
+    session: AsyncSession,
+    request: Request,
+    inst: Institution,
+    payload: dict[str, Any],
+    *,
+    report_id: int | None,
+    critical_id: int | None = None,
+) -> None:
+    assert inst.hl7_host is not None and inst.hl7_port is not None
+    payload["charset"] = inst.hl7_charset or "UTF-8"
     item = HL7OutboxItem(
         request_id=request.id,
-        report_id=report.id,
+        report_id=report_id,
+        critical_id=critical_id,
         institution_id=inst.id,
         institution_path=inst.path,
         destination_host=inst.hl7_host,
@@ -93,17 +149,22 @@ async def enqueue_result(hub: Hub, session: AsyncSession, request: Request, repo
     _enqueued[0] += 1
 
 
-async def _result_payload(session: AsyncSession, request: Request, report: Report) -> dict[str, Any]:
+async def _result_payload(session: AsyncSession, request: Request, report: Report | None) -> dict[str, Any]:
+    """What the ORU is built from; ``report`` None for a critical finding raised from the claim alone."""
     patient = await session.get(Patient, request.patient_id)
     assert patient is not None
-    addendum = report.status == "addendum"
+    addendum = report is not None and report.status == "addendum"
     final = report
     if addendum:
         found = (
             await session.execute(select(Report).where(Report.request_id == request.id, Report.status == "final"))
         ).scalar_one_or_none()
         final = found or report
-    signer_username = (await session.execute(select(User.username).where(User.id == report.author_id))).scalar_one()
+    signer_username = (
+        (await session.execute(select(User.username).where(User.id == report.author_id))).scalar_one()
+        if report is not None
+        else ""
+    )
     info = (
         await session.execute(
             select(HL7InboundMessage.order_info)
@@ -118,10 +179,23 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
         "code": request.modality or request.kind.upper(),
         "text": " ".join(p for p in (request.modality, request.body_part) if p) or request.kind,
     }
-    signed_at = report.signed_at or report.created_at
+    signed_at = (report.signed_at or report.created_at) if report is not None else request.updated_at
+    preliminary_author = None
+    if final is not None and final.preliminary_author_id and final.preliminary_author_id != final.author_id:
+        preliminary_author = {
+            "id": (
+                await session.execute(select(User.username).where(User.id == final.preliminary_author_id))
+            ).scalar_one(),
+            "name": final.preliminary_author_name,
+        }
+    ordering = (
+        {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
+        if request.ordering_clinician_name
+        else info.get("ordering_clinician")
+    )
     return {
         "request_id": request.id,
-        "report_id": report.id,
+        "report_id": report.id if report is not None else None,
         "accession_number": request.accession_number,
         "placer_order_number": info.get("placer_order_number"),
         "kind": request.kind,
@@ -136,13 +210,16 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
             "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
         },
         "status": "C" if addendum else "F",
-        "findings": final.findings,
-        "impression": final.impression,
-        "critical": final.critical or report.critical,
-        "critical_items": list(final.critical_items or []) + (list(report.critical_items or []) if addendum else []),
-        "addendum_text": report.findings if addendum else None,
-        "ecg": final.structured,
-        "signer": {"id": signer_username, "name": report.author_name},
+        "findings": final.findings if final is not None else "",
+        "impression": final.impression if final is not None else "",
+        "critical": bool((final is not None and final.critical) or (report is not None and report.critical)),
+        "critical_items": (list(final.critical_items or []) if final is not None else [])
+        + (list(report.critical_items or []) if addendum and report is not None else []),
+        "addendum_text": report.findings if addendum and report is not None else None,
+        "ecg": final.structured if final is not None else None,
+        "signer": {"id": signer_username, "name": report.author_name if report is not None else ""},
+        "preliminary_author": preliminary_author,
+        "ordering_clinician": ordering,
         "signed_at": signed_at.isoformat(),
         "observed_at": request.queued_at.isoformat() if request.queued_at else None,
     }

@@ -11,15 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid
-from telenet.domain.lifecycle import Action, Kind, ReturnReason
+from telenet.domain.lifecycle import Action, ReturnReason
 from telenet.domain.routing import RouteQuery
-from telenet.domain.sla import due_at, lease_until, remaining, sla_minutes_for
+from telenet.domain.sla import remaining
 from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
 from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
+from telenet.services.coordination import breach_alerted, capped_lease, release_at
 from telenet.services.events import emit
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import request_view
+from telenet.services.requests import due_for, request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 
@@ -104,7 +105,10 @@ async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
             data={"by": actor.username},
             claimed_by_id=actor.user_id,
             claimed_at=request.claimed_at if renew else now,
-            claim_expires_at=lease_until(now, request.priority, hub.options.lease_minutes),
+            # Never past the breach release: renewing cannot hold a breached request.
+            claim_expires_at=capped_lease(
+                hub, request, now, request.claimed_at if renew and request.claimed_at else now
+            ),
         )
         return await request_view(uow.session, actor, request)
 
@@ -252,11 +256,7 @@ async def _escalate(
         claim_expires_at=None,
         escalations=request.escalations + 1,
         # queued_at keeps the first time it was queued (turnaround); the SLA restarts at the new center.
-        due_at=(
-            due_at(now, sla_minutes_for(Kind(request.kind), new_center.sla_minutes), request.priority)
-            if request.queued_at
-            else None
-        ),
+        due_at=(due_for(now, request, new_center.sla_minutes) if request.queued_at else None),
     )
     await studies.on_routed(hub, session, request, new_center)
     return True
@@ -359,7 +359,17 @@ async def escalate_breaches(hub: Hub, now: datetime | None = None) -> int:
                 hub,
                 "request.sla_breached",
                 [f"worklist:{center.code}", f"request:{request.id}", f"requests:{inst_code}"],
-                {**summary(request, center.code), "overdue_minutes": overdue},
+                {
+                    **summary(request, center.code),
+                    "overdue_minutes": overdue,
+                    "alerted": await breach_alerted(session, request),
+                    "claim_released_at": (
+                        moment.isoformat()
+                        if request.state == "claimed"
+                        and (moment := release_at(request, hub.options.claim_breach_grace_minutes))
+                        else None
+                    ),
+                },
                 request_id=request.id,
             )
             if request.state == "queued":

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, NotFound
@@ -60,11 +61,19 @@ DEFINITIONS = {
         "as failing quality control, within its validity window (final_at + days, inclusive)"
     ),
     "producer": "the institution of the center that signed the final report",
+    "acquirer": (
+        "the institution that acquired the exam data (the inviting side, which answers for its quality): its "
+        "level and quality-control standing count, or the reading center's level when a network declares the "
+        "site under that center's quality control (同质化)"
+    ),
     "validity_days": (
         "the window of (service, modality): overrides of the networks both institutions belong to, the "
         "shortest where several set one, else the defaults"
     ),
-    "fee_avoided_fen": "the schedule's base price (any priority) of the exam on the day, were it repeated",
+    "fee_avoided_fen": (
+        "the price of the exam not repeated: the fee schedule's exam price list (service 'exam', 检查费) for "
+        "the modality on the day; never the remote-read fee; null when the list has no price"
+    ),
 }
 
 
@@ -75,6 +84,7 @@ class FoundResult:
     center: Center
     producer: Institution
     patient: Patient
+    acquirer: Institution
 
 
 async def accepting_patient(session: AsyncSession, at: Institution, his_id: str) -> Patient:
@@ -100,12 +110,14 @@ async def same_person(session: AsyncSession, patient: Patient) -> list[int]:
 async def final_results(
     session: AsyncSession, patient_ids: Sequence[int], request_id: int | None = None
 ) -> list[FoundResult]:
+    acquirer = aliased(Institution)
     query = (
-        select(Request, Report, Center, Institution, Patient)
+        select(Request, Report, Center, Institution, Patient, acquirer)
         .join(Report, (Report.request_id == Request.id) & (Report.status == "final"))
         .join(Center, Center.id == Report.center_id)
         .join(Institution, Institution.id == Center.institution_id)
         .join(Patient, Patient.id == Request.patient_id)
+        .join(acquirer, acquirer.id == Request.requesting_institution_id)
         .where(
             Request.patient_id.in_(patient_ids),
             Request.state == "final",
@@ -136,6 +148,23 @@ async def windows_between(session: AsyncSession, at_id: int, producer_id: int) -
     return validity_windows(o for o in overrides if o)
 
 
+async def homogeneous(session: AsyncSession, site: Institution, center_institution_id: int) -> bool:
+    """A network led by (or including) the reading center's institution declares ``site`` under its
+    quality control (同质化)."""
+    rows = (
+        await session.execute(
+            select(Network.homogeneous_sites).where(
+                Network.homogeneous_sites.is_not(None),
+                (Network.lead_id == center_institution_id)
+                | Network.id.in_(
+                    select(NetworkMember.network_id).where(NetworkMember.institution_id == center_institution_id)
+                ),
+            )
+        )
+    ).scalars()
+    return any(site.code in (sites or []) for sites in rows)
+
+
 async def judge(hub: Hub, session: AsyncSession, found: FoundResult, at: Institution) -> Eligibility:
     assert found.request.final_at is not None
     facts = ResultFacts(
@@ -147,6 +176,10 @@ async def judge(hub: Hub, session: AsyncSession, found: FoundResult, at: Institu
         producing_tier=Tier(found.producer.tier),
         producing_center_code=found.center.code,
         center_qc_failed=found.center.qc_failed,
+        acquiring_institution_code=found.acquirer.code,
+        acquiring_tier=Tier(found.acquirer.tier),
+        acquiring_qc_failed=found.acquirer.qc_failed,
+        homogeneous=await homogeneous(session, found.acquirer, found.producer.id),
     )
     windows = await windows_between(session, at.id, found.producer.id)
     return eligibility(
@@ -157,12 +190,16 @@ async def judge(hub: Hub, session: AsyncSession, found: FoundResult, at: Institu
 async def avoided_price(hub: Hub, session: AsyncSession, request: Request) -> FeeScheduleEntry | None:
     return await price_in_force(
         session,
-        service=request.kind,
+        service=EXAM_SERVICE,
         modality=request.modality,
         priority=None,
-        subspecialty=request.subspecialty,
+        subspecialty=None,
         on=local_day(hub.clock.now()),
     )
+
+
+EXAM_SERVICE = "exam"
+"""The fee schedule's exam price list (检查费): what a recognized result saves is the acquisition."""
 
 
 def _party(inst: Institution) -> dict[str, str]:
@@ -195,6 +232,7 @@ async def recognizable_results(hub: Hub, actor: Actor, his_id: str, at_code: str
                     "body_part": found.request.body_part,
                     "final_at": found.request.final_at.isoformat(),
                     "producer": _party(found.producer),
+                    "acquirer": _party(found.acquirer),
                     "center": found.center.code,
                     "recognizable": verdict.recognizable,
                     "reason": verdict.reason,
@@ -245,6 +283,7 @@ async def record_decision(hub: Hub, actor: Actor, body: Mapping[str, Any]) -> di
             institution_id=at.id,
             institution_path=at.path,
             producing_center_id=result.center.id,
+            acquiring_institution_id=result.acquirer.id,
             decision=decision,
             reason_code=reason.value if reason is not None else None,
             note=body.get("note"),
@@ -266,6 +305,7 @@ async def record_decision(hub: Hub, actor: Actor, body: Mapping[str, Any]) -> di
             "patient_id": patient.his_id,
             "institution": _party(at),
             "producer": _party(result.producer),
+            "acquirer": _party(result.acquirer),
             "decision": decision,
             "reason_code": row.reason_code,
             "reason_label": LABELS[reason] if reason is not None else None,

@@ -23,7 +23,8 @@ from telenet.domain.lifecycle import (
 )
 from telenet.domain.patients import SEXES, last4, masked_national_id, national_id_hmac
 from telenet.domain.routing import RouteQuery
-from telenet.domain.sla import due_at, sla_minutes_for
+from telenet.domain.sla import due_at
+from telenet.domain.sla_rules import sla_minutes
 from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
 from telenet.services.access import (
@@ -88,6 +89,12 @@ async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, d
     patient.updated_at = now
     await session.flush()
     return patient
+
+
+def due_for(queued_at: datetime, request: Request, center_table: dict[str, int] | None) -> datetime:
+    """When ``request`` is due at a center: its modality and body part's limit (``sla_rules``)."""
+    minutes = sla_minutes(request.kind, request.priority, request.modality, request.body_part, center_table)
+    return due_at(queued_at, {request.priority: minutes}, request.priority)
 
 
 def _aware(value: str | None, name: str) -> datetime | None:
@@ -172,6 +179,10 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             requesting_path=requester.path,
             requester_id=actor.user_id or None,
             requester_name=actor.display_name or actor.username,
+            ordering_clinician_id=(body.get("ordering_clinician") or {}).get("id")
+            or (None if actor.role is Role.INTEGRATION else actor.username),
+            ordering_clinician_name=(body.get("ordering_clinician") or {}).get("name")
+            or (None if actor.role is Role.INTEGRATION else actor.display_name or actor.username),
             consent_given_by=consent.get("given_by") if has_consent else None,
             consent_given_at=consent_at,
             state=state.value,
@@ -183,7 +194,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         )
         if state is RequestState.QUEUED:
             request.queued_at = now
-            request.due_at = due_at(now, sla_minutes_for(kind, center.sla_minutes), priority)
+            request.due_at = due_for(now, request, center.sla_minutes)
         session.add(request)
         await session.flush()
         if accession is None:
@@ -295,6 +306,11 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
         },
         "requesting_institution": {"code": requester.code, "name": requester.name, "tier": requester.tier},
         "requester": request.requester_name,
+        "ordering_clinician": (
+            {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
+            if request.ordering_clinician_name
+            else None
+        ),
         "patient": {
             "id": patient.his_id,
             "name": patient.name,
@@ -334,15 +350,29 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             }
             for s, code in steps
         ],
-        "reports": [report_view(r) for r in reports],
+        "reports": [
+            report_view(r) for r in reports if r.status != "preliminary" or may_see_drafts(actor, request, center.code)
+        ],
         "critical_findings": [critical_view(c, username) for c, username in criticals],
     }
+
+
+def may_see_drafts(actor: Actor, request: Request, center_code: str) -> bool:
+    """Unsigned drafts stay with the reading center's readers and coordinators: the requesting side (and any
+    admin) only ever sees signed reports."""
+    if request.claimed_by_id == actor.user_id:
+        return True
+    return actor.role in (Role.READER, Role.COORDINATOR) and center_code in actor.center_codes
 
 
 def report_view(report: Report) -> dict[str, Any]:
     return {
         "id": report.id,
         "status": report.status,
+        "version": report.version,
+        "superseded_at": _iso(report.superseded_at),
+        "preliminary_author": report.preliminary_author_name,
+        "signer": report.author_name if report.signed_at else None,
         "findings": report.findings,
         "impression": report.impression,
         "critical": report.critical,
@@ -363,6 +393,8 @@ def critical_view(finding: CriticalFinding, acknowledged_by: str | None) -> dict
         "items": finding.items,
         "raised_at": _iso(finding.raised_at),
         "raised_by": finding.raised_by,
+        "source": finding.source,
+        "report_id": finding.report_id,
         "deadline_at": _iso(finding.deadline_at),
         "escalation_level": finding.escalation_level,
         "acknowledged_at": _iso(finding.acknowledged_at),
@@ -473,7 +505,7 @@ async def _queue(
         data={"signal": signal},
         queued_at=now,
         data_completed_by=signal,
-        due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+        due_at=due_for(now, request, center.sla_minutes),
         **changes,
     )
     # The data is complete: forward it to the center's PACS in this same transaction.
@@ -547,7 +579,7 @@ async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) ->
             institution_code=inst_code,
             data={"note": note},
             queued_at=now,
-            due_at=due_at(now, sla_minutes_for(request.kind, center.sla_minutes), request.priority),
+            due_at=due_for(now, request, center.sla_minutes),
             sla_breached_at=None,
         )
         return await request_view(uow.session, actor, request)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from telenet.services.coordination import release_breached_claims
 from telenet.services.hub import Hub
 from telenet.services.queue import escalate_breaches, expire_leases
 from telenet.services.reports import escalate_unacknowledged
@@ -19,13 +20,17 @@ class SweepResult:
     leases_expired: int
     breaches: int
     criticals_escalated: int
+    breached_claims_released: int = 0
 
 
 async def sweep_once(hub: Hub) -> SweepResult:
+    # Breached claims first, so a claim cut short by its capped lease is released with its reason.
+    released = await release_breached_claims(hub)
     return SweepResult(
         leases_expired=await expire_leases(hub),
         breaches=await escalate_breaches(hub),
         criticals_escalated=await escalate_unacknowledged(hub),
+        breached_claims_released=released,
     )
 
 

@@ -228,16 +228,61 @@ async def test_imaging_ecg_and_consultation_stories(hub: Any, orthanc: Orthanc) 
                 send_ecg, "C01K01T01", "127.0.0.1", hub.dicom_port, "TELENET", "E2EECG0001", "T01-0002", "李^四"
             )
             ecg_request = await request_of(story, "E2EECG0001")
-            await read_and_sign(
-                story,
-                ecg_ws,
-                ecg_request["id"],
+            # a junior reader finds an acute STEMI and raises it at once, before any senior signs
+            eid = ecg_request["id"]
+            await next_event(ecg_ws, "request.queued", eid)
+            await story.call("POST", "junior_reader", f"/api/v1/requests/{eid}/claim")
+            raised = await story.call(
+                "POST", "junior_reader", f"/api/v1/requests/{eid}/critical", {"items": ["急性ST段抬高型心肌梗死"]}, 201
+            )
+
+            async def critical_at_his() -> bool:
+                return ("E2EECG0001", "P") in {(acc, status) for acc, status, _ in story.results}
+
+            await wait_until(critical_at_his, "the critical finding (ORU status P) at the township HIS")
+            await story.call(
+                "POST",
                 "county_reader",
+                f"/api/v1/critical/{raised['id']}/calls",
                 {
-                    "findings": "窦性心律。",
-                    "impression": "正常心电图。",
-                    "structured": {"rhythm": "窦性心律", "rate_bpm": 61},
+                    "callee": "李青山",
+                    "callee_role": "值班医生",
+                    "read_back": "急性ST段抬高型心肌梗死",
+                    "confirmed": True,
                 },
+                201,
+            )
+            await story.call(
+                "POST", "township_doc", f"/api/v1/critical/{raised['id']}/ack", {"read_back_by": "李青山"}, 422
+            )
+            acked = await story.call(
+                "POST",
+                "township_doc",
+                f"/api/v1/critical/{raised['id']}/ack",
+                {"read_back_by": "李青山", "read_back": "急性ST段抬高型心肌梗死"},
+            )
+            assert [t["event"] for t in acked["timeline"]] == [
+                "critical.raised",
+                "critical.called",
+                "critical.acknowledged",
+            ]
+            ecg_report = {
+                "findings": "窦性心律。V1-V4 ST段抬高。",
+                "impression": "急性前壁ST段抬高型心肌梗死。",
+                "structured": {"rhythm": "窦性心律", "rate_bpm": 61},
+                "critical": True,
+                "critical_items": ["急性ST段抬高型心肌梗死"],
+            }
+            await story.call("POST", "junior_reader", f"/api/v1/requests/{eid}/report", {**ecg_report, "final": False})
+            await story.call("POST", "county_coord", f"/api/v1/requests/{eid}/release")
+            await story.call("POST", "county_reader", f"/api/v1/requests/{eid}/claim")
+            signed = await story.call(
+                "POST", "county_reader", f"/api/v1/requests/{eid}/report", {**ecg_report, "final": True}
+            )
+            assert len(signed["critical_findings"]) == 1, "the signed report does not raise the finding twice"
+            assert (signed["reports"][-1]["preliminary_author"], signed["reports"][-1]["signer"]) == (
+                "赵晓雨",
+                "陈立明",
             )
 
             async def both_results() -> bool:

@@ -69,7 +69,9 @@ class Scenario:
     async def ack(self, view: dict[str, Any], after: float, user: str) -> None:
         self.wait(after)
         critical_id = view["critical_findings"][0]["id"]
-        await reports.acknowledge(self.hub, await self.actor(user), critical_id, {"read_back_by": "值班护士"})
+        await reports.acknowledge(
+            self.hub, await self.actor(user), critical_id, {"read_back_by": "值班护士", "read_back": "危急值已复述"}
+        )
 
     async def sweep(self, after: float) -> Any:
         self.wait(after)
@@ -226,8 +228,8 @@ async def test_every_figure_of_the_scenario(client: Any, clock: Any) -> None:
         "recognized": 1,
         "not_recognized": 1,
         "recognition_rate": 0.5,
-        "fees_avoided_fen": 3000,
-        "fees_avoided_yuan": "30.00",
+        "fees_avoided_fen": 8000,
+        "fees_avoided_yuan": "80.00",
         "not_recognized_by_reason": {"condition_changed": {"label": "病情变化", "count": 1}},
     }
     # R1 3000 (refunded), R2 CT stat 10400, R3 ECG 1500, R4 ECG stat 1950 at 70 % to the county;

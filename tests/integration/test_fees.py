@@ -101,7 +101,7 @@ def split_doc(doc: dict[str, Any]) -> dict[str, Any]:
         doc["users"].append(
             {"username": requester_of(member), "display_name": "测试医师", "role": "requester", "institution": member}
         )
-    us = next(e for e in doc["fee_schedule"] if (e["modality"], e["priority"]) == ("US", None))
+    us = next(e for e in doc["fee_schedule"] if (e["service"], e["modality"], e["priority"]) == ("imaging", "US", None))
     us["effective_to"] = "2026-03-02"
     doc["fee_schedule"].append({**us, "effective_from": "2026-03-03", "effective_to": None, "price_fen": 6001})
     return doc
@@ -264,7 +264,7 @@ async def test_fee_listing_schedule_and_scope(client: Any) -> None:
     await problem_of(await client.get("/api/v1/fees"), 401, "missing-token")
 
     body = await (await client.get("/api/v1/fee-schedule", headers=await client.login("township_doc"))).json()
-    assert len(body["items"]) == 21 and all(i["in_force"] for i in body["items"])
+    assert len(body["items"]) == 27 and all(i["in_force"] for i in body["items"]), "21 read fees, 6 exam prices"
     ct = next(i for i in body["items"] if (i["modality"], i["priority"]) == ("CT", "stat"))
     assert (ct["price_fen"], ct["price_yuan"]) == (10400, "104.00") and "illustrative" in ct["source"]
     assert "sub-specialty" in body["precedence"]

@@ -135,9 +135,9 @@ async def test_unacknowledged_critical_finding_escalates_until_acknowledged(demo
     events = [step["event"] for step in acked["timeline"]]
     assert events == ["critical.raised", "critical.escalated", "critical.escalated", "critical.acknowledged"]
     level2 = acked["timeline"][2]
-    assert "county_admin" in level2["notified"], "the second escalation reaches the county above the township"
+    assert level2["notified"] == ["county_coord"], "the second escalation reaches the reading center's coordinator"
     with pytest.raises(Conflict):
-        await reports.acknowledge(demo_hub, clinic, critical["id"], {"read_back_by": "again"})
+        await reports.acknowledge(demo_hub, clinic, critical["id"], {"read_back_by": "again", "read_back": "x"})
     demo_hub.clock.advance(minutes=60)
     assert (await sweep_once(demo_hub)).criticals_escalated == 0
 

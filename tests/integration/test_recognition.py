@@ -23,7 +23,8 @@ from tests.integration.test_registry_api import problem_of
 
 ACCEPTING = {
     # institution: (tier relation to the producer NL-C01-K01, a county)
-    "NL-C01-K01-T01": "lower (township), 60-day override of NET-NL-C01-K01",
+    "NL-C01-K01-T01": "the acquiring institution itself (the township made the data)",
+    "NL-C01-K01-T02": "lower (township), 60-day override of NET-NL-C01-K01",
     "NL-C01-K02": "same tier (another county)",
     "NL-C01": "higher (city)",
     "NL-C01-K01": "the producer itself",
@@ -62,15 +63,17 @@ async def test_eligibility_table(hub: Any, demo_doc: dict[str, Any], clock: Any)
     final_at = clock.now()
 
     assert await verdicts(hub, admin) == {
-        "NL-C01-K01-T01": (True, "recognizable"),
-        "NL-C01-K02": (True, "recognizable"),
+        "NL-C01-K01-T01": (False, "same institution"),
+        "NL-C01-K01-T02": (True, "recognizable"),
+        "NL-C01-K02": (True, "recognizable"),  # a township under the county center's QC (同质化)
         "NL-C01": (False, "lower level"),
         "NL-C01-K01": (False, "same institution"),
     }
     result = await recognition.recognizable_results(hub, admin, "H-NL-C01-K02", "NL-C01-K02")
     [item] = result["items"]
     assert item["result_request_id"] == rid and item["producer"]["code"] == "NL-C01-K01"
-    assert item["expires_at"] == (final_at + timedelta(days=30)).isoformat() and item["fee_avoided_fen"] == 3000
+    assert item["expires_at"] == (final_at + timedelta(days=30)).isoformat() and item["fee_avoided_fen"] == 8000
+    assert item["acquirer"]["code"] == "NL-C01-K01-T01", "both institutions on the result"
     assert result["scope"] == RECOGNITION_SCOPE and "not the physician's conclusion" in result["scope"]
     assert (await recognition.recognizable_results(hub, admin, "OTHER", "NL-C01-K02"))["items"] == []
 
@@ -78,16 +81,17 @@ async def test_eligibility_table(hub: Any, demo_doc: dict[str, Any], clock: Any)
     assert (await verdicts(hub, admin))["NL-C01-K02"] == (True, "recognizable"), "the window is inclusive"
     clock.set(final_at + timedelta(days=30, seconds=1))
     table = await verdicts(hub, admin)
-    assert table["NL-C01-K02"] == (False, "expired") and table["NL-C01-K01-T01"] == (True, "recognizable")
+    assert table["NL-C01-K02"] == (False, "expired") and table["NL-C01-K01-T02"] == (True, "recognizable")
     clock.set(final_at + timedelta(days=60, seconds=1))
-    assert (await verdicts(hub, admin))["NL-C01-K01-T01"] == (False, "expired"), "the network override: 60 days"
+    assert (await verdicts(hub, admin))["NL-C01-K01-T02"] == (False, "expired"), "the network override: 60 days"
 
     clock.set(final_at + timedelta(days=1))
     async with hub.sessions() as session:
         await session.execute(update(Center).where(Center.code == "NL-C01-K01-IMG").values(qc_failed=True))
         await session.commit()
     assert await verdicts(hub, admin) == {
-        "NL-C01-K01-T01": (False, "quality control failed"),
+        "NL-C01-K01-T01": (False, "same institution"),
+        "NL-C01-K01-T02": (False, "quality control failed"),
         "NL-C01-K02": (False, "quality control failed"),
         "NL-C01": (False, "quality control failed"),
         "NL-C01-K01": (False, "same institution"),
@@ -101,7 +105,7 @@ async def test_eligibility_table(hub: Any, demo_doc: dict[str, Any], clock: Any)
     assert [i["result_request_id"] for i in items] == [ecg, rid], (
         f"final results only, newest first, not {pending['id']}"
     )
-    assert (items[0]["recognizable"], items[0]["fee_avoided_fen"]) == (True, 1500), "the ECG center passes QC"
+    assert (items[0]["recognizable"], items[0]["fee_avoided_fen"]) == (True, 2500), "the ECG center passes QC"
     clock.advance(days=7, seconds=1)
     items = (await recognition.recognizable_results(hub, admin, "H-NL-C01-K02", "NL-C01-K02"))["items"]
     assert (items[0]["recognizable"], items[0]["reason"]) == (False, "expired"), "ECG results: 7 days by default"
@@ -147,7 +151,7 @@ async def test_recognition_api(client: Any, clock: Any) -> None:
     resp = await post({**base, "decision": "recognized", "note": "胸片可用"})
     assert resp.status == 201, await resp.text()
     accepted = await resp.json()
-    assert (accepted["decision"], accepted["fee_avoided_fen"], accepted["reason_code"]) == ("recognized", 3000, None)
+    assert (accepted["decision"], accepted["fee_avoided_fen"], accepted["reason_code"]) == ("recognized", 8000, None)
     assert accepted["eligibility"] == {"recognizable": True, "reason": "recognizable"}
     assert accepted["producer"]["code"] == "NL-C01-K01" and accepted["scope"] == RECOGNITION_SCOPE
 
@@ -189,4 +193,4 @@ async def test_recognition_api(client: Any, clock: Any) -> None:
     async with hub.sessions() as session:
         rows = (await session.execute(select(RecognitionDecision).order_by(RecognitionDecision.id))).scalars().all()
     assert len(rows) == 1 + len(NotRecognizedReason) + 1
-    assert sum(r.fee_avoided_fen or 0 for r in rows) == 3000 and rows[0].clinician == "王秀兰"
+    assert sum(r.fee_avoided_fen or 0 for r in rows) == 8000 and rows[0].clinician == "王秀兰"

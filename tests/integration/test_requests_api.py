@@ -133,7 +133,7 @@ async def test_full_imaging_lifecycle(client: Any) -> None:
     )
     queued = await act(client, "his_t01", rid, "data-complete")
     assert queued["state"] == "queued" and queued["data_completed_by"] == "api"
-    assert queued["due_at"] == "2026-03-02T06:00:00+00:00", "routine imaging: 240 minutes from queued"
+    assert queued["due_at"] == "2026-03-02T04:00:00+00:00", "routine X-ray (DX): 120 minutes from queued"
 
     claimed = await act(client, "county_reader", rid, "claim")
     assert claimed["state"] == "claimed" and claimed["claimed_by"] == "county_reader"
@@ -152,8 +152,10 @@ async def test_full_imaging_lifecycle(client: Any) -> None:
     assert draft["state"] == "claimed" and draft["reports"][0]["status"] == "preliminary"
     final = await act(client, "county_reader", rid, "report", FINAL)
     assert final["state"] == "final" and final["timestamps"]["final"]
-    report = final["reports"][0]
+    kept, report = final["reports"]
+    assert kept["status"] == "preliminary" and kept["version"] == 1 and kept["superseded_at"]
     assert report["status"] == "final" and len(report["digest"]) == 64 and report["signed_at"]
+    assert report["version"] == 2 and report["signer"] == report["preliminary_author"]
     body = await problem_of(
         await client.post(f"/api/v1/requests/{rid}/report", json=FINAL, headers=await client.login("county_reader")),
         409,
@@ -166,11 +168,12 @@ async def test_full_imaging_lifecycle(client: Any) -> None:
         "illegal-transition",
     )
     added = await act(client, "county_reader", rid, "addenda", {"text": "补充：左下肺野结节影需随访。"}, status=201)
-    assert [r["status"] for r in added["reports"]] == ["final", "addendum"]
-    assert added["reports"][0]["digest"] == report["digest"], "the final report never changes"
+    assert [r["status"] for r in added["reports"]] == ["preliminary", "final", "addendum"]
+    assert added["reports"][1]["digest"] == report["digest"], "the final report never changes"
 
     seen = await (await client.get(f"/api/v1/requests/{rid}", headers=await client.login("township_doc"))).json()
     assert seen["state"] == "final"
+    assert [r["status"] for r in seen["reports"]] == ["final", "addendum"], "the clinic never sees the draft"
     await problem_of(
         await client.get(f"/api/v1/requests/{rid}", headers=await client.login("township_doc3")), 403, "scope"
     )
@@ -442,16 +445,22 @@ async def test_critical_ack_bodies_and_scope(client: Any) -> None:
     await problem_of(await client.post(f"/api/v1/critical/{cid}/ack", json={}, headers=clinic), 422, "schema-violation")
     await problem_of(
         await client.post(
-            f"/api/v1/critical/{cid}/ack", json={"read_back_by": "x"}, headers=await client.login("township_doc3")
+            f"/api/v1/critical/{cid}/ack",
+            json={"read_back_by": "x", "read_back": "x"},
+            headers=await client.login("township_doc3"),
         ),
         403,
         "scope",
     )
     await problem_of(
-        await client.post("/api/v1/critical/99999/ack", json={"read_back_by": "x"}, headers=clinic), 404, "not-found"
+        await client.post("/api/v1/critical/99999/ack", json={"read_back_by": "x", "read_back": "x"}, headers=clinic),
+        404,
+        "not-found",
     )
     await problem_of(
-        await client.post("/api/v1/critical/abc/ack", json={"read_back_by": "x"}, headers=clinic), 422, "bad-parameter"
+        await client.post("/api/v1/critical/abc/ack", json={"read_back_by": "x", "read_back": "x"}, headers=clinic),
+        422,
+        "bad-parameter",
     )
     shown = await (await client.get(f"/api/v1/critical/{cid}", headers=clinic)).json()
     assert shown["items"] == ["张力性气胸"] and shown["timeline"][0]["event"] == "critical.raised"

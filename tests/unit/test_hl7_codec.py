@@ -558,7 +558,7 @@ def test_oru_other_versions_and_bad_input() -> None:
     assert segments(oru)["MSH"][0][9] == "ORU^R01"
     assert parse_message(oru.decode()).name == "ORU_R01"
     with pytest.raises(ValueError, match="status"):
-        build_oru(_report(status="P"), message_control_id="X", receiving_facility="F", now=NOW)
+        build_oru(_report(status="X"), message_control_id="X", receiving_facility="F", now=NOW)
     with pytest.raises(ValueError, match="ECG"):
         build_oru(_report(ecg={"hr": 60}), message_control_id="X", receiving_facility="F", now=NOW)
 

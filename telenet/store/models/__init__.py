@@ -3,6 +3,7 @@
 from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
 from telenet.store.models.attachments import Attachment
 from telenet.store.models.base import Base
+from telenet.store.models.clinical import CriticalCall, PractitionerRecord
 from telenet.store.models.dicom import (
     DicomInstance,
     DicomSeries,
@@ -43,6 +44,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Center",
+    "CriticalCall",
     "CriticalFinding",
     "DicomInstance",
     "DicomSeries",
@@ -67,6 +69,7 @@ __all__ = [
     "Participant",
     "Patient",
     "PatientMerge",
+    "PractitionerRecord",
     "RecognitionDecision",
     "Report",
     "Request",

@@ -79,6 +79,8 @@ class RecognitionDecision(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     institution_path: Mapped[str] = mapped_column(String(400))
     producing_center_id: Mapped[int] = mapped_column(ForeignKey("centers.id"))
+    # The institution that acquired the exam data (answers for its quality), beside the reading center.
+    acquiring_institution_id: Mapped[int | None] = mapped_column(ForeignKey("institutions.id"))
     decision: Mapped[str] = mapped_column(String(16))
     reason_code: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)

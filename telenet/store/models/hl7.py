@@ -66,12 +66,14 @@ class HL7OutboxItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A critical finding sent when found (status P, before any signed report).
+    critical_id: Mapped[int | None] = mapped_column(ForeignKey("critical_findings.id"))
 
     __table_args__ = (
         Index("ix_hl7_outbox_queue", "status", "destination_host", "destination_port", "patient_key", "id"),
         Index("ix_hl7_outbox_scope", "institution_path", "status", "id"),
         CheckConstraint("status in ('pending','delivered','dead')", name="status"),
-        CheckConstraint("result_status in ('F','C','S')", name="result_status"),
+        CheckConstraint("result_status in ('F','C','S','P')", name="result_status"),
     )
 
 

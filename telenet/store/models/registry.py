@@ -29,6 +29,11 @@ class Institution(Base):
     hl7_facility: Mapped[str | None] = mapped_column(String(64), unique=True)
     hl7_host: Mapped[str | None] = mapped_column(String(255))
     hl7_port: Mapped[int | None] = mapped_column(Integer)
+    # Failing quality control (质控不合格) as the acquiring side: its exam data are not recognized elsewhere.
+    qc_failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Character sets its peers understand (UTF-8, GB18030, GBK): DICOM answers to its AEs, HL7 in and out.
+    dicom_charset: Mapped[str | None] = mapped_column(String(16))
+    hl7_charset: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Whether the HIS wants order status messages (ORM^O01 ORC-1 SC) besides the ORU, and which application
@@ -63,6 +68,9 @@ class Network(Base):
     name: Mapped[str] = mapped_column(String(200))
     lead_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
     recognition_validity_days: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Member sites under the lead's imaging center's quality control (同质化): their exams count at the
+    # level of the center that reads them.
+    homogeneous_sites: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class NetworkMember(Base):

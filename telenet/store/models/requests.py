@@ -98,6 +98,9 @@ class Request(Base):
     discontinued_reason: Mapped[str | None] = mapped_column(Text)
     # The Study Instance UID the order fixed (OMI IPC-3), else the one the worklist derives from the accession.
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The ordering clinician (HL7 ORC-12 / OBR-16, or the API's ordering_clinician), shown on the request.
+    ordering_clinician_id: Mapped[str | None] = mapped_column(String(64))
+    ordering_clinician_name: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index("ix_requests_worklist", "center_id", "state", "priority_rank", "due_at"),
@@ -167,18 +170,25 @@ class Report(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     digest: Mapped[str | None] = mapped_column(String(64))
+    # Preliminary versions are kept: each save is a new row numbered 1, 2, ...; the final report names the
+    # author of the last preliminary (报告医师) beside its signer (审核医师, ``author_*``).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    preliminary_author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    preliminary_author_name: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (CheckConstraint("status in ('preliminary','final','addendum')", name="status"),)
 
 
 class CriticalFinding(Base):
-    """危急值: raised by a report, acknowledged (with read-back) by the requesting side, escalated if not."""
+    """危急值: raised by the reader holding the request (from the claim, a preliminary or a signed report),
+    acknowledged (with read-back) by the requesting side, escalated if not."""
 
     __tablename__ = "critical_findings"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
-    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     items: Mapped[list[str]] = mapped_column(JSON)
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -190,6 +200,10 @@ class CriticalFinding(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     read_back_by: Mapped[str | None] = mapped_column(String(200))
     read_back: Mapped[str | None] = mapped_column(Text)
+    raised_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    center_id: Mapped[int | None] = mapped_column(ForeignKey("centers.id"))
+    # claim | preliminary | final | addendum: where the reader raised it from.
+    source: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (Index("ix_critical_open", "acknowledged_at", "deadline_at"),)
 

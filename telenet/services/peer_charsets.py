@@ -1,0 +1,28 @@
+"""The character set each peer is registered with (UTF-8, GB18030, GBK): its HIS (by HL7 facility) and its
+DICOM nodes (by institution). The gateways turn the names into codecs and SpecificCharacterSet terms."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from telenet.services.hub import Hub
+from telenet.store.models import Institution
+
+NAMES = ("UTF-8", "GB18030", "GBK")
+
+
+async def facility_charset(hub: Hub, facility: str | None) -> str | None:
+    """The registered set of the HIS whose MSH-4 is ``facility`` (matched by facility id or code); None when
+    unknown or not set."""
+    if not facility:
+        return None
+    async with hub.reader() as session:
+        rows = (
+            await session.execute(
+                select(Institution.hl7_charset).where(
+                    (Institution.hl7_facility == facility) | (Institution.code == facility)
+                )
+            )
+        ).scalars()
+        found = next((c for c in rows if c in NAMES), None)
+    return found
