@@ -4,6 +4,7 @@ file in memory), and STOW-RS bodies received part by part into temporary files w
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -17,6 +18,7 @@ from aiohttp.multipart import BodyPartReader, MultipartReader
 
 from gateways.dicomweb.media import BadRequest, PayloadTooLarge, UnsupportedMediaType, parse_media_type
 
+log = logging.getLogger(__name__)
 CHUNK: Final = 1 << 20
 CRLF: Final = b"\r\n"
 
@@ -99,6 +101,16 @@ async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], par
 # --------------------------------------------------------------------------------------------------
 
 
+class _Reader(MultipartReader):
+    """aiohttp's reader, taking boundaries longer than RFC 2046's 70 characters (Orthanc sends 73)."""
+
+    def _get_boundary(self) -> str:
+        boundary = str(self._mimetype.parameters["boundary"])
+        if not 0 < len(boundary) <= 200:
+            raise ValueError("the boundary is empty or longer than 200 characters")
+        return boundary
+
+
 @dataclass
 class ReceivedPart:
     content_type: str
@@ -138,11 +150,12 @@ async def receive_parts(
 ) -> Received:
     """Every part of the body into its own temporary file. A malformed body is 400, a part over
     ``max_part_bytes`` or a body over ``max_total_bytes`` 413; either way no file is left behind."""
+    log.info("STOW-RS body of type %s", request.headers.get("Content-Type"))
     check_stow_content_type(request.headers.get("Content-Type"))
     received = Received()
     total = 0
     try:
-        reader = MultipartReader(request.headers, request.content)
+        reader = _Reader(request.headers, request.content)
         for _ in range(max_parts + 1):
             part = await reader.next()
             if part is None:
@@ -169,7 +182,8 @@ async def receive_parts(
                     out.write(chunk)
         if not received.parts:
             raise BadRequest("the multipart body has no parts", code="bad-multipart")
-    except (PayloadTooLarge, BadRequest):
+    except (PayloadTooLarge, BadRequest) as exc:
+        log.info("STOW-RS body refused: %s", exc.message)
         received.discard()
         raise
     except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's multipart parser on broken input
