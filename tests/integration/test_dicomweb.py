@@ -223,3 +223,45 @@ def test_stored_file_is_the_file_sent(tmp_path: Any) -> None:
     ds = study(1)[0]
     ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
     assert pydicom.dcmread(tmp_path / "x.dcm").SOPInstanceUID == ds.SOPInstanceUID
+
+
+async def test_matching_happens_in_the_query_not_in_a_capped_list(client: Any) -> None:
+    """1,200 studies of the clinic: a key that only the last one has is found, and paging reaches the end."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from telenet.store.models import Institution
+
+    async with client.hub.sessions() as session:
+        inst = (await session.execute(select(Institution).where(Institution.code == "NL-C01-K01-T01"))).scalar_one()
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "study_instance_uid": f"1.2.826.0.1.3680043.8.498.77.{i}",
+                "source_institution_id": inst.id,
+                "source_path": inst.path,
+                "calling_ae": "SEED",
+                "patient_id": f"Q{i:05d}",
+                "patient_name": f"Seed^{i}",
+                "study_date": "20260101",
+                "modalities": ["DX"],
+                "instance_count": 1,
+                "total_bytes": 1,
+                "first_received_at": now,
+                "last_received_at": now,
+                "mpps_waiting": False,
+            }
+            for i in range(1200)
+        ]
+        await session.execute(insert(DicomStudy), rows)
+        await session.commit()
+    web = await web_for(client, "township_doc")
+    last = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "Q01199"}))
+    assert uids(last) == ["1.2.826.0.1.3680043.8.498.77.1199"]
+    wild = await web.call(lambda c: c.search_for_studies(search_filters={"PatientName": "seed^119?"}))
+    assert uids(wild) == [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(1190, 1200)]
+    tail = await web.call(lambda c: c.search_for_studies(offset=1190, limit=100))
+    assert uids(tail) == [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(1190, 1200)]
+    outsider = await web_for(client, "township_doc2")
+    assert await outsider.call(lambda c: c.search_for_studies(search_filters={"PatientID": "Q01199"})) == []
