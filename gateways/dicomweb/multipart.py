@@ -20,6 +20,8 @@ from gateways.dicomweb.media import BadRequest, PayloadTooLarge, UnsupportedMedi
 
 log = logging.getLogger(__name__)
 CHUNK: Final = 1 << 20
+SMALL: Final = 1 << 20
+BATCH: Final = 8 << 20
 CRLF: Final = b"\r\n"
 
 
@@ -69,28 +71,72 @@ async def _file_chunks(path: str, offset: int, length: int | None) -> AsyncItera
             return
 
 
+def _read_small(parts: list[Part]) -> list[bytes]:
+    """Whole small file parts, read in one worker-thread call (each at most ``SMALL`` bytes)."""
+    out = []
+    for part in parts:
+        assert part.path is not None
+        with open(part.path, "rb") as fh:
+            fh.seek(part.offset)
+            out.append(fh.read(-1 if part.length is None else part.length))
+    return out
+
+
+def _is_small(part: Part) -> bool:
+    if part.path is None:
+        return False
+    size = part.length if part.length is not None else os.stat(part.path).st_size - part.offset
+    return size <= SMALL
+
+
+async def _batches(parts: AsyncIterator[Part]) -> AsyncIterator[list[tuple[Part, bytes | None]]]:
+    """Parts with their bytes: small files (at most 1 MiB) read together, up to 8 MiB per thread hop; larger
+    files are left to be streamed in chunks (None)."""
+    batch: list[Part] = []
+
+    async def flush() -> list[tuple[Part, bytes | None]]:
+        nonlocal batch
+        taken, batch = batch, []
+        data = await asyncio.to_thread(_read_small, taken) if taken else []
+        return list(zip(taken, data, strict=True))
+
+    async for part in parts:
+        if part.data is not None:
+            yield [*await flush(), (part, part.data)]
+        elif _is_small(part):
+            batch.append(part)
+            if len(batch) * SMALL >= BATCH:
+                yield await flush()
+        else:
+            yield [*await flush(), (part, None)]
+    if batch:
+        yield await flush()
+
+
 async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], part_type: str) -> web.StreamResponse:
     """A ``multipart/related; type=part_type`` response written while the parts are produced."""
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = f'multipart/related; type="{part_type}"; boundary={boundary}'
-    started = False
-    async for part in parts:
-        if not started:
-            await response.prepare(request)
-            started = True
-        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            head += f"Content-Location: {part.location}\r\n"
-        await response.write(head.encode() + CRLF)
-        if part.data is not None:
-            await response.write(part.data)
-        elif part.path is not None:
+    await response.prepare(request)
+    async for batch in _batches(parts):
+        pieces: list[bytes] = []
+        for part, data in batch:
+            head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+            if part.location:
+                head += f"Content-Location: {part.location}\r\n"
+            pieces.append(head.encode() + CRLF)
+            if data is not None:
+                pieces += [data, CRLF]
+                continue
+            await response.write(b"".join(pieces))
+            pieces = []
+            assert part.path is not None
             async for chunk in _file_chunks(part.path, part.offset, part.length):
                 await response.write(chunk)
-        await response.write(CRLF)
-    if not started:
-        await response.prepare(request)
+            pieces.append(CRLF)
+        if pieces:
+            await response.write(b"".join(pieces))
     await response.write(f"--{boundary}--\r\n".encode())
     await response.write_eof()
     return response

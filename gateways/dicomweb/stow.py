@@ -12,9 +12,10 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
@@ -32,6 +33,8 @@ from telenet.domain.errors import Forbidden, Invalid, TelenetError
 from telenet.services.hub import Hub
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # FailureReason (0008,1197) values PS3.18 Table 10.5.3-2 refers to (PS3.4 Annex B status codes).
 PROCESSING_FAILURE: Final = 0x0110
@@ -42,8 +45,25 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED: Final = 0xC122
 
+PARALLEL_PARTS: Final = 8
 _SUPPORTED_CLASSES: Final = frozenset(storage_sop_classes())
 _SUPPORTED_SYNTAXES: Final = frozenset(STORAGE_TRANSFER_SYNTAXES)
+
+
+class SerialBridge(LoopBridge):
+    """The loop bridge with one database call at a time: the parts of a body are read, fsynced and renamed in
+    parallel threads, while their index writes queue here instead of in SQLite's busy handler."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._lock = asyncio.Lock()
+
+    def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        async def one_at_a_time() -> T:
+            async with self._lock:
+                return await fn(*args, **kwargs)
+
+        return super().call(one_at_a_time)
 
 
 @dataclass(frozen=True)
@@ -164,11 +184,16 @@ async def stow(
     received = await receive_parts(
         request, tmp_dir, max_part_bytes=limits.max_instance_bytes, max_total_bytes=limits.max_request_bytes
     )
-    bridge = LoopBridge(asyncio.get_running_loop())
+    bridge = SerialBridge(asyncio.get_running_loop())
+    # A few parts at once: file reads and fsyncs overlap on threads, index writes go one by one.
+    slots = asyncio.Semaphore(PARALLEL_PARTS)
+
+    async def store_one(part: ReceivedPart) -> Outcome:
+        async with slots:
+            return await asyncio.to_thread(_store_part, hub, bridge, store, actor, part, study_uid)
+
     try:
-        outcomes = [
-            await asyncio.to_thread(_store_part, hub, bridge, store, actor, part, study_uid) for part in received.parts
-        ]
+        outcomes = list(await asyncio.gather(*(store_one(part) for part in received.parts)))
     finally:
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)
