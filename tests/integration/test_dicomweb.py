@@ -265,3 +265,52 @@ async def test_matching_happens_in_the_query_not_in_a_capped_list(client: Any) -
     assert uids(tail) == [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(1190, 1200)]
     outsider = await web_for(client, "township_doc2")
     assert await outsider.call(lambda c: c.search_for_studies(search_filters={"PatientID": "Q01199"})) == []
+
+
+async def test_frames_of_multi_frame_and_compressed_instances(client: Any) -> None:
+    """Native frames are byte ranges of the file; encapsulated frames come as stored with
+    ``transfer-syntax=*`` (406 otherwise) and still render."""
+    from pydicom.encaps import generate_frames
+
+    web = await web_for(client, "township_doc")
+    native = instance("CT_small.dcm")
+    ramp = np.tile(np.arange(128, dtype=np.int16) * 8, (128, 1))
+    pixels = np.stack([ramp, ramp.T, ramp[::-1]])
+    native.NumberOfFrames, native.PixelData = 3, pixels.tobytes()
+    native.RescaleIntercept, native.RescaleSlope = 0, 1
+    rle = instance("SC_rgb_rle_2frame.dcm")
+    jpeg = instance("SC_rgb_jpeg_dcmtk.dcm")
+    await web.call(lambda c: c.store_instances([native, rle, jpeg]))
+
+    def ids(ds: Any) -> tuple[str, str, str]:
+        return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+    frames = await web.call(lambda c: c.retrieve_instance_frames(*ids(native), [3, 1]))
+    assert frames == [pixels[2].tobytes(), pixels[0].tobytes()]
+    rendered = [
+        np.asarray(
+            Image.open(
+                io.BytesIO(
+                    await web.call(
+                        lambda c, n=n: c.retrieve_instance_frames_rendered(  # type: ignore[misc]
+                            *ids(native), [n], media_types=("image/png",), params={"window": "512,1024"}
+                        )
+                    )
+                )
+            )
+        )
+        for n in (1, 2)
+    ]
+    assert rendered[0][0, 0] < rendered[0][0, 127] and rendered[1][0, 0] < rendered[1][127, 0], "each its own frame"
+    stored = list(generate_frames(rle.PixelData, number_of_frames=2))
+    as_stored = (("application/octet-stream", "*"),)
+    got = await web.call(lambda c: c.retrieve_instance_frames(*ids(rle), [2, 1], media_types=as_stored))
+    assert got == [stored[1], stored[0]]
+    url = f"/dicom-web/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}"
+    headers = await client.login("township_doc")
+    refused = await client.get(
+        f"{url}/frames/1", headers={**headers, "Accept": 'multipart/related; type="application/octet-stream"'}
+    )
+    assert refused.status == 406
+    picture = Image.open(io.BytesIO(await web.call(lambda c: c.retrieve_instance_rendered(*ids(jpeg)))))
+    assert (picture.mode, picture.size) == ("RGB", (100, 100)) and np.asarray(picture).std() > 10
