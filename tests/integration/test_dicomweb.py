@@ -84,8 +84,12 @@ async def test_search_studies_by_every_key(stored: dict[str, Any]) -> None:
     assert await find(StudyDate="20260220-") == [a]
     assert await find(StudyDate="-20260220") == [b]
     assert await find(StudyDate="20260101-20261231") == [a, b]
+    assert await find(StudyDescription="e+1") == [a], "CT_small's description"
+    assert await find(StudyDescription="x*") == []
     assert await find(ModalitiesInStudy="CT") == [a]
     assert await find(ModalitiesInStudy="MR") == [b]
+    assert await find(ModalitiesInStudy="CT,MR") == [a, b]
+    assert await find(ModalitiesInStudy="US") == []
     assert await find(StudyInstanceUID=[a, b]) == [a, b]
     assert await find(StudyInstanceUID=b) == [b]
     paged = await web.call(lambda c: c.search_for_studies(limit=1, offset=1))
