@@ -186,10 +186,17 @@ async def test_rendered_and_thumbnail(stored: dict[str, Any]) -> None:
         assert thumb.format == "JPEG" and max(thumb.size) == 128
 
 
-async def test_ecg_rendered_as_the_twelve_lead_sheet(client: Any) -> None:
+async def test_ecg_over_stow_is_measured_queued_and_rendered_as_the_twelve_lead_sheet(client: Any) -> None:
+    view = await ordered(client, kind="ecg", modality="ECG")
     web = await web_for(client, "township_doc")
-    ecg = instance("waveform_ecg.dcm", patient_name="王^五", charset="ISO_IR 192")
+    ecg = instance("waveform_ecg.dcm", patient_name="王^五", charset="ISO_IR 192", accession=view["accession_number"])
     await web.call(lambda c: c.store_instances([ecg]))
+    state = await (
+        await client.get(f"/api/v1/requests/{view['id']}", headers=await client.login("township_doc"))
+    ).json()
+    assert (state["state"], state["data_completed_by"]) == ("queued", "ecg"), "the C-STORE path: no quiet time"
+    measured = await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.json", headers=await client.login("county_reader"))
+    assert (await measured.json())["suggestion"]["heart_rate_bpm"], "measured on arrival"
     ids = (ecg.StudyInstanceUID, ecg.SeriesInstanceUID, ecg.SOPInstanceUID)
     png = await web.call(lambda c: c.retrieve_instance_rendered(*ids, media_types=("image/png",)))
     sheet = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
