@@ -122,8 +122,8 @@ def negotiate_multipart(header: str | None, part_type: str, stored: set[str], *,
         asked = media.transfer_syntax or EXPLICIT_LE
         if asked == "*":
             return "*"
-        if asked in stored or (asked in NATIVE and stored <= NATIVE):
-            return asked
+        if all(ts == asked or (asked in NATIVE and ts in NATIVE) for ts in stored):
+            return asked  # every file is either in that syntax or re-encoded between the native ones
     raise NotAcceptable(
         f"no acceptable representation: stored as {', '.join(sorted(stored))}; ask for multipart/related; "
         f'type="{part_type}"; transfer-syntax=* to receive it as stored'

@@ -4,6 +4,7 @@ file in memory), and STOW-RS bodies received part by part into temporary files w
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -17,7 +18,10 @@ from aiohttp.multipart import BodyPartReader, MultipartReader
 
 from gateways.dicomweb.media import BadRequest, PayloadTooLarge, UnsupportedMediaType, parse_media_type
 
+log = logging.getLogger(__name__)
 CHUNK: Final = 1 << 20
+SMALL: Final = 1 << 20
+BATCH: Final = 8 << 20
 CRLF: Final = b"\r\n"
 
 
@@ -67,28 +71,72 @@ async def _file_chunks(path: str, offset: int, length: int | None) -> AsyncItera
             return
 
 
+def _read_small(parts: list[Part]) -> list[bytes]:
+    """Whole small file parts, read in one worker-thread call (each at most ``SMALL`` bytes)."""
+    out = []
+    for part in parts:
+        assert part.path is not None
+        with open(part.path, "rb") as fh:
+            fh.seek(part.offset)
+            out.append(fh.read(-1 if part.length is None else part.length))
+    return out
+
+
+def _is_small(part: Part) -> bool:
+    if part.path is None:
+        return False
+    size = part.length if part.length is not None else os.stat(part.path).st_size - part.offset
+    return size <= SMALL
+
+
+async def _batches(parts: AsyncIterator[Part]) -> AsyncIterator[list[tuple[Part, bytes | None]]]:
+    """Parts with their bytes: small files (at most 1 MiB) read together, up to 8 MiB per thread hop; larger
+    files are left to be streamed in chunks (None)."""
+    batch: list[Part] = []
+
+    async def flush() -> list[tuple[Part, bytes | None]]:
+        nonlocal batch
+        taken, batch = batch, []
+        data = await asyncio.to_thread(_read_small, taken) if taken else []
+        return list(zip(taken, data, strict=True))
+
+    async for part in parts:
+        if part.data is not None:
+            yield [*await flush(), (part, part.data)]
+        elif _is_small(part):
+            batch.append(part)
+            if len(batch) * SMALL >= BATCH:
+                yield await flush()
+        else:
+            yield [*await flush(), (part, None)]
+    if batch:
+        yield await flush()
+
+
 async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], part_type: str) -> web.StreamResponse:
     """A ``multipart/related; type=part_type`` response written while the parts are produced."""
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = f'multipart/related; type="{part_type}"; boundary={boundary}'
-    started = False
-    async for part in parts:
-        if not started:
-            await response.prepare(request)
-            started = True
-        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            head += f"Content-Location: {part.location}\r\n"
-        await response.write(head.encode() + CRLF)
-        if part.data is not None:
-            await response.write(part.data)
-        elif part.path is not None:
+    await response.prepare(request)
+    async for batch in _batches(parts):
+        pieces: list[bytes] = []
+        for part, data in batch:
+            head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+            if part.location:
+                head += f"Content-Location: {part.location}\r\n"
+            pieces.append(head.encode() + CRLF)
+            if data is not None:
+                pieces += [data, CRLF]
+                continue
+            await response.write(b"".join(pieces))
+            pieces = []
+            assert part.path is not None
             async for chunk in _file_chunks(part.path, part.offset, part.length):
                 await response.write(chunk)
-        await response.write(CRLF)
-    if not started:
-        await response.prepare(request)
+            pieces.append(CRLF)
+        if pieces:
+            await response.write(b"".join(pieces))
     await response.write(f"--{boundary}--\r\n".encode())
     await response.write_eof()
     return response
@@ -97,6 +145,16 @@ async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], par
 # --------------------------------------------------------------------------------------------------
 # Receiving (STOW-RS)
 # --------------------------------------------------------------------------------------------------
+
+
+class _Reader(MultipartReader):
+    """aiohttp's reader, taking boundaries longer than RFC 2046's 70 characters (Orthanc sends 73)."""
+
+    def _get_boundary(self) -> str:
+        boundary = str(self._mimetype.parameters["boundary"])
+        if not 0 < len(boundary) <= 200:
+            raise ValueError("the boundary is empty or longer than 200 characters")
+        return boundary
 
 
 @dataclass
@@ -138,11 +196,12 @@ async def receive_parts(
 ) -> Received:
     """Every part of the body into its own temporary file. A malformed body is 400, a part over
     ``max_part_bytes`` or a body over ``max_total_bytes`` 413; either way no file is left behind."""
+    log.info("STOW-RS body of type %s", request.headers.get("Content-Type"))
     check_stow_content_type(request.headers.get("Content-Type"))
     received = Received()
     total = 0
     try:
-        reader = MultipartReader(request.headers, request.content)
+        reader = _Reader(request.headers, request.content)
         for _ in range(max_parts + 1):
             part = await reader.next()
             if part is None:
@@ -169,7 +228,8 @@ async def receive_parts(
                     out.write(chunk)
         if not received.parts:
             raise BadRequest("the multipart body has no parts", code="bad-multipart")
-    except (PayloadTooLarge, BadRequest):
+    except (PayloadTooLarge, BadRequest) as exc:
+        log.info("STOW-RS body refused: %s", exc.message)
         received.discard()
         raise
     except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's multipart parser on broken input

@@ -26,6 +26,7 @@ _MATCHED: Final = frozenset(
         "PatientName",
         "PatientID",
         "AccessionNumber",
+        "StudyDescription",
         "StudyDate",
         "ModalitiesInStudy",
         "StudyInstanceUID",
@@ -107,7 +108,7 @@ def parse_query(
         keyword = keyword_of(name)
         if keyword is None:
             raise BadRequest(f"{name!r} is not a DICOM attribute or QIDO-RS parameter", code="bad-parameter")
-        if keyword not in _MATCHED and keyword != "StudyDescription":
+        if keyword not in _MATCHED:
             warnings.append(f"{keyword} is not a matching key here and was ignored")
             continue
         values.setdefault(keyword, []).append(value)
@@ -138,6 +139,7 @@ def parse_query(
         patient_name=one("PatientName"),
         patient_id=one("PatientID"),
         accession_number=one("AccessionNumber"),
+        study_description=one("StudyDescription"),
         date_from=low,
         date_to=high,
         modalities_in_study=modalities,

@@ -12,9 +12,11 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
@@ -32,6 +34,8 @@ from telenet.domain.errors import Forbidden, Invalid, TelenetError
 from telenet.services.hub import Hub
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # FailureReason (0008,1197) values PS3.18 Table 10.5.3-2 refers to (PS3.4 Annex B status codes).
 PROCESSING_FAILURE: Final = 0x0110
@@ -42,8 +46,42 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED: Final = 0xC122
 
+PARALLEL_PARTS: Final = 8
+WAIT_S: Final = 300.0  # a part may wait for the index writes of the parts before it
 _SUPPORTED_CLASSES: Final = frozenset(storage_sop_classes())
 _SUPPORTED_SYNTAXES: Final = frozenset(STORAGE_TRANSFER_SYNTAXES)
+
+
+class OrderedBridge(LoopBridge):
+    """The loop bridge for the parts of one body: their files are read, fsynced and renamed in parallel
+    threads, their index writes run one at a time and in the order of the parts (so the index keeps the
+    order the client sent, and SQLite's busy handler never has to arbitrate)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
+        super().__init__(loop, timeout=WAIT_S)
+        self._turns = [asyncio.Event() for _ in range(parts)]
+        self._local = threading.local()
+
+    def bind(self, index: int) -> None:
+        """On the worker thread: the following calls are part ``index``'s."""
+        self._local.index = index
+
+    def done(self, index: int) -> None:
+        """On the loop: part ``index`` has no (more) index writes."""
+        self._turns[index].set()
+
+    def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        index: int = self._local.index
+
+        async def in_turn() -> T:
+            if index:
+                await self._turns[index - 1].wait()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                self._turns[index].set()
+
+        return super().call(in_turn)
 
 
 @dataclass(frozen=True)
@@ -164,12 +202,29 @@ async def stow(
     received = await receive_parts(
         request, tmp_dir, max_part_bytes=limits.max_instance_bytes, max_total_bytes=limits.max_request_bytes
     )
-    bridge = LoopBridge(asyncio.get_running_loop())
+    parts = received.parts
+    bridge = OrderedBridge(asyncio.get_running_loop(), len(parts))
+    # A pool of its own, as large as the parts in flight: the lowest part in flight always has a thread,
+    # so waiting for turns cannot starve it.
+    pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="stow")
+    slots = asyncio.Semaphore(PARALLEL_PARTS)
+    loop = asyncio.get_running_loop()
+
+    def run(index: int, part: ReceivedPart) -> Outcome:
+        bridge.bind(index)
+        return _store_part(hub, bridge, store, actor, part, study_uid)
+
+    async def store_one(index: int, part: ReceivedPart) -> Outcome:
+        async with slots:
+            try:
+                return await loop.run_in_executor(pool, run, index, part)
+            finally:
+                bridge.done(index)
+
     try:
-        outcomes = [
-            await asyncio.to_thread(_store_part, hub, bridge, store, actor, part, study_uid) for part in received.parts
-        ]
+        outcomes = list(await asyncio.gather(*(store_one(i, part) for i, part in enumerate(parts))))
     finally:
+        pool.shutdown(wait=False)
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)
     return web.Response(

@@ -47,6 +47,7 @@ class SearchQuery:
     patient_name: str | None = None
     patient_id: str | None = None
     accession_number: str | None = None
+    study_description: str | None = None
     date_from: str | None = None
     date_to: str | None = None
     modalities_in_study: tuple[str, ...] = ()
@@ -166,6 +167,8 @@ def _study_conditions(query: SearchQuery, dialect: str) -> list[ColumnElement[bo
         conditions.append(match_value(DicomStudy.patient_id, query.patient_id, dialect=dialect))
     if query.accession_number:
         conditions.append(match_value(DicomStudy.accession_number, query.accession_number, dialect=dialect))
+    if query.study_description:
+        conditions.append(match_value(DicomStudy.study_description, query.study_description, dialect=dialect))
     if query.date_from:
         conditions.append(DicomStudy.study_date >= query.date_from)
     if query.date_to:

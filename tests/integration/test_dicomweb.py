@@ -84,8 +84,12 @@ async def test_search_studies_by_every_key(stored: dict[str, Any]) -> None:
     assert await find(StudyDate="20260220-") == [a]
     assert await find(StudyDate="-20260220") == [b]
     assert await find(StudyDate="20260101-20261231") == [a, b]
+    assert await find(StudyDescription="e+1") == [a], "CT_small's description"
+    assert await find(StudyDescription="x*") == []
     assert await find(ModalitiesInStudy="CT") == [a]
     assert await find(ModalitiesInStudy="MR") == [b]
+    assert await find(ModalitiesInStudy="CT,MR") == [a, b]
+    assert await find(ModalitiesInStudy="US") == []
     assert await find(StudyInstanceUID=[a, b]) == [a, b]
     assert await find(StudyInstanceUID=b) == [b]
     paged = await web.call(lambda c: c.search_for_studies(limit=1, offset=1))
@@ -182,10 +186,17 @@ async def test_rendered_and_thumbnail(stored: dict[str, Any]) -> None:
         assert thumb.format == "JPEG" and max(thumb.size) == 128
 
 
-async def test_ecg_rendered_as_the_twelve_lead_sheet(client: Any) -> None:
+async def test_ecg_over_stow_is_measured_queued_and_rendered_as_the_twelve_lead_sheet(client: Any) -> None:
+    view = await ordered(client, kind="ecg", modality="ECG")
     web = await web_for(client, "township_doc")
-    ecg = instance("waveform_ecg.dcm", patient_name="王^五", charset="ISO_IR 192")
+    ecg = instance("waveform_ecg.dcm", patient_name="王^五", charset="ISO_IR 192", accession=view["accession_number"])
     await web.call(lambda c: c.store_instances([ecg]))
+    state = await (
+        await client.get(f"/api/v1/requests/{view['id']}", headers=await client.login("township_doc"))
+    ).json()
+    assert (state["state"], state["data_completed_by"]) == ("queued", "ecg"), "the C-STORE path: no quiet time"
+    measured = await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.json", headers=await client.login("county_reader"))
+    assert (await measured.json())["suggestion"]["heart_rate_bpm"], "measured on arrival"
     ids = (ecg.StudyInstanceUID, ecg.SeriesInstanceUID, ecg.SOPInstanceUID)
     png = await web.call(lambda c: c.retrieve_instance_rendered(*ids, media_types=("image/png",)))
     sheet = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
@@ -223,3 +234,94 @@ def test_stored_file_is_the_file_sent(tmp_path: Any) -> None:
     ds = study(1)[0]
     ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
     assert pydicom.dcmread(tmp_path / "x.dcm").SOPInstanceUID == ds.SOPInstanceUID
+
+
+async def test_matching_happens_in_the_query_not_in_a_capped_list(client: Any) -> None:
+    """1,200 studies of the clinic: a key that only the last one has is found, and paging reaches the end."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from telenet.store.models import Institution
+
+    async with client.hub.sessions() as session:
+        inst = (await session.execute(select(Institution).where(Institution.code == "NL-C01-K01-T01"))).scalar_one()
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "study_instance_uid": f"1.2.826.0.1.3680043.8.498.77.{i}",
+                "source_institution_id": inst.id,
+                "source_path": inst.path,
+                "calling_ae": "SEED",
+                "patient_id": f"Q{i:05d}",
+                "patient_name": f"Seed^{i}",
+                "study_date": "20260101",
+                "modalities": ["DX"],
+                "instance_count": 1,
+                "total_bytes": 1,
+                "first_received_at": now,
+                "last_received_at": now,
+                "mpps_waiting": False,
+            }
+            for i in range(1200)
+        ]
+        await session.execute(insert(DicomStudy), rows)
+        await session.commit()
+    web = await web_for(client, "township_doc")
+    last = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "Q01199"}))
+    assert uids(last) == ["1.2.826.0.1.3680043.8.498.77.1199"]
+    wild = await web.call(lambda c: c.search_for_studies(search_filters={"PatientName": "seed^119?"}))
+    assert uids(wild) == [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(1190, 1200)]
+    tail = await web.call(lambda c: c.search_for_studies(offset=1190, limit=100))
+    assert uids(tail) == [f"1.2.826.0.1.3680043.8.498.77.{i}" for i in range(1190, 1200)]
+    outsider = await web_for(client, "township_doc2")
+    assert await outsider.call(lambda c: c.search_for_studies(search_filters={"PatientID": "Q01199"})) == []
+
+
+async def test_frames_of_multi_frame_and_compressed_instances(client: Any) -> None:
+    """Native frames are byte ranges of the file; encapsulated frames come as stored with
+    ``transfer-syntax=*`` (406 otherwise) and still render."""
+    from pydicom.encaps import generate_frames
+
+    web = await web_for(client, "township_doc")
+    native = instance("CT_small.dcm")
+    ramp = np.tile(np.arange(128, dtype=np.int16) * 8, (128, 1))
+    pixels = np.stack([ramp, ramp.T, ramp[::-1]])
+    native.NumberOfFrames, native.PixelData = 3, pixels.tobytes()
+    native.RescaleIntercept, native.RescaleSlope = 0, 1
+    rle = instance("SC_rgb_rle_2frame.dcm")
+    jpeg = instance("SC_rgb_jpeg_dcmtk.dcm")
+    await web.call(lambda c: c.store_instances([native, rle, jpeg]))
+
+    def ids(ds: Any) -> tuple[str, str, str]:
+        return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+    frames = await web.call(lambda c: c.retrieve_instance_frames(*ids(native), [3, 1]))
+    assert frames == [pixels[2].tobytes(), pixels[0].tobytes()]
+    rendered = [
+        np.asarray(
+            Image.open(
+                io.BytesIO(
+                    await web.call(
+                        lambda c, n=n: c.retrieve_instance_frames_rendered(  # type: ignore[misc]
+                            *ids(native), [n], media_types=("image/png",), params={"window": "512,1024"}
+                        )
+                    )
+                )
+            )
+        )
+        for n in (1, 2)
+    ]
+    assert rendered[0][0, 0] < rendered[0][0, 127] and rendered[1][0, 0] < rendered[1][127, 0], "each its own frame"
+    stored = list(generate_frames(rle.PixelData, number_of_frames=2))
+    as_stored = (("application/octet-stream", "*"),)
+    got = await web.call(lambda c: c.retrieve_instance_frames(*ids(rle), [2, 1], media_types=as_stored))
+    assert got == [stored[1], stored[0]]
+    url = f"/dicom-web/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}"
+    headers = await client.login("township_doc")
+    refused = await client.get(
+        f"{url}/frames/1", headers={**headers, "Accept": 'multipart/related; type="application/octet-stream"'}
+    )
+    assert refused.status == 406
+    picture = Image.open(io.BytesIO(await web.call(lambda c: c.retrieve_instance_rendered(*ids(jpeg)))))
+    assert (picture.mode, picture.size) == ("RGB", (100, 100)) and np.asarray(picture).std() > 10

@@ -51,37 +51,28 @@ async def post(client: Any, url: str, body: bytes, content_type: dict[str, str],
     return await client.post(url, data=body, headers={**await client.login(user), **content_type})
 
 
-async def test_wrong_content_type_is_415(client: Any, settings: Settings) -> None:
-    body, _ = multipart(part10(instance()))
-    await problem(
-        await post(client, "/dicom-web/studies", body, {"Content-Type": "application/dicom"}),
-        415,
-        "unsupported-media-type",
-    )
-    json_parts = {"Content-Type": 'multipart/related; type="application/dicom+json"; boundary=b0undary'}
-    await problem(await post(client, "/dicom-web/studies", body, json_parts), 415, "unsupported-media-type")
-    assert await instances(client) == 0 and leftovers(settings) == []
-
-
-async def test_malformed_multipart_is_400_and_stores_nothing(client: Any, settings: Settings) -> None:
-    good, content_type = multipart(part10(instance()))
-    truncated = good[: len(good) // 2]
-    resp = await post(client, "/dicom-web/studies", truncated, content_type)
-    assert resp.status == 400, await resp.text()
-    await problem(await post(client, "/dicom-web/studies", b"no boundary here", content_type), 400, "bad-multipart")
-    no_boundary = {"Content-Type": 'multipart/related; type="application/dicom"'}
-    await problem(await post(client, "/dicom-web/studies", good, no_boundary), 400, "bad-multipart")
-    assert await instances(client) == 0 and leftovers(settings) == []
-
-
-async def test_over_size_instance_is_413_and_nothing_of_the_body_is_stored(
-    client: Any, settings: Settings, tmp_path: Path
-) -> None:
+async def test_refused_bodies_store_nothing(client: Any, settings: Settings, tmp_path: Path) -> None:
+    """415 wrong content type, 400 malformed multipart, 413 an instance over the limit, 403 a role that may
+    not store: each answered with problem JSON, and not one file or index row is left."""
     small = part10(instance())
+    body, content_type = multipart(small)
+    url = "/dicom-web/studies"
+    await problem(await post(client, url, body, {"Content-Type": "application/dicom"}), 415, "unsupported-media-type")
+    json_parts = {"Content-Type": 'multipart/related; type="application/dicom+json"; boundary=b0undary'}
+    await problem(await post(client, url, body, json_parts), 415, "unsupported-media-type")
+
+    truncated = body[: len(body) // 2]
+    assert (await post(client, url, truncated, content_type)).status == 400
+    await problem(await post(client, url, b"no boundary here", content_type), 400, "bad-multipart")
+    no_boundary = {"Content-Type": 'multipart/related; type="application/dicom"'}
+    await problem(await post(client, url, body, no_boundary), 400, "bad-multipart")
+
     big = large_instance(tmp_path / "big.dcm", megabytes=0.3).read_bytes()
     assert len(big) > LIMIT > len(small)
-    body, content_type = multipart(small, big)
-    await problem(await post(client, "/dicom-web/studies", body, content_type), 413, "instance-too-large")
+    too_big, content_type = multipart(small, big)
+    await problem(await post(client, url, too_big, content_type), 413, "instance-too-large")
+
+    await problem(await post(client, url, body, content_type, user="county_reader"), 403, "role")
     assert await instances(client) == 0 and leftovers(settings) == []
 
 
@@ -115,11 +106,6 @@ async def test_study_mismatch_is_409_with_0xa900(client: Any, settings: Settings
     answer = await resp.json()
     assert [i["00081197"]["Value"][0] for i in answer["00081198"]["Value"]] == [0xA900, 0xA900]
     assert "00081199" not in answer and await instances(client) == 0 and leftovers(settings) == []
-
-
-async def test_a_reader_may_not_store(client: Any) -> None:
-    body, content_type = multipart(part10(instance()))
-    await problem(await post(client, "/dicom-web/studies", body, content_type, user="county_reader"), 403, "role")
 
 
 async def test_bad_queries_and_unknown_resources(client: Any) -> None:
