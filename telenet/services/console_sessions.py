@@ -3,6 +3,7 @@ expiry), so whatever revokes tokens ends sessions too; and the CSRF token bound 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -11,18 +12,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from telenet.domain.errors import Unauthorized
-from telenet.services.auth import _DUMMY_HASH, token_digest, verify_password
+from telenet.services.auth import hash_password, token_digest, verify_password
 from telenet.services.hub import Hub
 from telenet.store.models import Token, User
 
 CONSOLE = "console"
+# Checked when the user is unknown, so that both paths take the same time.
+_UNKNOWN_USER_HASH = hash_password(secrets.token_hex(8))
 
 
 async def open_session(hub: Hub, username: str, password: str, minutes: int) -> tuple[str, datetime]:
     """Check the password and open a console session; the session value (only ever in the cookie) and its expiry."""
     async with hub.sessions() as session:
         user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
+        stored = user.password_hash if user else _UNKNOWN_USER_HASH
+        # scrypt costs ~50 ms of CPU: on a worker thread, so a login never stalls the event loop.
+        ok = await asyncio.to_thread(verify_password, password, stored) and user is not None
         if not ok or user is None or not user.active:
             raise Unauthorized("unknown user or wrong password", code="bad-credentials")
         value = secrets.token_urlsafe(32)
