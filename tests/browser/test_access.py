@@ -183,6 +183,7 @@ def test_return_resubmit_sign_and_addendum(browser: Any, hub: Any) -> None:
     # The reader's open page follows; once queued again it is claimed, signed and completed by an addendum.
     expect(reader.get_by_role("button", name="认领")).to_be_visible(timeout=30_000)
     reader.get_by_role("button", name="认领").click()
+    reader.get_by_label("检查所见").fill("重新拍摄的胸片：两肺纹理清晰。")
     reader.get_by_label("诊断意见").fill("两肺未见明显异常。")
     reader.get_by_role("button", name="签发报告").click()
     expect(reader.locator("#request-state")).to_have_text("已签发", timeout=20_000)
