@@ -59,7 +59,7 @@ async def followers(url: str, count: int, ready: threading.Event, stop: threadin
 
         tasks = [asyncio.create_task(drain(ws)) for ws in sockets]
         ready.set()
-        await stop.wait()
+        await asyncio.to_thread(stop.wait)
         for ws in sockets:
             await ws.close()
         await asyncio.gather(*tasks, return_exceptions=True)

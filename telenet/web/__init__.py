@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from telenet.api.context import PUBLIC
+from telenet.api.context import EXTRA, PUBLIC
 from telenet.config import Settings
 from telenet.web import admin_pages, pages, viewer
 from telenet.web.render import ENV, HERE, make_env
@@ -32,4 +32,6 @@ def install(app: web.Application, settings: Settings) -> None:
     public |= {("GET", "/static"), ("HEAD", "/static")}
     public |= viewer.install(app, settings)
     app[PUBLIC] |= public
+    # Not API endpoints (no OpenAPI entries): the pages, static files and the viewer authenticate themselves.
+    app[EXTRA]["console_routes"] = frozenset(public)
     app.on_response_prepare.append(_security_headers)

@@ -62,7 +62,7 @@ async def _chart_rows(request: web.Request, ctx: PageContext) -> dict[str, tuple
         "turnaround": (
             t("chart.turnaround"),
             [
-                (f"{t('priority.' + p)} {q}", f["ordered_to_final_minutes"][q])
+                (f"{t('priority.' + p)} {t('chart.' + q)}", _rounded(f["ordered_to_final_minutes"][q]))
                 for p, f in turnaround.items()
                 for q in ("median", "p90")
             ],
@@ -78,6 +78,10 @@ async def _chart_rows(request: web.Request, ctx: PageContext) -> dict[str, tuple
             "",
         ),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @page

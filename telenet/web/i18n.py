@@ -218,6 +218,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "chart.recognition_rate": ("互认率 %", "Recognition rate %"),
     "chart.fees_avoided": ("节省费用（元）", "Fees avoided (yuan)"),
     "chart.csv": ("下载CSV", "Download CSV"),
+    "chart.median": ("中位数", "median"),
+    "chart.p90": ("P90 分位数", "p90"),
     "settlement.title": ("月度费用结算", "Monthly settlement"),
     "settlement.period": ("结算月份", "Month"),
     "settlement.show": ("查询", "Show"),

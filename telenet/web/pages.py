@@ -6,7 +6,6 @@ the session's CSRF token."""
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -131,8 +130,7 @@ async def new_request(request: web.Request, ctx: PageContext) -> web.StreamRespo
     assert ctx.actor is not None
     if ctx.actor.role is not Role.REQUESTER:
         raise Forbidden("only requesting clinicians order", code="role")
-    now = datetime.now(UTC).astimezone().strftime("%Y-%m-%dT%H:%M")
-    return await render(ctx, "new_request.html", now=now)
+    return await render(ctx, "new_request.html")
 
 
 def _request_id(request: web.Request) -> int:
@@ -173,7 +171,7 @@ async def request_page(request: web.Request, ctx: PageContext) -> web.StreamResp
             "holder": view["claimed_by"] == actor.username,
             "is_reader": is_reader,
             "is_requester": actor.role is Role.REQUESTER,
-            "may_sign": is_reader and may_sign_final(actor, datetime.now(UTC).date()),
+            "may_sign": is_reader and may_sign_final(actor, request.app[HUB].clock.now().date()),
             "templates": console_views.templates_for(view["modality"], view["body_part"]),
             "return_reasons": [r.value for r in ReturnReason],
             "open_criticals": [c for c in view["critical_findings"] if not c["acknowledged_at"]],

@@ -15,10 +15,12 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
 from telenet.config import Settings
+from telenet.web.render import context_of
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
@@ -101,12 +103,8 @@ async def serve(request: web.Request) -> web.StreamResponse:
             return web.FileResponse(candidate, headers={"Cache-Control": "public, max-age=3600"})
     if Path(tail).suffix not in ("", ".html"):
         raise web.HTTPNotFound()
-    from telenet.web.render import context_of
-
     ctx = await context_of(request)
     if ctx.actor is None:
-        from urllib.parse import quote
-
         raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
     return web.FileResponse(index, headers={"Cache-Control": "no-store"})
 

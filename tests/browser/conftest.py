@@ -87,7 +87,7 @@ def hub() -> Iterator[HubProcess]:
     shutil.rmtree(process.tmp, ignore_errors=True)
 
 
-def login(browser: Any, hub: HubProcess, username: str, *, locale: str = "zh-CN") -> Any:
+def login(browser: Any, hub: HubProcess, username: str, *, locale: str = "zh-CN", capture: str | None = None) -> Any:
     """A new browser context (its own cookies) logged in as ``username`` through the login form; its page."""
     context = browser.new_context(viewport=VIEWPORT, locale=locale, base_url=hub.url)
     page = context.new_page()
@@ -95,6 +95,8 @@ def login(browser: Any, hub: HubProcess, username: str, *, locale: str = "zh-CN"
     label = {"zh-CN": ("用户名", "密码", "登录"), "en": ("Username", "Password", "Log in")}[locale]
     page.get_by_label(label[0]).fill(username)
     page.get_by_label(label[1]).fill(PASSWORD)
+    if capture:
+        shot(page, capture, main=True)
     page.get_by_role("button", name=label[2], exact=True).click()
     page.wait_for_url(lambda url: "/login" not in url)
     return page

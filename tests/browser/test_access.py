@@ -158,3 +158,38 @@ def test_another_township_opening_the_viewer_address_sees_nothing(browser: Any, 
     assert "周九" not in other.locator("body").inner_text()
     assert other.locator("canvas.cornerstone-canvas").count() == 0
     other.context.close()
+
+
+def test_return_resubmit_sign_and_addendum(browser: Any, hub: Any) -> None:
+    from playwright.sync_api import expect
+
+    view, _ = queued_xray(hub, name="褚十四", serial=905)
+    wait_queued(hub, view["id"])
+    reader = login(browser, hub, "county_reader")
+    reader.goto(f"/requests/{view['id']}")
+    reader.get_by_role("button", name="认领").click()
+    reader.get_by_label("退回原因").select_option(label="图像质量不合格")
+    reader.get_by_label("说明").fill("图像模糊，请重新拍摄")
+    reader.get_by_role("button", name="退回").click()
+    expect(reader.locator("#request-state")).to_have_text("已退回", timeout=20_000)
+
+    doctor = login(browser, hub, "township_doc")
+    doctor.goto(f"/requests/{view['id']}")
+    expect(doctor.locator("#req-head")).to_contain_text("图像质量不合格")
+    doctor.get_by_label("说明").fill("已重新拍摄")
+    doctor.get_by_role("button", name="重新提交").click()
+    expect(doctor.locator("#request-state")).not_to_have_text("已退回", timeout=20_000)
+
+    # The reader's open page follows; once queued again it is claimed, signed and completed by an addendum.
+    expect(reader.get_by_role("button", name="认领")).to_be_visible(timeout=30_000)
+    reader.get_by_role("button", name="认领").click()
+    reader.get_by_label("检查所见").fill("重新拍摄的胸片：两肺纹理清晰。")
+    reader.get_by_label("诊断意见").fill("两肺未见明显异常。")
+    reader.get_by_role("button", name="签发报告").click()
+    expect(reader.locator("#request-state")).to_have_text("已签发", timeout=20_000)
+    reader.get_by_label("补充内容").fill("补充：左侧第5肋骨陈旧性骨折。")
+    reader.get_by_role("button", name="添加补充报告").click()
+    expect(doctor.locator("#req-reports")).to_contain_text("陈旧性骨折", timeout=20_000)
+    shot(doctor, "clinic-addendum")
+    reader.context.close()
+    doctor.context.close()

@@ -52,7 +52,7 @@ def order(page: Any, *, kind: str, modality: str, body_part: str, patient_id: st
 def test_xray_story_two_browsers(browser: Any, hub: Any) -> None:
     from playwright.sync_api import expect
 
-    doctor = login(browser, hub, "township_doc")
+    doctor = login(browser, hub, "township_doc", capture="login")
     reader = login(browser, hub, "county_reader")
     assert "/worklist" in reader.url
     reader.goto(f"/centers/{IMG}/worklist")
