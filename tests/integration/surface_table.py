@@ -37,8 +37,11 @@ How to add a row (a new endpoint fails ``test_every_route_has_a_row`` until you 
     5. A family of static assets under one prefix (e.g. the OHIF viewer under ``/ohif/``) is one row with
        ``prefix=True``: it covers every route whose canonical path starts with ``path``.
     6. Requests carry the role's bearer token and redirects are not followed (a 302/303 is the status). A
-       console page authenticated by a session cookie needs that way of logging in added to
-       ``_fire_route`` in ``test_surface.py`` (a field on ``Row`` saying which credential the row sends).
+       console page authenticated by the session cookie says ``credential="session"``: it is sent with the
+       session each role opened once through the login form (and, in a POST's form, that session's CSRF
+       token); a logged-out visitor (anonymous) sends none. ``fresh_token=True`` then means a fresh session.
+       Raw bodies (an attachment, a STOW-RS multipart) go in ``Target(data=..., headers=...)``. The DICOMweb,
+       attachment and console rows are in ``surface_web.py``.
     WebSocket topics go in ``TOPICS`` (expected ``"ok"`` or the refusal code), DICOM operations in ``DICOM``
     (keyed by the pynetdicom event they are bound to; ``test_every_dicom_and_hl7_operation_has_a_row`` walks the
     node's bindings), HL7 message types in ``HL7`` (keyed by message type and order control; the same test walks
@@ -630,6 +633,10 @@ class HL7Message:
 _NEW = {"own": "AA", "other": "AA", "unknown": "AE"}
 
 _OWN_ORDER = {"own": "AA", "other": "AE", "unknown": "AE"}
+#: Where an AE's ERR-2 points, per sender, so that each refusal is for the reason the row states (not, say, a
+#: message the codec could not read): the unregistered facility at MSH-4, the other township's touch of the own
+#: side's order at the accession (ORC-2, "outside your scope").
+HL7_REFUSED_AT = {"unknown": ("MSH^1^4", "204"), "other": ("ORC^1^2", "outside your scope")}
 
 HL7: list[HL7Message] = [
     HL7Message("ADT^A01", _NEW),

@@ -212,7 +212,12 @@ class Server:
         viewer = tmp / "viewer"
         viewer.mkdir(exist_ok=True)
         (viewer / "index.html").write_text("<!doctype html><title>OHIF</title>", "utf-8")
-        self.settings = dicom_settings(tmp).replace(viewer_dir=str(viewer))
+        # Every row that logs in (token, form, logout, password) counts against the login limiter: per account
+        # and per address, one fixture makes more than a minute's default allowance on a fast machine. The
+        # limiter has its own tests (test_login_security); here it must not decide a row's status.
+        self.settings = dicom_settings(tmp).replace(
+            viewer_dir=str(viewer), login_attempts_per_account_minute=1000, login_attempts_per_address_minute=1000
+        )
         self.network = json.loads(DEMO_NETWORK.read_text("utf-8"))
 
     async def __aenter__(self) -> Server:
@@ -620,6 +625,9 @@ def test_hl7_messages(surface: Observed, message: table.HL7Message) -> None:
     seen = {sender: surface.hl7[(message.type, sender)] for sender in table.HL7_FACILITIES}
     errors = {sender: surface.hl7_errors[(message.type, sender)] for sender in table.HL7_FACILITIES}
     assert seen == message.expect, errors
+    for sender, code in seen.items():
+        if code == "AE":
+            assert all(part in errors[sender] for part in table.HL7_REFUSED_AT[sender]), (sender, errors[sender])
 
 
 def test_every_dicom_and_hl7_operation_has_a_row() -> None:
