@@ -37,8 +37,11 @@ How to add a row (a new endpoint fails ``test_every_route_has_a_row`` until you 
     5. A family of static assets under one prefix (e.g. the OHIF viewer under ``/ohif/``) is one row with
        ``prefix=True``: it covers every route whose canonical path starts with ``path``.
     6. Requests carry the role's bearer token and redirects are not followed (a 302/303 is the status). A
-       console page authenticated by a session cookie needs that way of logging in added to
-       ``_fire_route`` in ``test_surface.py`` (a field on ``Row`` saying which credential the row sends).
+       console page authenticated by the session cookie says ``credential="session"``: it is sent with the
+       session each role opened once through the login form (and, in a POST's form, that session's CSRF
+       token); a logged-out visitor (anonymous) sends none. ``fresh_token=True`` then means a fresh session.
+       Raw bodies (an attachment, a STOW-RS multipart) go in ``Target(data=..., headers=...)``. The DICOMweb,
+       attachment and console rows are in ``surface_web.py``.
     WebSocket topics go in ``TOPICS`` (expected ``"ok"`` or the refusal code), DICOM operations in ``DICOM``
     (keyed by the pynetdicom event they are bound to; ``test_every_dicom_and_hl7_operation_has_a_row`` walks the
     node's bindings), HL7 message types in ``HL7`` (keyed by message type and order control; the same test walks
@@ -81,12 +84,20 @@ class Side:
     patient_id: str  # the HIS id at ``institution``
     ordered_accession: str  # an imaging order waiting for its study (the modality worklist's item)
     spare_user: str  # an account of the side that no row fires with (the account routes act on it)
+    series_uid: str  # the ECG's series
+    image_request_id: int  # a queued CT request with its study (DICOMweb frames, bulk data, rendered)
+    image_study_uid: str
+    image_series_uid: str
+    image_uid: str
+    attachment_id: int  # a PNG attached to the consultation
 
 
 @dataclass(frozen=True)
 class Target:
     url: str
     json: Any = None
+    data: bytes | None = None  # a raw body (an attachment, a STOW multipart) instead of JSON
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,9 @@ class Row:
     websocket: bool = False
     # Fired with a token of its own, made just before (a row that ends the token it is sent with: logout).
     fresh_token: bool = False
+    # Which credential the row sends: "token" (the role's bearer token) or "session" (the role's console session
+    # cookie from the login form, and its CSRF token in the form of a POST; see ``_fire_route``).
+    credential: str = "token"
     note: str = ""
 
     @property
@@ -595,15 +609,16 @@ DICOM: list[DicomOp] = [
 #: HL7 senders by MSH-4: the own township, the other side's township (it has an integration account), and a
 #: facility nobody registered. Fired in this order, so the other side tries the own side's order first.
 HL7_FACILITIES = {"unknown": "NOWHERE", "other": "NL-C02-K01-T01", "own": "NL-C01-K01-T01"}
-#: The order control codes (ORC-1) the gateway supports on ORM^O01 and OMI^O23.
-HL7_ORDER_CONTROLS = ("NW", "CA")
+#: The order control codes (ORC-1) the gateway supports on ORM^O01, OMI^O23 and OMG^O19.
+HL7_ORDER_CONTROLS = ("NW", "CA", "XO", "DC")
 
 
 @dataclass(frozen=True)
 class HL7Message:
     """An inbound message type (with its order control), and the ACK code (MSA-1) per sender. New orders and
-    patients are the sender's own; a cancel names the order the own township placed with the NW row of the
-    same message type."""
+    patients are the sender's own; a cancel (CA), change (XO) or discontinue (DC) names an order the own
+    township placed just before with the same message type, so only the own township may touch it; an A40
+    merges two patients of the sender's own institution (the prior one registered just before)."""
 
     type: str  # "ADT^A04", "ORM^O01 NW", ...
     expect: dict[str, str]
@@ -617,11 +632,26 @@ class HL7Message:
 
 _NEW = {"own": "AA", "other": "AA", "unknown": "AE"}
 
+_OWN_ORDER = {"own": "AA", "other": "AE", "unknown": "AE"}
+#: Where an AE's ERR-2 points, per sender, so that each refusal is for the reason the row states (not, say, a
+#: message the codec could not read): the unregistered facility at MSH-4, the other township's touch of the own
+#: side's order at the accession (ORC-2, "outside your scope").
+HL7_REFUSED_AT = {"unknown": ("MSH^1^4", "204"), "other": ("ORC^1^2", "outside your scope")}
+
 HL7: list[HL7Message] = [
+    HL7Message("ADT^A01", _NEW),
     HL7Message("ADT^A04", _NEW),
+    HL7Message("ADT^A05", _NEW),
     HL7Message("ADT^A08", _NEW),
-    HL7Message("ORM^O01 NW", _NEW),
-    HL7Message("ORM^O01 CA", {"own": "AA", "other": "AE", "unknown": "AE"}),
-    HL7Message("OMI^O23 NW", _NEW),
-    HL7Message("OMI^O23 CA", {"own": "AA", "other": "AE", "unknown": "AE"}),
+    HL7Message("ADT^A40", _NEW),
+    *(
+        HL7Message(f"{code} {control}", _NEW if control == "NW" else _OWN_ORDER)
+        for code in ("ORM^O01", "OMI^O23", "OMG^O19")
+        for control in HL7_ORDER_CONTROLS
+    ),
 ]
+
+# The DICOMweb, attachment and console rows live next door (this module would pass 600 lines otherwise).
+from tests.integration.surface_web import WEB_ROUTES  # noqa: E402
+
+ROUTES += WEB_ROUTES

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,7 +22,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
+from telenet.api.attachment_routes import DIRECTORY
+from telenet.api.middleware import SESSION_COOKIE
 from telenet.store.models import AuditEntry, FeeLine, Institution
+from telenet.web.render import PRELOGIN_COOKIE
 from tests.conftest import (
     DEFAULT_NOW,
     DEMO_NETWORK,
@@ -91,9 +95,12 @@ async def _store(port: int, calling: str, datasets: list[Any]) -> list[int]:
     return await asyncio.to_thread(run)
 
 
-async def _side(hub: Any, port: int, *, requester: str, reader: str, admin: str, ae: str, serial: int) -> Side:
-    from telenet.services import consultation, fees, queue, reports, requests
+async def _side(
+    hub: Any, port: int, files: Path, *, requester: str, reader: str, admin: str, ae: str, serial: int
+) -> Side:
+    from telenet.services import attachments, consultation, fees, queue, reports, requests
     from telenet.services.auth import actor_for_username
+    from tests.integration.surface_web import PNG
 
     clinic = await actor_for_username(hub, requester)
     patient_id = f"P{serial:04d}"
@@ -137,6 +144,10 @@ async def _side(hub: Any, port: int, *, requester: str, reader: str, admin: str,
         ),
     )
     await consultation.post_message(hub, clinic, consult["id"], "患者胸痛加重。")
+    attached = await attachments.add(hub, clinic, consult["id"], "心电图.png", "image/png", PNG, files)
+    ct = await requests.submit(hub, clinic, order(modality="CT", patient_id=patient_id, serial=serial))
+    image = instance("CT_small.dcm", accession=ct["accession_number"], patient_id=patient_id)
+    assert await _store(port, ae, [image]) == [0]
     center_code = final["center"]["code"]
     return Side(
         institution=final["requesting_institution"]["code"],
@@ -152,10 +163,16 @@ async def _side(hub: Any, port: int, *, requester: str, reader: str, admin: str,
         patient_id=patient_id,
         ordered_accession=waiting["accession_number"],
         spare_user=f"surface_spare_{serial}",
+        series_uid=str(ds.SeriesInstanceUID),
+        image_request_id=ct["id"],
+        image_study_uid=str(image.StudyInstanceUID),
+        image_series_uid=str(image.SeriesInstanceUID),
+        image_uid=str(image.SOPInstanceUID),
+        attachment_id=attached["id"],
     )
 
 
-async def build_scenario(hub: Any, port: int) -> dict[str, Side]:
+async def build_scenario(hub: Any, port: int, files: Path) -> dict[str, Side]:
     from telenet.services.auth import add_user
 
     await add_user(hub, username=OTHER_DOC, role="requester", institution="NL-C02-K01-T01", password=None)
@@ -173,10 +190,11 @@ async def build_scenario(hub: Any, port: int) -> dict[str, Side]:
     await add_user(hub, username="surface_spare_1", role="requester", institution="NL-C01-K01-T01", password=None)
     await add_user(hub, username="surface_spare_2", role="requester", institution="NL-C02-K01-T01", password=None)
     own = await _side(
-        hub, port, requester="township_doc", reader="county_reader", admin="county_admin", ae=TOWNSHIP_AE, serial=1
-    )
+        hub, port, files, requester="township_doc", reader="county_reader", admin="county_admin", ae=TOWNSHIP_AE,
+        serial=1,
+    )  # fmt: skip
     other = await _side(
-        hub, port, requester=OTHER_DOC, reader=OTHER_READER, admin="province_admin", ae=OTHER_AE, serial=2
+        hub, port, files, requester=OTHER_DOC, reader=OTHER_READER, admin="province_admin", ae=OTHER_AE, serial=2
     )
     return {"own": own, "other": other}
 
@@ -190,7 +208,16 @@ class Server:
 
     def __init__(self, db: Database, tmp: Path) -> None:
         self.db = db
-        self.settings = dicom_settings(tmp)
+        # A stand-in for the built OHIF viewer, so /ohif answers as it does once installed.
+        viewer = tmp / "viewer"
+        viewer.mkdir(exist_ok=True)
+        (viewer / "index.html").write_text("<!doctype html><title>OHIF</title>", "utf-8")
+        # Every row that logs in (token, form, logout, password) counts against the login limiter: per account
+        # and per address, one fixture makes more than a minute's default allowance on a fast machine. The
+        # limiter has its own tests (test_login_security); here it must not decide a row's status.
+        self.settings = dicom_settings(tmp).replace(
+            viewer_dir=str(viewer), login_attempts_per_account_minute=1000, login_attempts_per_address_minute=1000
+        )
         self.network = json.loads(DEMO_NETWORK.read_text("utf-8"))
 
     async def __aenter__(self) -> Server:
@@ -239,6 +266,56 @@ async def _audit_after(hub: Any, after: int) -> tuple[int, list[AuditSeen]]:
     return last, [AuditSeen(r.action, r.object_type, r.object_path, r.outcome, r.actor) for r in rows]
 
 
+async def _login_form(server: Server, username: str, password: str) -> tuple[int, str | None]:
+    """The console's login form: the pre-login CSRF cookie from GET /login, then POST /login with it; the status
+    and the session cookie's value (``None`` when refused)."""
+    async with server.http.get(server.base + "/login", allow_redirects=False) as page:
+        assert page.status == 200, await page.text()
+        prelogin = page.cookies[PRELOGIN_COOKIE].value
+    async with server.http.post(
+        server.base + "/login",
+        data={"csrf_token": prelogin, "username": username, "password": password},
+        headers={"Cookie": f"{PRELOGIN_COOKIE}={prelogin}"},
+        allow_redirects=False,
+    ) as resp:
+        session = resp.cookies.get(SESSION_COOKIE)
+        return resp.status, session.value if session is not None else None
+
+
+async def console_session(server: Server, username: str) -> tuple[str, str]:
+    """A console session of ``username`` logged in through the form: (cookie value, CSRF token of its pages)."""
+    status, value = await _login_form(server, username, TEST_PASSWORD)
+    assert status == 303 and value, (username, status)
+    async with server.http.get(
+        server.base + "/requests", headers={"Cookie": f"{SESSION_COOKIE}={value}"}, allow_redirects=False
+    ) as page:
+        found = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', await page.text())
+    assert found is not None, username
+    return value, found.group(1)
+
+
+async def _fire_page(
+    server: Server, row: Row, side: Side, role: str, scope: str, sessions: dict[str, tuple[str, str]]
+) -> tuple[int, bytes]:
+    """A console row: the role's session cookie (none for anonymous), and its CSRF token in a POST's form."""
+    if row.path == "/login" and row.method == "POST":
+        username = ACCOUNTS.get(role, "nobody-at-all")
+        status, _ = await _login_form(server, username, TEST_PASSWORD if scope == "own" else "wrong-password-1")
+        return status, b""
+    session = sessions.get(role)
+    if row.fresh_token and role in ACCOUNTS:
+        session = await console_session(server, ACCOUNTS[role])
+    target = row.target_of(side)
+    headers = {"Cookie": f"{SESSION_COOKIE}={session[0]}"} if session else {}
+    form = None
+    if row.method == "POST":
+        form = {**(target.json or {}), "csrf_token": session[1] if session else ""}
+    async with server.http.request(
+        row.method, server.base + target.url, data=form, headers=headers, allow_redirects=False
+    ) as resp:
+        return resp.status, await resp.read()
+
+
 async def _fire_route(
     server: Server, row: Row, side: Side, role: str, scope: str, tokens: dict[str, str]
 ) -> tuple[int, bytes]:
@@ -264,6 +341,12 @@ async def _fire_route(
         body = {"username": username, "password": TEST_PASSWORD if scope == "own" else "wrong-password-1"}
     elif body == "ORDER":
         body = order(patient_id="P9001", serial=9001)
+    headers |= target.headers or {}
+    if target.data is not None:
+        async with server.http.request(
+            row.method, url, data=target.data, headers=headers, allow_redirects=False
+        ) as resp:
+            return resp.status, await resp.read()
     async with server.http.request(row.method, url, json=body, headers=headers, allow_redirects=False) as resp:
         return resp.status, await resp.read()
 
@@ -335,12 +418,29 @@ async def _fire_hl7(server: Server, obs: Observed) -> None:
     gateway = HL7Gateway(server.hub, settings, send=False)
     await gateway.start()
     try:
-        for number, (row, sender) in enumerate(itertools.product(table.HL7, table.HL7_FACILITIES), start=1):
-            code, _event, control = row.key
-            # A cancel names the order the own township placed with the NW row of the same message type.
-            accession = f"HL7{code}{'own' if control == 'CA' else sender}"
-            raw = surface_hl7.message(row.type, table.HL7_FACILITIES[sender], f"SURFACE{number:04d}", accession)
-            obs.hl7[(row.type, sender)], obs.hl7_errors[(row.type, sender)] = await surface_hl7.send(gateway.port, raw)
+        numbers = itertools.count(1)
+
+        async def send(kind: str, sender: str, accession: str, **ids: str) -> tuple[str, str]:
+            control_id = f"SURFACE{next(numbers):04d}"
+            raw = surface_hl7.message(kind, table.HL7_FACILITIES[sender], control_id, accession, **ids)
+            return await surface_hl7.send(gateway.port, raw)
+
+        for row in table.HL7:
+            code, event, control = row.key
+            if control in ("CA", "XO", "DC"):
+                # The order the row touches: placed by the own township just before, one per row.
+                placed = await send(f"{code}^{event} NW", "own", f"HL7{code}{control}")
+                assert placed == ("AA", ""), (row.type, placed)
+            if row.type == "ADT^A40":
+                # The patient each registered sender merges away: its own, registered just before.
+                for sender in ("own", "other"):
+                    registered = await send("ADT^A04", sender, "", patient_id=f"PRIOR-{sender}")
+                    assert registered[0] == "AA", registered
+            for sender in table.HL7_FACILITIES:
+                accession = f"HL7{code}{control if control in ('CA', 'XO', 'DC') else sender}"
+                obs.hl7[(row.type, sender)], obs.hl7_errors[(row.type, sender)] = await send(
+                    row.type, sender, accession, prior_id=f"PRIOR-{sender}"
+                )
     finally:
         await gateway.stop()
 
@@ -355,7 +455,7 @@ async def fire_everything(kind: str, tmp: Path) -> Observed:
                 for route in server.app.router.routes()
                 if route.resource is not None and route.method != "HEAD"
             ]
-            obs.sides = await build_scenario(server.hub, server.node.port)
+            obs.sides = await build_scenario(server.hub, server.node.port, server.app[DIRECTORY])
             async with server.hub.sessions() as session:
                 obs.paths = dict((await session.execute(select(Institution.code, Institution.path))).all())
             tokens: dict[str, str] = {}
@@ -365,6 +465,7 @@ async def fire_everything(kind: str, tmp: Path) -> Observed:
                 ) as resp:
                     assert resp.status == 200, await resp.text()
                     tokens[role] = (await resp.json())["token"]
+            sessions = {role: await console_session(server, username) for role, username in ACCOUNTS.items()}
             from telenet.services.auth import actor_for_username
 
             for role, username in ACCOUNTS.items():
@@ -375,7 +476,11 @@ async def fire_everything(kind: str, tmp: Path) -> Observed:
                     last, _ = await _audit_after(server.hub, last)
                 for role, scope in itertools.product(ROLES, SCOPES):
                     key = (row.key, role, scope)
-                    obs.status[key], body = await _fire_route(server, row, obs.sides[scope], role, scope, tokens)
+                    if row.credential == "session":
+                        fired = await _fire_page(server, row, obs.sides[scope], role, scope, sessions)
+                    else:
+                        fired = await _fire_route(server, row, obs.sides[scope], role, scope, tokens)
+                    obs.status[key], body = fired
                     obs.bodies[key] = body
                     if row.audit:
                         last, obs.audit[key] = await _audit_after(server.hub, last)
@@ -520,6 +625,9 @@ def test_hl7_messages(surface: Observed, message: table.HL7Message) -> None:
     seen = {sender: surface.hl7[(message.type, sender)] for sender in table.HL7_FACILITIES}
     errors = {sender: surface.hl7_errors[(message.type, sender)] for sender in table.HL7_FACILITIES}
     assert seen == message.expect, errors
+    for sender, code in seen.items():
+        if code == "AE":
+            assert all(part in errors[sender] for part in table.HL7_REFUSED_AT[sender]), (sender, errors[sender])
 
 
 def test_every_dicom_and_hl7_operation_has_a_row() -> None:
