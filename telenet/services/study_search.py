@@ -90,6 +90,9 @@ def visible_studies(actor: Actor) -> ColumnElement[bool]:
             centers = select(Center.id).where(Center.institution_id == actor.institution_id)
             clauses.append(DicomStudy.request_id.in_(select(Request.id).where(Request.center_id.in_(centers))))
         return or_(*clauses)
+    if actor.role is Role.ADMIN and not actor.break_glass:
+        # Administrators get aggregates; images are patient data, seen only with a stated reason (audited).
+        return false()
     at_my_centers = select(Center.id).where(Center.code.in_(sorted(actor.center_codes)))
     taking_part = select(Participant.request_id).where(Participant.user_id == actor.user_id)
     request_clauses: list[ColumnElement[bool]] = [

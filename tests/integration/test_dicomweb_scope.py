@@ -20,7 +20,7 @@ TABLE = [
     ("city_reader", "reader, another center", False, 404, 404, 403),
     ("county_coord", "coordinator of the center", True, 200, 200, 403),
     ("city_coord", "coordinator above", True, 200, 200, 403),
-    ("province_admin", "admin of the province", True, 200, 200, 403),
+    ("province_admin", "admin of the province, no stated reason (aggregates only)", False, 404, 404, 403),
     ("his_t01", "integration account of the clinic", True, 200, 200, 200),
 ]
 
@@ -86,6 +86,12 @@ async def test_roles_by_endpoint(client: Any, routed: dict[str, Any]) -> None:
         expected_instances += stow == 200
         after = await client.get(f"{study_url}/instances", headers=await client.login("township_doc"))
         assert len(await after.json()) == expected_instances, who
+
+    # Break-glass: with a stated reason the province's admin sees the study (and the reason is audited).
+    glass = {**await client.login("province_admin"), "X-Break-Glass-Reason": "%E8%B4%A8%E6%8E%A7%E6%8A%BD%E6%9F%A5"}
+    found = await client.get(f"/dicom-web/studies?StudyInstanceUID={ds.StudyInstanceUID}", headers=glass)
+    assert len(await found.json()) == 1, "an admin with a stated reason finds the study"
+    assert (await client.get(f"{study_url}/metadata", headers=glass)).status == 200
 
 
 async def test_no_token_in_the_url(client: Any) -> None:
