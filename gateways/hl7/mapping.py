@@ -218,7 +218,9 @@ def error_info(error: TelenetError, message: Inbound | None = None) -> ErrorInfo
             location = accession_field
         return ErrorInfo(code, location, error.message)
     if isinstance(error, NotFound | Forbidden):
-        location = {"unknown-facility": "MSH-4", "no-integration-account": "MSH-4"}.get(error.code)
+        location = {"unknown-facility": "MSH-4", "no-integration-account": "MSH-4", "unknown-patient": "MRG-1"}.get(
+            error.code
+        )
         if location is None and isinstance(message, CancelOrder | ChangeOrder | DiscontinueOrder):
             location = accession_field
         return ErrorInfo(204, location, error.message)

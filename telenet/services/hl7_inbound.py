@@ -151,7 +151,9 @@ async def _stored(session: AsyncSession, facility: str, control_id: str) -> Inbo
     row = (
         await session.execute(
             select(HL7InboundMessage).where(
-                HL7InboundMessage.facility == facility, HL7InboundMessage.message_control_id == control_id
+                HL7InboundMessage.facility == facility,
+                HL7InboundMessage.message_control_id == control_id,
+                HL7InboundMessage.message_type != ORDER_GROUP_ROW,
             )
         )
     ).scalar_one_or_none()
@@ -232,8 +234,11 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
         request_id: int | None = None
         note: str | None = None
         try:
-            # One savepoint around the whole effect: a multi-order message whose group n fails leaves none.
-            async with session.begin_nested():
+            if command.action == "orders":
+                # One savepoint around every group: a message whose group n fails leaves none of them.
+                async with session.begin_nested():
+                    request_id, note = await _effect(joined, session, actor, command)
+            else:
                 request_id, note = await _effect(joined, session, actor, command)
         except TelenetError as exc:
             error = exc
@@ -310,6 +315,8 @@ async def _effect(
 
 
 _CONTROL = {"cancel": "CA", "change": "XO", "discontinue": "DC"}
+#: ``message_type`` of the log rows that hold the order info of groups 2..n (never an idempotency answer).
+ORDER_GROUP_ROW = "order-group"
 
 
 async def _order_info_row(
@@ -323,7 +330,7 @@ async def _order_info_row(
         HL7InboundMessage(
             facility=command.facility,
             message_control_id=command.message_control_id[:199],
-            message_type=command.message_type[:16],
+            message_type=ORDER_GROUP_ROW,
             institution_id=actor.institution_id,
             received_at=hub.clock.now(),
             ack_code="AA",

@@ -293,11 +293,11 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
     if missing:
         await session.execute(insert(InstitutionAETitle), missing)
     for item in doc["institutions"]:
-        for ae, node in (item.get("dicom_nodes") or {}).items():
-            if wanted.get(ae) == ids[item["code"]]:
+        for node in item.get("dicom_nodes") or []:
+            if wanted.get(node["ae_title"]) == ids[item["code"]]:
                 await session.execute(
                     update(InstitutionAETitle)
-                    .where(InstitutionAETitle.ae_title == ae)
+                    .where(InstitutionAETitle.ae_title == node["ae_title"])
                     .values(host=node["host"], port=node["port"])
                 )
 

@@ -75,6 +75,11 @@ async def upsert_patient(hub: Hub, session: AsyncSession, institution_id: int, d
             select(Patient).where(Patient.institution_id == institution_id, Patient.his_id == data["id"])
         )
     ).scalar_one_or_none()
+    if patient is not None and patient.merged_into_id is not None:
+        # An id merged away (ADT^A40): what still comes for it belongs to the surviving patient.
+        survivor = await session.get(Patient, patient.merged_into_id)
+        if survivor is not None:
+            return survivor
     if patient is None:
         patient = Patient(institution_id=institution_id, his_id=data["id"], created_at=now, name=data["name"])
         session.add(patient)

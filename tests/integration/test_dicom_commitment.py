@@ -21,6 +21,7 @@ from sqlalchemy import update
 
 from gateways.dicom.modality_sim import ModalitySim
 from telenet.config import Settings
+from telenet.services.network import load_network
 from telenet.store.models import InstitutionAETitle, Request
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, free_port, ordered
 
@@ -116,7 +117,9 @@ async def test_commitment_on_the_same_association(client: Any, node: Any) -> Non
     assert reports.received == []
 
 
-async def test_the_report_goes_to_the_registered_node_when_the_modality_has_released(client: Any, node: Any) -> None:
+async def test_the_report_goes_to_the_registered_node_when_the_modality_has_released(
+    client: Any, node: Any, demo_doc: dict[str, Any]
+) -> None:
     _, _, images = await acquired(client, node, 2)
     reports = Reports()
     listener = AE(ae_title=TOWNSHIP_AE)
@@ -126,13 +129,13 @@ async def test_the_report_goes_to_the_registered_node_when_the_modality_has_rele
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)]
     )
     try:
+        # The modality's node comes from the network file, like every registry fact.
+        township = next(i for i in demo_doc["institutions"] if TOWNSHIP_AE in i.get("ae_titles", []))
+        township["dicom_nodes"] = [{"ae_title": TOWNSHIP_AE, "host": "127.0.0.1", "port": port}]
+        await load_network(client.hub, demo_doc)
         async with client.hub.sessions() as session:
-            await session.execute(
-                update(InstitutionAETitle)
-                .where(InstitutionAETitle.ae_title == TOWNSHIP_AE)
-                .values(host="127.0.0.1", port=port)
-            )
-            await session.commit()
+            stored = await session.get(InstitutionAETitle, TOWNSHIP_AE)
+            assert stored is not None and (stored.host, stored.port) == ("127.0.0.1", port)
         transaction = generate_uid()
         assert (
             await asyncio.to_thread(ask, node.port, commitment_request(transaction, images), reports, wait=False) == 0

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from telenet.domain.errors import Conflict
 from telenet.services import auth, order_control, queue, reports, requests
+from telenet.services.network import load_network
 from telenet.store.models import HL7OutboxItem, Institution, Request
 from tests.factories import order
 
@@ -88,15 +89,20 @@ async def status_rows(hub: Any) -> list[tuple[int, str]]:
         return [(request_id, payload["order_status"]) for request_id, payload in rows.all()]
 
 
-async def test_status_rows_only_for_hl7_orders_of_facilities_that_want_them(demo_hub: Any) -> None:
+async def test_status_rows_only_for_hl7_orders_of_facilities_that_want_them(
+    demo_hub: Any, demo_doc: dict[str, Any]
+) -> None:
     async with demo_hub.sessions() as session:
         await session.execute(update(Institution).where(Institution.code == TOWNSHIP).values(hl7_port=1))
         await session.commit()
     await submitted(demo_hub, 5)
     assert await status_rows(demo_hub) == [], "hl7_order_status is off by default: only the ORU"
+    township = next(i for i in demo_doc["institutions"] if i["code"] == TOWNSHIP)
+    township |= {"hl7_order_status": True, "hl7_ack_mode": "orr", "hl7_destination": {"host": "127.0.0.1", "port": 1}}
+    await load_network(demo_hub, demo_doc)  # the per-facility options come from the network file
     async with demo_hub.sessions() as session:
-        await session.execute(update(Institution).where(Institution.code == TOWNSHIP).values(hl7_order_status=True))
-        await session.commit()
+        inst = (await session.execute(select(Institution).where(Institution.code == TOWNSHIP))).scalar_one()
+        assert (inst.hl7_order_status, inst.hl7_ack_mode) == (True, "orr")
     await submitted(demo_hub, 6, placer=None)
     assert await status_rows(demo_hub) == [], "a request ordered over REST is unknown to the HIS"
     request_id = await submitted(demo_hub, 7)

@@ -224,6 +224,9 @@ async def test_a40_merge_and_revert_then_orr_for_a_facility_that_wants_it(hospit
     assert sorted(merge_row.moved["requests"]) == sorted(
         [(await h.request(f"A{v}-2")).id, (await h.request(f"A{v}-3")).id]
     )
+    late = message(msh(version, "ORM^O01", f"A{v}-M4"), pid(old), group("NW", f"A{v}-4"))
+    assert msa(await h.send(late)) == ("AA", f"A{v}-M4")
+    assert (await h.request(f"A{v}-4")).patient_id == survivor.id, "an order for the merged id goes to the survivor"
 
     # The surviving id's requests are all one patient's now, in the clinic's list.
     listed = await (await h.api.get("/api/v1/requests", headers=await h.auth("township_doc"))).json()
@@ -241,7 +244,7 @@ async def test_a40_merge_and_revert_then_orr_for_a_facility_that_wants_it(hospit
     async with hub.sessions() as session:
         owners = dict((await session.execute(select(Request.accession_number, Request.patient_id))).all())
         merged = (await session.execute(select(Patient).where(Patient.his_id == old))).scalar_one()
-    assert owners == {f"A{v}-1": survivor.id, f"A{v}-2": merged.id, f"A{v}-3": merged.id}
+    assert owners == {f"A{v}-1": survivor.id, f"A{v}-2": merged.id, f"A{v}-3": merged.id, f"A{v}-4": survivor.id}
     assert merged.merged_into_id is None
     status, _ = await h.post(f"/api/v1/patients/merges/{merge_row.id}/revert", "county_admin")
     assert status == 409
