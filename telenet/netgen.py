@@ -458,4 +458,9 @@ def fee_schedule() -> list[dict[str, Any]]:
         entry("consultation", None, "stat", None, stat(CONSULTATION_PRICE_FEN)),
         entry("consultation", None, None, "mdt", MDT_CONSULTATION_PRICE_FEN),
     ]
+    # The exam price list (检查费): what a recognized result saves, as in the demo network.
+    fees += [entry("exam", m, None, None, fen) for m, fen in EXAM_PRICES_FEN.items()]
     return fees
+
+
+EXAM_PRICES_FEN = {"DX": 8000, "CR": 8000, "CT": 30000, "MR": 60000, "US": 12000, "ECG": 2500}

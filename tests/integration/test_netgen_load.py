@@ -170,7 +170,16 @@ async def test_loading_a_changed_file_equals_loading_it_fresh(
     assert report.counts["agreements"]["updated"] == 2 and report.counts["users"]["created"] == 1
     fresh = make_hub(settings, (await make_database(kind)).engine, clock)
     await load_network(fresh, later)
-    got, want = await snapshot(upserted), await snapshot(fresh)
+    full, want = await snapshot(upserted), await snapshot(fresh)
+    got = {table: set(rows) for table, rows in full.items()}
+    # The agreement the changed file dropped is kept with its validity ended, never deleted.
+    today = clock.now().date()
+    for table in ("agreements", "services"):
+        extra = got[table] - want[table]
+        assert extra and {row[1] for row in extra} == {"GP-C01-K01-T03-V02"}, table
+        got[table] -= extra
+    ended = [row for row in full["agreements"] if row[1] == "GP-C01-K01-T03-V02"]
+    assert any(row[4] < today for row in ended), "ended yesterday"
     for table in want:
         assert got[table] == want[table], table
     moved = {row[0]: row[4] for row in got["institutions"]}
@@ -178,7 +187,7 @@ async def test_loading_a_changed_file_equals_loading_it_fresh(
     # Institutions that are not in a file keep their AE titles: a county's own file leaves the rest alone.
     partial = {"format": later["format"], "institutions": [later["institutions"][0]]}
     assert (await load_network(upserted, partial)).changed == 0
-    assert await snapshot(upserted) == got
+    assert await snapshot(upserted) == full
 
 
 def test_the_inlined_validator_reports_what_the_schema_module_reports() -> None:
