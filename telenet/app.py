@@ -22,10 +22,11 @@ from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.sweeper import run_sweeper
-from telenet.store.db import create_engine, read_session_factory, session_factory
+from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         dialect=engine.dialect.name,
         engine=engine,
         read_sessions=read_session_factory(engine),
+        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
     )
 
 
@@ -110,6 +112,7 @@ def build_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(dispose_engine)
+    app.cleanup_ctx.append(_audit_writer(hub))
     app.cleanup_ctx.append(ws.close_sockets_ctx)
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
@@ -122,6 +125,17 @@ def build_app(
         if settings.dicom_enabled:
             app.cleanup_ctx.append(dicom_ctx(hub, settings))
     return app
+
+
+def _audit_writer(hub: Hub) -> Any:
+    async def audit_ctx(_app: web.Application) -> AsyncIterator[None]:
+        if hub.audit_writer is not None:
+            await hub.audit_writer.recover()
+        yield
+        if hub.audit_writer is not None:
+            await hub.audit_writer.close()
+
+    return audit_ctx
 
 
 def _background(hub: Hub, settings: Settings) -> Any:

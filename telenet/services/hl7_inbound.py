@@ -26,7 +26,7 @@ from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, Telene
 from telenet.schemas import validate
 from telenet.services import requests
 from telenet.services.access import require_role
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, HL7OutboxItem, Institution, Request, User
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ async def list_dead_letters(
     """Dead letters of the admin's subtree, newest first (their content is patient data: audited)."""
     if direction is not None and direction not in ("inbound", "outbound"):
         raise Invalid("direction is inbound or outbound", code="bad-parameter")
-    async with use_case(hub, actor, "hl7.dead_letters.read", "hl7_dead_letter") as uow:
+    async with read_use_case(hub, actor, "hl7.dead_letters.read", "hl7_dead_letter") as uow:
         scope = await _require_admin_scope(uow.session, actor)
         query = select(HL7DeadLetter).where(scope)
         if direction:

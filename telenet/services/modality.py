@@ -18,7 +18,7 @@ from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Invalid, NotFound
 from telenet.services import studies
 from telenet.services.access import require_role
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import (
     Center,
     DicomInstance,
@@ -82,7 +82,7 @@ class WorklistQuery:
 async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[str, Any]]:
     """``ordered`` imaging and ECG requests of the caller's institution that match the query."""
     require_role(actor, Role.INTEGRATION, action="query the modality worklist")
-    async with use_case(hub, actor, "dicom.worklist.find", "request") as uow:
+    async with read_use_case(hub, actor, "dicom.worklist.find", "request") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path)
         own_aes = set(
@@ -331,7 +331,7 @@ async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]
     require_role(actor, Role.INTEGRATION, action="query studies")
     if query.level not in LEVELS:
         raise Invalid(f"QueryRetrieveLevel must be one of {', '.join(LEVELS)}", code="bad-level")
-    async with use_case(hub, actor, "dicom.find", "dicom_study") as uow:
+    async with read_use_case(hub, actor, "dicom.find", "dicom_study") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"level": query.level})
         found = await _studies(session, actor, query)

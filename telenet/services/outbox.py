@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case
 from telenet.store.models import (
     HL7DeadLetter,
     HL7Destination,
@@ -430,7 +430,7 @@ async def backlog(
         raise Forbidden("only admins see the HL7 outbox", code="role")
     if status not in (*STATUSES, "all"):
         raise Invalid(f"status is one of {', '.join(STATUSES)} or all", code="bad-parameter")
-    async with use_case(hub, actor, "hl7.outbox.read", "hl7_outbox") as uow:
+    async with read_use_case(hub, actor, "hl7.outbox.read", "hl7_outbox") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path)
         scope = HL7OutboxItem.institution_path.startswith(actor.institution_path)

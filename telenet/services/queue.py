@@ -18,7 +18,7 @@ from telenet.domain.tiers import Tier
 from telenet.services import routing, studies
 from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.services.requests import request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
@@ -28,7 +28,7 @@ SYSTEM = "system"
 
 async def worklist(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """Queued and claimed items of one center, most urgent first (priority, then due time)."""
-    async with use_case(hub, actor, "worklist.read", "center", center_code) as uow:
+    async with read_use_case(hub, actor, "worklist.read", "center", center_code) as uow:
         center, inst = await center_by_code(uow.session, center_code)
         uow.audit(object_path=inst.path)
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")

@@ -17,7 +17,7 @@ from telenet.domain.lifecycle import Action, Kind, transition
 from telenet.services import fees, outbox
 from telenet.services.access import center_of, load_for_action, require_center_staff, require_requesting_side
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.services.requests import critical_view, request_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import CriticalFinding, Institution, Report, Request, User
@@ -302,7 +302,7 @@ async def critical_timeline(session: AsyncSession, finding: CriticalFinding) -> 
 
 
 async def get_critical(hub: Hub, actor: Actor, critical_id: int) -> dict[str, Any]:
-    async with use_case(hub, actor, "critical.read", "critical", str(critical_id)) as uow:
+    async with read_use_case(hub, actor, "critical.read", "critical", str(critical_id)) as uow:
         finding = await uow.session.get(CriticalFinding, critical_id)
         if finding is None:
             raise NotFound(f"no critical finding {critical_id}")

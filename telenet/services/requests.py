@@ -34,7 +34,7 @@ from telenet.services.access import (
     require_role,
 )
 from telenet.services.events import emit, request_topics
-from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
@@ -213,7 +213,7 @@ async def add_participant(session: AsyncSession, hub: Hub, request: Request, use
 
 
 async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
-    async with use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
+    async with read_use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
         request = await load_request(uow.session, actor, request_id)
         uow.audit(object_path=request.requesting_path)
         return await request_view(uow.session, actor, request)
@@ -371,7 +371,7 @@ async def list_requests(
         raise Invalid(f"unknown state {state!r}", code="bad-parameter")
     if kind is not None and kind not in {k.value for k in Kind}:
         raise Invalid(f"unknown kind {kind!r}", code="bad-parameter")
-    async with use_case(hub, actor, "request.list", "request") as uow:
+    async with read_use_case(hub, actor, "request.list", "request") as uow:
         query = (
             select(Request, Center.code, Patient.name)
             .join(Center, Center.id == Request.center_id)

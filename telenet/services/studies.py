@@ -63,7 +63,7 @@ def gateway_actor(institution: Institution, ae_title: str | None, remote_addr: s
 
 async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> Actor | None:
     """The actor of a calling AE title, or None when no institution has registered it."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         inst = (
             await session.execute(
                 select(Institution)
@@ -75,7 +75,7 @@ async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> A
 
 
 async def registered_ae_titles(hub: Hub) -> set[str]:
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         return set((await session.execute(select(InstitutionAETitle.ae_title))).scalars().all())
 
 
@@ -155,7 +155,7 @@ class Completion:
 
 async def indexed_path(hub: Hub, sop_instance_uid: str) -> str | None:
     """The file of an already indexed instance (duplicates are answered without touching the disk)."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         return (
             await session.execute(select(DicomInstance.path).where(DicomInstance.sop_instance_uid == sop_instance_uid))
         ).scalar_one_or_none()
