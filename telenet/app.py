@@ -22,9 +22,12 @@ from telenet.api.server import build_web_app
 from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.sla import Clock, SystemClock
+from telenet.services import fees, outbox, requests, studies
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
+from telenet.services.group_commit import GroupCommit
 from telenet.services.hub import Hub, HubOptions
+from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
 from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
 
@@ -62,7 +65,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
             "routine": settings.lease_minutes_routine,
         },
     )
-    return Hub(
+    hub = Hub(
         sessions=session_factory(engine),
         clock=clock or SystemClock(),
         options=options,
@@ -70,7 +73,13 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         engine=engine,
         read_sessions=read_session_factory(engine),
         audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
+        registry=RegistryCache(read_session_factory(engine)),
     )
+    hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
+    hub.follow_ups.on_routed.append(studies.on_routed)
+    hub.follow_ups.on_final.extend([fees.record_final, outbox.enqueue_result])
+    hub.follow_ups.data_complete = requests.data_complete
+    return hub
 
 
 def route_sets() -> list[Routes]:

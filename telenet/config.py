@@ -126,6 +126,13 @@ class Settings:
         },
     )
     log_level: str = dataclasses.field(default="INFO", metadata={"doc": "Python logging level."})
+    group_commit_wait_ms: float = dataclasses.field(
+        default=2.0,
+        metadata={
+            "doc": "How long a DICOM or HL7 write waits for concurrent writes to share its transaction (group "
+            "commit); 0 commits each group as soon as its queued members are done."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

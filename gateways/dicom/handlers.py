@@ -23,6 +23,7 @@ from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, NotFound
 from telenet.services import modality, studies
+from telenet.services.group_commit import in_group
 
 if TYPE_CHECKING:
     from gateways.dicom.node import DicomNode
@@ -86,7 +87,7 @@ class Handlers:
         final = self.store.instance_path(record.study_instance_uid, record.sop_instance_uid)
         if final.exists():  # a duplicate, or a file whose indexing was interrupted
             record = dataclasses.replace(record, path=str(final), size_bytes=final.stat().st_size)
-            outcome = self.bridge.call(studies.store_instance, self.hub, actor, record)
+            outcome = self.bridge.call(in_group, self.hub, studies.store_instance, actor, record)
             if outcome.duplicate:
                 log.info(
                     "duplicate SOP Instance UID %s from %s: kept the first", record.sop_instance_uid, actor.username
@@ -96,7 +97,7 @@ class Handlers:
         ecg = process_ecg(ds, self.store, final) if is_ecg else None
         record = dataclasses.replace(record, path=str(final), size_bytes=size, ecg=ecg)
         try:
-            outcome = self.bridge.call(studies.store_instance, self.hub, actor, record)
+            outcome = self.bridge.call(in_group, self.hub, studies.store_instance, actor, record)
         except BaseException:
             self.store.remove(final, *ecg_paths(final))
             raise

@@ -26,6 +26,7 @@ from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, Telene
 from telenet.schemas import validate
 from telenet.services import requests
 from telenet.services.access import require_role
+from telenet.services.group_commit import joined_hub
 from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, HL7OutboxItem, Institution, Request, User
 
@@ -152,6 +153,16 @@ async def _one_transaction(hub: Hub) -> AsyncIterator[_Transaction]:
     """A session that owns one transaction, and a hub whose use cases run inside it as savepoints: their
     ``commit`` releases a savepoint, their rollback undoes only their part, and nothing is durable until the
     owner commits. Their wake-ups (for emitted events) are held back until then: ``wake``."""
+    if hub.group_commit is not None:
+        # Concurrent connections share one transaction: this message's session is a savepoint of it, and the
+        # group's commit (durable) comes before this block ends, so before the ACK is sent.
+        async with hub.group_commit.member() as (connection, group_wake):
+            savepoint = async_sessionmaker(
+                bind=connection, expire_on_commit=False, autoflush=False, join_transaction_mode="create_savepoint"
+            )
+            async with savepoint() as session:
+                yield _Transaction(session, joined_hub(hub, connection, group_wake), [])
+        return
     async with hub.sessions() as session:
         connection = await session.connection()
         joined = async_sessionmaker(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,7 +15,12 @@ from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
 from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.services.audit_writer import AuditWriter
+from telenet.services.follow_ups import FollowUps
 from telenet.store.models import AuditEntry
+
+if TYPE_CHECKING:
+    from telenet.services.group_commit import GroupCommit
+    from telenet.services.registry_snapshot import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,14 @@ class Hub:
     actor_cache: dict[str, tuple[Actor, datetime, float]] = field(default_factory=dict)
     # Group-commits the audit rows of read use cases (see read_use_case); None: each row in its own commit.
     audit_writer: AuditWriter | None = None
+    # Shares the transactions of concurrent gateway writers (see services.group_commit.in_group).
+    group_commit: GroupCommit | None = None
+    # Whether commands read their view after commit (REST); gateways' joined hubs skip views they never show.
+    build_views: bool = True
+    # Follow-up work wired once in the composition root (routed → forwarding, final → fee line and ORU).
+    follow_ups: FollowUps = field(default_factory=FollowUps)
+    # The registry in memory (services.registry_snapshot); None: read from the tables each time.
+    registry: RegistryCache | None = None
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""

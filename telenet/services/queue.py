@@ -15,11 +15,11 @@ from telenet.domain.lifecycle import Action, Kind, ReturnReason
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at, lease_until, remaining, sla_minutes_for
 from telenet.domain.tiers import Tier
-from telenet.services import routing, studies
+from telenet.services import routing
 from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
 from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case, use_case
-from telenet.services.requests import request_view
+from telenet.services.requests import committed_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 
@@ -106,7 +106,7 @@ async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
             claimed_at=request.claimed_at if renew else now,
             claim_expires_at=lease_until(now, request.priority, hub.options.lease_minutes),
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def release(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
@@ -128,7 +128,7 @@ async def release(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
             claimed_by_id=None,
             claim_expires_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def return_request(hub: Hub, actor: Actor, request_id: int, reason: str, note: str | None) -> dict[str, Any]:
@@ -157,7 +157,7 @@ async def return_request(hub: Hub, actor: Actor, request_id: int, reason: str, n
             claimed_by_id=None,
             claim_expires_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 def _require_holder(actor: Actor, request: Request) -> None:
@@ -179,7 +179,7 @@ async def escalate(hub: Hub, actor: Actor, request_id: int, reason: str) -> dict
                 f"no center above {center.code} can take this request; its coordinators were alerted",
                 code="no-higher-center",
             )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def _escalate(
@@ -258,7 +258,7 @@ async def _escalate(
             else None
         ),
     )
-    await studies.on_routed(hub, session, request, new_center)
+    await hub.follow_ups.routed(hub, session, request, new_center)
     return True
 
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import MIN_YEARS_TO_SIGN, Actor, Role, may_sign_final, years_of_practice
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.lifecycle import Action, Kind, transition
-from telenet.services import fees, outbox
+from telenet.services import outbox
 from telenet.services.access import center_of, load_for_action, require_center_staff, require_requesting_side
-from telenet.services.events import emit
+from telenet.services.events import emit, flush_events
 from telenet.services.hub import Hub, read_use_case, use_case
-from telenet.services.requests import critical_view, request_view
+from telenet.services.requests import committed_view, critical_view
 from telenet.services.transitions import apply, summary
 from telenet.store.models import CriticalFinding, Institution, Report, Request, User
 
@@ -116,7 +116,7 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
                 institution_code=inst_code,
                 data={"report_id": draft.id},
             )
-            return await request_view(session, actor, request)
+            return await committed_view(uow, actor, request)
         draft.status = "final"
         draft.signed_at = now
         draft.digest = canonical_digest(signed_content(request, draft))
@@ -135,10 +135,9 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
         )
         if critical:
             await _raise_critical(hub, session, request, draft, items, inst_code)
-        await fees.record_final(hub, session, request, draft)
-        await outbox.enqueue_result(hub, session, request, draft)
+        await hub.follow_ups.finalized(hub, session, request, draft)  # fee line, ORU (wired in telenet.app)
         uow.audit(detail={"report_id": draft.id, "digest": draft.digest})
-        return await request_view(session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def _raise_critical(
@@ -226,7 +225,7 @@ async def addendum(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]
         if critical:
             await _raise_critical(hub, session, request, row, items, inst_code)
         await outbox.enqueue_result(hub, session, request, row)
-        return await request_view(session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def acknowledge(hub: Hub, actor: Actor, critical_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +275,8 @@ async def acknowledge(hub: Hub, actor: Actor, critical_id: int, body: dict[str, 
 
 async def critical_timeline(session: AsyncSession, finding: CriticalFinding) -> dict[str, Any]:
     from telenet.store.models import Event
+
+    await flush_events(session)  # events emitted in this transaction are read back below
 
     events = (
         (

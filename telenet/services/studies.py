@@ -440,10 +440,8 @@ async def mpps_satisfied(session: AsyncSession, study: DicomStudy) -> bool:
 
 
 async def complete_request(hub: Hub, completion: Completion) -> str | None:
-    """``ordered`` → ``queued`` through requests.data_complete (which also queues the forward), then mark the
-    studies complete."""
-    from telenet.services import requests
-
+    """``ordered`` → ``queued`` through the data-complete command (``hub.follow_ups.data_complete``, which
+    also queues the forward), then mark the studies complete."""
     async with hub.sessions() as session:
         request = await session.get(Request, completion.request_id)
         if request is None or request.state != "ordered" or request.data_completed_at is not None:
@@ -452,7 +450,7 @@ async def complete_request(hub: Hub, completion: Completion) -> str | None:
         assert requester is not None
         actor = gateway_actor(requester, None)
     try:
-        await requests.data_complete(hub, actor, completion.request_id, signal=completion.signal)
+        await hub.follow_ups.data_complete(hub, actor, completion.request_id, completion.signal)
     except Conflict:
         return None  # another signal (or a person) was first
     async with use_case(hub, None, "dicom.completed", "request", str(completion.request_id)) as uow:

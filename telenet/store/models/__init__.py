@@ -23,6 +23,7 @@ from telenet.store.models.registry import (
     NetworkMember,
     RoutingRule,
 )
+from telenet.store.models.registry_version import RegistryVersion
 from telenet.store.models.requests import (
     CriticalFinding,
     Event,
@@ -64,6 +65,7 @@ __all__ = [
     "Participant",
     "Patient",
     "RecognitionDecision",
+    "RegistryVersion",
     "Report",
     "Request",
     "RouteStep",
