@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from telenet.services import queue, reports, requests, studies
+from telenet.services import outbox, queue, reports, requests, studies
 from telenet.services.auth import actor_for_username
 from telenet.store.db import READ_ONLY
 from tests.factories import order
@@ -22,6 +22,7 @@ LIMITS: dict[str, dict[str, int]] = {
     "claim": {"sqlite": 9, "postgresql": 9},
     "final_report": {"sqlite": 22, "postgresql": 22},
     "store_instance": {"sqlite": 9, "postgresql": 8},
+    "outbox_claim": {"sqlite": 2, "postgresql": 1},
 }
 
 
@@ -84,6 +85,11 @@ async def test_hot_paths_stay_within_their_statement_counts(demo_hub: Any, datab
     with counted(engine) as statements:
         await reports.report(hub, reader, request_id, final)
     counts["final_report"], seen["final_report"] = len(statements), list(statements)
+
+    with counted(engine) as statements:
+        claims = await outbox.claim_due(hub, owner="counter", now=hub.clock.now(), lease_seconds=60)
+    counts["outbox_claim"], seen["outbox_claim"] = len(statements), list(statements)
+    assert len(claims) == 1, "the final report's ORU is claimed"
 
     other = await requests.submit(hub, doc, order(patient_id="W3", serial=3))
     ae = await studies.ae_actor(hub, "C01K01T01")
