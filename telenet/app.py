@@ -37,11 +37,14 @@ from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
-from telenet.services import order_status, peers
+from telenet.services import fees, order_status, outbox, peers, requests, studies
+from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
+from telenet.services.group_commit import GroupCommit
 from telenet.services.hub import Hub, HubOptions
+from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
-from telenet.store.db import create_engine, read_session_factory, session_factory
+from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
 from telenet.web import install as install_console
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         login_lockout_minutes=settings.login_lockout_minutes,
         claim_breach_grace_minutes=settings.claim_breach_grace_minutes,
     )
-    return Hub(
+    hub = Hub(
         sessions=session_factory(engine),
         clock=clock or SystemClock(),
         options=options,
@@ -101,7 +104,14 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         engine=engine,
         read_sessions=read_session_factory(engine),
         event_listeners=[order_status.on_event],
+        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
+        registry=RegistryCache(read_session_factory(engine)),
     )
+    hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
+    hub.follow_ups.on_routed.append(studies.on_routed)
+    hub.follow_ups.on_final.extend([fees.record_final, outbox.enqueue_result])
+    hub.follow_ups.data_complete = requests.data_complete
+    return hub
 
 
 def route_sets() -> list[Routes]:
@@ -156,6 +166,7 @@ def build_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(dispose_engine)
+    app.cleanup_ctx.append(_audit_writer(hub))
     app.cleanup_ctx.append(ws.close_sockets_ctx)
     app.cleanup_ctx.append(ws.broker_ctx)
     if background:
@@ -170,6 +181,17 @@ def build_app(
         if settings.dicom_enabled:
             app.cleanup_ctx.append(dicom_ctx(hub, settings, refusals))
     return app
+
+
+def _audit_writer(hub: Hub) -> Any:
+    async def audit_ctx(_app: web.Application) -> AsyncIterator[None]:
+        if hub.audit_writer is not None:
+            await hub.audit_writer.recover()
+        yield
+        if hub.audit_writer is not None:
+            await hub.audit_writer.close()
+
+    return audit_ctx
 
 
 def _background(hub: Hub, settings: Settings) -> Any:

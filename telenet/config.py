@@ -230,6 +230,13 @@ class Settings:
             "(stun:host:port, turn:user:password@host:port); empty: host candidates only (a LAN needs no server)."
         },
     )
+    group_commit_wait_ms: float = dataclasses.field(
+        default=2.0,
+        metadata={
+            "doc": "How long a DICOM or HL7 write waits for concurrent writes to share its transaction (group "
+            "commit); 0 commits each group as soon as its queued members are done."
+        },
+    )
 
     @property
     def resolved_dicom_storage_dir(self) -> Path:

@@ -19,6 +19,7 @@ from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
 from telenet.services import studies
+from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def ingest(
     final = store.instance_path(record.study_instance_uid, record.sop_instance_uid)
     if final.exists():  # a duplicate, or a file whose indexing was interrupted
         record = dataclasses.replace(record, path=str(final), size_bytes=final.stat().st_size)
-        outcome = bridge.call(studies.store_instance, hub, actor, record)
+        outcome = bridge.call(in_group, hub, studies.store_instance, actor, record)
         if outcome.duplicate:
             log.info("duplicate SOP Instance UID %s from %s: kept the first", record.sop_instance_uid, actor.username)
         return outcome
@@ -67,7 +68,7 @@ def ingest(
     ecg = process_ecg(ds, store, final) if is_ecg else None
     record = dataclasses.replace(record, path=str(final), size_bytes=size, ecg=ecg)
     try:
-        outcome = bridge.call(studies.store_instance, hub, actor, record)
+        outcome = bridge.call(in_group, hub, studies.store_instance, actor, record)
     except BaseException:
         store.remove(final, *ecg_paths(final))
         raise

@@ -43,6 +43,12 @@ class Subscriber:
     cursor: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     queue: asyncio.Queue[PublishedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    # The connection, for the broker's direct sends (see Broker.pump); None: everything goes through the queue.
+    ws: web.WebSocketResponse | None = None
+    transport: asyncio.BaseTransport | None = None
+
+    def topic_of(self, event: PublishedEvent) -> str | None:
+        return next((t for t in event.topics if t in self.topics), None)
 
 
 class Broker:
@@ -108,8 +114,15 @@ class Broker:
             if not batch:
                 return
             for event in batch:
+                frames: dict[str, bytes] = {}  # encoded once per topic, the same bytes for every subscriber
                 for sub in list(self.subscribers):
-                    if sub.topics.intersection(event.topics):
+                    topic = sub.topic_of(event)
+                    if topic is not None:
+                        frame = frames.get(topic)
+                        if frame is None:
+                            frame = frames[topic] = event.encoded(topic).encode()
+                        if await _send_direct(sub, event, frame):
+                            continue
                         try:
                             sub.queue.put_nowait(event)
                         except asyncio.QueueFull:  # a stuck client is dropped; it can reconnect with since
@@ -118,6 +131,29 @@ class Broker:
                             sub.queue.put_nowait(None)
                             self.subscribers.discard(sub)
                 self.last_id = event.id
+
+
+# A subscriber whose socket buffer holds more than this is sent to through its queue (and its own task), so
+# that one slow client never makes the broker wait.
+DIRECT_SEND_MAX_BUFFERED = 256 * 1024
+
+
+async def _send_direct(sub: Subscriber, event: PublishedEvent, frame: bytes) -> bool:
+    """Hand the frame to the subscriber's socket in the broker's own task (no task switch per client: the
+    write only buffers) when nothing is queued or replaying for it; False when it must go through the queue."""
+    ws, transport = sub.ws, sub.transport
+    if ws is None or not isinstance(transport, asyncio.WriteTransport) or ws.closed or transport.is_closing():
+        return False
+    if sub.lock.locked() or not sub.queue.empty() or event.id <= sub.cursor:
+        return False
+    if transport.get_write_buffer_size() > DIRECT_SEND_MAX_BUFFERED:
+        return False
+    try:
+        await ws.send_frame(frame, WSMsgType.TEXT)
+    except (ConnectionError, RuntimeError):
+        return False
+    sub.cursor = event.id
+    return True
 
 
 BROKER = web.AppKey("broker", Broker)
@@ -184,7 +220,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         token, actor = await _first_message_auth(hub, ws, request.remote)
         if actor is None:
             return ws
-    sub = Subscriber(actor)
+    sub = Subscriber(actor, ws=ws, transport=request.transport)
     forwarder: asyncio.Task[None] | None = None
     interval = float(request.app[EXTRA].get("ws_recheck_seconds", RECHECK_SECONDS))
     watcher = asyncio.create_task(_watch(hub, ws, sub, token, request.remote, interval)) if token else None

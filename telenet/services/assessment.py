@@ -27,7 +27,7 @@ from telenet.domain.routing import LOCAL_TZ
 from telenet.domain.tiers import is_within
 from telenet.services.access import center_by_code, require_role
 from telenet.services.fees import check_period, institution_by_code
-from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.hub import Hub, UnitOfWork, read_use_case
 from telenet.store.models import (
     CriticalFinding,
     Event,
@@ -140,7 +140,7 @@ async def compute(
     require_role(actor, Role.COORDINATOR, Role.ADMIN, action="read assessment figures")
     now = hub.clock.now()
     start, end = _period(start, end, now)
-    async with use_case(hub, actor, "assessment.read", "assessment") as uow:
+    async with read_use_case(hub, actor, "assessment.read", "assessment") as uow:
         session = uow.session
         chosen = await _select(session, actor, network, center, institution, uow)
         uow.audit(

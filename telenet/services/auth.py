@@ -114,7 +114,7 @@ async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> 
 
 async def actor_for_username(hub: Hub, username: str, remote_addr: str | None = None) -> Actor:
     """The actor of a service account, for gateways acting on behalf of an institution."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         row = (
             await session.execute(
                 select(User, Institution)

@@ -11,7 +11,7 @@ from telenet.domain.errors import Conflict, Invalid
 from telenet.domain.lifecycle import Kind, is_terminal
 from telenet.services.access import load_for_action
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.services.requests import add_participant
 from telenet.store.models import Message
 
@@ -51,7 +51,7 @@ async def post_message(hub: Hub, actor: Actor, request_id: int, body: str) -> di
 
 
 async def list_messages(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
-    async with use_case(hub, actor, "consultation.messages.read", "request", str(request_id)) as uow:
+    async with read_use_case(hub, actor, "consultation.messages.read", "request", str(request_id)) as uow:
         request, _, _ = await load_for_action(uow, actor, request_id)
         rows = (
             (await uow.session.execute(select(Message).where(Message.request_id == request.id).order_by(Message.id)))
@@ -62,7 +62,7 @@ async def list_messages(hub: Hub, actor: Actor, request_id: int) -> dict[str, An
 
 
 async def add_participants(hub: Hub, actor: Actor, request_id: int, usernames: list[str]) -> list[str]:
-    async with use_case(hub, actor, "consultation.participants", "request", str(request_id)) as uow:
+    async with read_use_case(hub, actor, "consultation.participants", "request", str(request_id)) as uow:
         request, _, _ = await load_for_action(uow, actor, request_id)
         for name in usernames:
             await add_participant(uow.session, hub, request, name)

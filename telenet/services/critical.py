@@ -17,8 +17,8 @@ from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.services import outbox
 from telenet.services.access import center_of, load_for_action, load_request, require_requesting_side, require_role
-from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.events import emit, flush_events
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.services.requests import critical_view
 from telenet.services.transitions import summary
 from telenet.store.models import (
@@ -291,7 +291,7 @@ async def acknowledge(hub: Hub, actor: Actor, critical_id: int, body: dict[str, 
 
 
 async def get(hub: Hub, actor: Actor, critical_id: int) -> dict[str, Any]:
-    async with use_case(hub, actor, "critical.read", "critical", str(critical_id)) as uow:
+    async with read_use_case(hub, actor, "critical.read", "critical", str(critical_id)) as uow:
         finding = await _finding(uow.session, critical_id)
         await load_request(uow.session, actor, finding.request_id, uow=uow)
         return await timeline(uow.session, finding)
@@ -299,6 +299,7 @@ async def get(hub: Hub, actor: Actor, critical_id: int) -> dict[str, Any]:
 
 async def timeline(session: AsyncSession, finding: CriticalFinding) -> dict[str, Any]:
     """The finding with every step (raised, called, escalated, acknowledged), oldest first."""
+    await flush_events(session)  # events emitted in this transaction are read back below
     events = (
         (
             await session.execute(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, NotFound
@@ -41,6 +44,16 @@ class PublishedEvent:
         return text
 
 
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event as the listeners inside its transaction see it (its row, and so its id, is written at commit)."""
+
+    name: str
+    request_id: int | None
+    data: dict[str, Any]
+    at: datetime
+
+
 async def emit(
     session: AsyncSession,
     hub: Hub,
@@ -48,22 +61,63 @@ async def emit(
     topics: Iterable[str],
     data: dict[str, Any],
     request_id: int | None = None,
-) -> Event:
-    """Add an event row (and its topics) to the running transaction."""
-    if hub.dialect == "postgresql" and not session.info.get("event_lock"):
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_ORDER_LOCK})
-        # Delivered at commit to every hub process listening: the wake-up; the event table stays the truth.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": EVENTS_CHANNEL})
+) -> None:
+    """Add an event (and its topics) to the running transaction: held in the session and written at commit,
+    all of the transaction's events in one multi-row insert and their topics in another."""
     # Marks the transaction as one that emitted events: its commit wakes the fan-out.
     session.info["event_lock"] = True
-    event = Event(at=hub.clock.now(), name=name, request_id=request_id, data=data)
-    session.add(event)
+    session.info[_DIALECT] = hub.dialect
+    pending: list[tuple[dict[str, Any], list[str]]] = session.info.setdefault(_PENDING, [])
+    at = hub.clock.now()
+    row = {"at": at, "name": name, "request_id": request_id, "data": data}
+    pending.append((row, list(dict.fromkeys(topics))))
+    # What the use case added so far is in the database from here on, as when each event was flushed on its
+    # own (reads later in the transaction see it); with nothing pending this issues no statement.
     await session.flush()
-    for topic in dict.fromkeys(topics):
-        session.add(EventTopic(topic=topic, event_id=event.id))
     for listener in hub.event_listeners:
-        await listener(session, hub, event)
-    return event
+        await listener(session, hub, PendingEvent(name, request_id, data, at))
+
+
+_PENDING = "telenet_pending_events"
+_DIALECT = "telenet_dialect"
+
+
+def _write_pending_events(session: Session) -> None:
+    """before_commit: the transaction's events and topics, written last, so that on PostgreSQL the event-order
+    lock is held only from here to the commit (with the NOTIFY that wakes every hub process)."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()
+    if session.info.get(_DIALECT) == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:k), pg_notify(:channel, '')"),
+            {"k": _EVENT_ORDER_LOCK, "channel": EVENTS_CHANNEL},
+        )
+    ids = (
+        session.execute(insert(Event).returning(Event.id, sort_by_parameter_order=True), [row for row, _ in pending])
+        .scalars()
+        .all()
+    )
+    topic_rows = [{"topic": t, "event_id": i} for i, (_, topics) in zip(ids, pending, strict=True) for t in topics]
+    if topic_rows:
+        session.execute(insert(EventTopic), topic_rows)
+
+
+async def flush_events(session: AsyncSession) -> None:
+    """Write the transaction's pending events now, for code that reads them back before the commit."""
+    if session.info.get(_PENDING):
+        await session.run_sync(_write_pending_events)
+
+
+def _forget_pending_events(session: Session, *_args: Any) -> None:
+    session.info.pop(_PENDING, None)
+
+
+# Registered once for every session (they only act on sessions that emitted events).
+if not sa_event.contains(Session, "before_commit", _write_pending_events):
+    sa_event.listen(Session, "before_commit", _write_pending_events)
+    sa_event.listen(Session, "after_rollback", _forget_pending_events)
 
 
 def request_topics(request_id: int, center_code: str | None, institution_code: str) -> list[str]:

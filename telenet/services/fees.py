@@ -31,7 +31,7 @@ from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.routing import LOCAL_TZ
 from telenet.domain.tiers import is_within
 from telenet.services.access import center_of, require_role
-from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.store.models import (
     Agreement,
     Center,
@@ -305,7 +305,7 @@ async def list_fees(
     if service is not None and service not in SERVICES:
         raise Invalid(f"service must be one of {', '.join(SERVICES)}", code="bad-parameter")
     check_period(start, end)
-    async with use_case(hub, actor, "fee.list", "fee_line") as uow:
+    async with read_use_case(hub, actor, "fee.list", "fee_line") as uow:
         session = uow.session
         root, subtree = await scope_root(session, actor, institution, uow)
         uow.audit(object_path=root.path, detail={"institution": root.code, "service": service})
@@ -349,7 +349,7 @@ async def list_fees(
 
 async def fee_schedule(hub: Hub, actor: Actor, on: date | None = None) -> dict[str, Any]:
     """The versioned schedule (every version, or only those in force on ``on``), and how a price is chosen."""
-    async with use_case(hub, actor, "fee_schedule.read", "fee_schedule") as uow:
+    async with read_use_case(hub, actor, "fee_schedule.read", "fee_schedule") as uow:
         rows = (
             (
                 await uow.session.execute(
@@ -477,7 +477,7 @@ async def settlement(hub: Hub, actor: Actor, period: str, institution: str | Non
     alone, for coordinators and admins over the pairs that involve their subtree (or ``institution``)."""
     require_role(actor, Role.COORDINATOR, Role.ADMIN, action="read settlement statements")
     start, end = rules.period_bounds(period, LOCAL_TZ)
-    async with use_case(hub, actor, "settlement.read", "settlement", period) as uow:
+    async with read_use_case(hub, actor, "settlement.read", "settlement", period) as uow:
         session = uow.session
         root, subtree = await scope_root(session, actor, institution, uow)
         uow.audit(object_path=root.path, detail={"institution": root.code})

@@ -20,7 +20,7 @@ from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid
 from telenet.domain.tiers import is_within
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import (
     Center,
     DicomInstance,
@@ -303,7 +303,7 @@ async def list_jobs(hub: Hub, actor: Actor, *, state: str | None = None, limit: 
         raise Forbidden("only coordinators and admins see the forwarding queue", code="role")
     if state is not None and state not in STATES:
         raise Invalid(f"state must be one of {', '.join(STATES)}", code="bad-parameter")
-    async with use_case(hub, actor, "dicom.forwarding.read", "dicom_forward_job") as uow:
+    async with read_use_case(hub, actor, "dicom.forwarding.read", "dicom_forward_job") as uow:
         session = uow.session
         query = (
             select(ForwardJob, Center.code, Institution.path, DicomStudy.study_instance_uid)

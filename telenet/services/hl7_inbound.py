@@ -27,7 +27,8 @@ from telenet.domain.patients import mask_national_ids
 from telenet.schemas import validate
 from telenet.services import order_control, patient_merge, requests
 from telenet.services.access import require_role
-from telenet.services.hub import Hub, use_case
+from telenet.services.group_commit import joined_hub
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, HL7OutboxItem, Institution, Request, User
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,16 @@ async def _one_transaction(hub: Hub) -> AsyncIterator[_Transaction]:
     """A session that owns one transaction, and a hub whose use cases run inside it as savepoints: their
     ``commit`` releases a savepoint, their rollback undoes only their part, and nothing is durable until the
     owner commits. Their wake-ups (for emitted events) are held back until then: ``wake``."""
+    if hub.group_commit is not None:
+        # Concurrent connections share one transaction: this message's session is a savepoint of it, and the
+        # group's commit (durable) comes before this block ends, so before the ACK is sent.
+        async with hub.group_commit.member() as (connection, group_wake):
+            savepoint = async_sessionmaker(
+                bind=connection, expire_on_commit=False, autoflush=False, join_transaction_mode="create_savepoint"
+            )
+            async with savepoint() as session:
+                yield _Transaction(session, joined_hub(hub, connection, group_wake), [])
+        return
     async with hub.sessions() as session:
         connection = await session.connection()
         joined = async_sessionmaker(
@@ -452,7 +463,7 @@ async def list_dead_letters(
     """Dead letters of the admin's subtree, newest first (their content is patient data: audited)."""
     if direction is not None and direction not in ("inbound", "outbound"):
         raise Invalid("direction is inbound or outbound", code="bad-parameter")
-    async with use_case(hub, actor, "hl7.dead_letters.read", "hl7_dead_letter") as uow:
+    async with read_use_case(hub, actor, "hl7.dead_letters.read", "hl7_dead_letter") as uow:
         scope = await _require_admin_scope(uow.session, actor)
         query = select(HL7DeadLetter).where(scope)
         if direction:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,7 +15,13 @@ from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
 from telenet.domain.ratelimit import LoginLimiter
 from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
+from telenet.services.audit_writer import AuditWriter
+from telenet.services.follow_ups import FollowUps
 from telenet.store.models import AuditEntry
+
+if TYPE_CHECKING:
+    from telenet.services.group_commit import GroupCommit
+    from telenet.services.registry_snapshot import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,16 @@ class Hub:
     actor_cache: dict[str, tuple[Actor, datetime, float, int]] = field(default_factory=dict)
     # Login attempts of this process per account and address (services.login); made on first use.
     login_limiter: LoginLimiter | None = None
+    # Group-commits the audit rows of read use cases (see read_use_case); None: each row in its own commit.
+    audit_writer: AuditWriter | None = None
+    # Shares the transactions of concurrent gateway writers (see services.group_commit.in_group).
+    group_commit: GroupCommit | None = None
+    # Whether commands read their view after commit (REST); gateways' joined hubs skip views they never show.
+    build_views: bool = True
+    # Follow-up work wired once in the composition root (routed → forwarding, final → fee line and ORU).
+    follow_ups: FollowUps = field(default_factory=FollowUps)
+    # The registry in memory (services.registry_snapshot); None: read from the tables each time.
+    registry: RegistryCache | None = None
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""
@@ -167,3 +183,58 @@ async def _audit_failure(hub: Hub, actor: Actor, record: AuditRecord, outcome: s
             await session.commit()
     except Exception:  # the original error matters more than a failed audit of it
         log.exception("could not audit failed %s", record.action)
+
+
+def _audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> dict[str, Any]:
+    return {
+        "at": hub.clock.now(),
+        "actor_id": actor.user_id or None,
+        "actor": actor.username,
+        "actor_institution_path": actor.institution_path,
+        "action": record.action,
+        "object_type": record.object_type,
+        "object_id": record.object_id,
+        "object_path": record.object_path,
+        "remote_addr": actor.remote_addr,
+        "outcome": outcome,
+        "detail": record.detail,
+    }
+
+
+class ReadUnit(UnitOfWork):
+    """The unit of a read use case: a read session (no write lock) and an audit record; nothing to commit."""
+
+    async def commit(self) -> None:
+        raise RuntimeError(f"{self.record.action if self.record else 'a read'} is a read use case: it cannot commit")
+
+
+@asynccontextmanager
+async def read_use_case(
+    hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
+) -> AsyncIterator[UnitOfWork]:
+    """Run one audited use case that only reads: on ``hub.reader()`` (a deferred BEGIN on SQLite, so it never
+    queues behind writers); its audit row, success or refusal, is durable before this returns, written by
+    the hub's audit writer together with the rows of concurrent requests."""
+    record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
+    try:
+        async with hub.reader() as session:
+            yield ReadUnit(hub, session, actor, record)
+    except TelenetError as exc:
+        if actor is not None and record is not None:
+            try:
+                await write_audit(hub, actor, record, exc.code)
+            except Exception:  # the original error matters more than a failed audit of it
+                log.exception("could not audit failed %s", record.action)
+        raise
+    if actor is not None and record is not None:
+        await write_audit(hub, actor, record, "ok")
+
+
+async def write_audit(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> None:
+    """One audit row outside any use case's transaction: through the audit writer, else on its own."""
+    if hub.audit_writer is not None:
+        await hub.audit_writer.write(_audit_values(hub, actor, record, outcome))
+        return
+    async with hub.sessions() as session:
+        session.add(_audit_row(hub, actor, record, outcome))
+        await session.commit()

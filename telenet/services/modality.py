@@ -24,7 +24,7 @@ from telenet.domain.identity import PatientFacts
 from telenet.services import studies
 from telenet.services.access import center_of, require_role
 from telenet.services.dicom_matching import all_of, datetime_range_clause, range_clause, value_clause
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.services.transitions import apply_fields
 from telenet.store.models import (
     Center,
@@ -91,7 +91,7 @@ class WorklistQuery:
 async def worklist(hub: Hub, actor: Actor, query: WorklistQuery) -> list[dict[str, Any]]:
     """``ordered`` imaging and ECG requests of the caller's institution that match the query."""
     require_role(actor, Role.INTEGRATION, action="query the modality worklist")
-    async with use_case(hub, actor, "dicom.worklist.find", "request") as uow:
+    async with read_use_case(hub, actor, "dicom.worklist.find", "request") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path)
         own_aes = set(
@@ -392,7 +392,7 @@ async def find(hub: Hub, actor: Actor, query: StudyQuery) -> list[dict[str, Any]
     require_role(actor, Role.INTEGRATION, action="query studies")
     if query.level not in LEVELS:
         raise Invalid(f"QueryRetrieveLevel must be one of {', '.join(LEVELS)}", code="bad-level")
-    async with use_case(hub, actor, "dicom.find", "dicom_study") as uow:
+    async with read_use_case(hub, actor, "dicom.find", "dicom_study") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path, detail={"level": query.level})
         results: list[dict[str, Any]]

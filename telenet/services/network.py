@@ -22,6 +22,7 @@ from telenet.schemas import load_schema
 from telenet.services import practitioners
 from telenet.services.fees import local_day
 from telenet.services.hub import Hub, use_case
+from telenet.services.registry_snapshot import bump_version
 from telenet.store.models import (
     Agreement,
     Center,
@@ -162,6 +163,9 @@ async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadRe
         await _load_fee_schedule(session, doc, report)
         await _load_users(hub, session, doc, institutions, centers, report)
         uow.audit(detail={"counts": report.counts})
+        await bump_version(session, hub.clock.now())  # every hub process reloads its registry snapshot
+    if hub.registry is not None:
+        hub.registry.invalidate()
     return report
 
 

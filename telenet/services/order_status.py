@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.services import outbox
+from telenet.services.events import PendingEvent
 from telenet.services.hub import Hub
-from telenet.store.models import Event, HL7InboundMessage, HL7OutboxItem, Institution, Patient, Request
+from telenet.store.models import HL7InboundMessage, HL7OutboxItem, Institution, Patient, Request
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ STATUS_OF_EVENT = {
 }
 
 
-async def on_event(session: AsyncSession, hub: Hub, event: Event) -> None:
+async def on_event(session: AsyncSession, hub: Hub, event: PendingEvent) -> None:
     """Queue the status message an event calls for, if any (in the event's transaction)."""
     status = STATUS_OF_EVENT.get(event.name)
     if status is None or event.request_id is None:
@@ -70,7 +71,7 @@ async def on_event(session: AsyncSession, hub: Hub, event: Event) -> None:
     outbox.mark_enqueued()
 
 
-async def _payload(session: AsyncSession, request: Request, status: str, event: Event) -> dict[str, Any]:
+async def _payload(session: AsyncSession, request: Request, status: str, event: PendingEvent) -> dict[str, Any]:
     patient = await session.get(Patient, request.patient_id)
     assert patient is not None
     info = (
@@ -105,5 +106,4 @@ async def _payload(session: AsyncSession, request: Request, status: str, event: 
         },
         "at": event.at.isoformat(),
         "reason": data.get("reason") or data.get("note"),
-        "event_id": event.id,
     }

@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case
 from telenet.store.models import (
     CriticalFinding,
     HL7DeadLetter,
@@ -247,53 +247,70 @@ async def claim_due(hub: Hub, *, owner: str, now: datetime, lease_seconds: float
     not leased. On PostgreSQL the candidates are locked ``FOR UPDATE SKIP LOCKED`` so that two senders
     never take the same row; the lease keeps it theirs while the message is on the wire (outside any
     transaction)."""
+    # One statement: UPDATE … WHERE id IN (the due heads) RETURNING the claimed rows. The candidates are an
+    # alias of the table, so that the subquery is not correlated to the UPDATE's own row.
+    candidate = aliased(HL7OutboxItem)
     older = aliased(HL7OutboxItem)
     head = (
         select(func.min(older.id))
         .where(
             older.status == "pending",
-            older.destination_host == HL7OutboxItem.destination_host,
-            older.destination_port == HL7OutboxItem.destination_port,
-            older.patient_key == HL7OutboxItem.patient_key,
+            older.destination_host == candidate.destination_host,
+            older.destination_port == candidate.destination_port,
+            older.patient_key == candidate.patient_key,
         )
         .scalar_subquery()
     )
-    query = (
-        select(HL7OutboxItem)
+    due = (
+        select(candidate.id)
         .where(
-            HL7OutboxItem.status == "pending",
-            or_(HL7OutboxItem.next_attempt_at.is_(None), HL7OutboxItem.next_attempt_at <= now),
-            or_(HL7OutboxItem.lease_until.is_(None), HL7OutboxItem.lease_until < now),
-            HL7OutboxItem.id == head,
+            candidate.status == "pending",
+            or_(candidate.next_attempt_at.is_(None), candidate.next_attempt_at <= now),
+            or_(candidate.lease_until.is_(None), candidate.lease_until < now),
+            candidate.id == head,
         )
-        .order_by(HL7OutboxItem.id)
+        .order_by(candidate.id)
         .limit(limit)
     )
     if hub.dialect == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=HL7OutboxItem)
+        due = due.with_for_update(skip_locked=True, of=candidate)
     lease = now + timedelta(seconds=lease_seconds)
+    table = HL7OutboxItem.__table__
+    statement = (
+        update(HL7OutboxItem)
+        .where(HL7OutboxItem.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=lease, attempts=HL7OutboxItem.attempts + 1, last_attempt_at=now)
+        .returning(
+            table.c.id,
+            table.c.message_control_id,
+            table.c.destination_host,
+            table.c.destination_port,
+            table.c.receiving_facility,
+            table.c.patient_key,
+            table.c.payload,
+            table.c.attempts,
+        )
+        .execution_options(synchronize_session=False)
+    )
     async with hub.sessions() as session:
-        rows = (await session.execute(query)).scalars().all()
-        claims = []
-        for row in rows:
-            row.lease_owner = owner
-            row.lease_until = lease
-            row.attempts += 1
-            row.last_attempt_at = now
-            claims.append(
-                OutboxClaim(
-                    row.id,
-                    row.message_control_id,
-                    row.destination_host,
-                    row.destination_port,
-                    row.receiving_facility,
-                    row.patient_key,
-                    dict(row.payload),
-                    row.attempts,
-                )
-            )
+        rows = (await session.execute(statement)).all()
         await session.commit()
-    return claims
+    return sorted(
+        (
+            OutboxClaim(
+                int(r.id),
+                r.message_control_id,
+                r.destination_host,
+                int(r.destination_port),
+                r.receiving_facility,
+                r.patient_key,
+                dict(r.payload),
+                int(r.attempts),
+            )
+            for r in rows
+        ),
+        key=lambda claim: claim.id,
+    )
 
 
 async def mark_delivered(hub: Hub, claim: OutboxClaim, *, owner: str) -> bool:
@@ -512,7 +529,7 @@ async def backlog(
         raise Forbidden("only admins see the HL7 outbox", code="role")
     if status not in (*STATUSES, "all"):
         raise Invalid(f"status is one of {', '.join(STATUSES)} or all", code="bad-parameter")
-    async with use_case(hub, actor, "hl7.outbox.read", "hl7_outbox") as uow:
+    async with read_use_case(hub, actor, "hl7.outbox.read", "hl7_outbox") as uow:
         session = uow.session
         uow.audit(object_path=actor.institution_path)
         scope = HL7OutboxItem.institution_path.startswith(actor.institution_path)

@@ -15,12 +15,12 @@ from telenet.domain.lifecycle import Action, ReturnReason
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import remaining
 from telenet.domain.tiers import Tier
-from telenet.services import routing, studies
+from telenet.services import routing
 from telenet.services.access import center_by_code, center_of, load_for_action, require_center_staff, require_role
 from telenet.services.coordination import breach_alerted, capped_lease, release_at
 from telenet.services.events import emit
-from telenet.services.hub import Hub, use_case
-from telenet.services.requests import due_for, request_view
+from telenet.services.hub import Hub, read_use_case, use_case
+from telenet.services.requests import committed_view, due_for
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 
@@ -29,7 +29,7 @@ SYSTEM = "system"
 
 async def worklist(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """Queued and claimed items of one center, most urgent first (priority, then due time)."""
-    async with use_case(hub, actor, "worklist.read", "center", center_code) as uow:
+    async with read_use_case(hub, actor, "worklist.read", "center", center_code) as uow:
         center, inst = await center_by_code(uow.session, center_code)
         uow.audit(object_path=inst.path)
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")
@@ -110,7 +110,7 @@ async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
                 hub, request, now, request.claimed_at if renew and request.claimed_at else now
             ),
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def release(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
@@ -132,7 +132,7 @@ async def release(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
             claimed_by_id=None,
             claim_expires_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def return_request(hub: Hub, actor: Actor, request_id: int, reason: str, note: str | None) -> dict[str, Any]:
@@ -161,7 +161,7 @@ async def return_request(hub: Hub, actor: Actor, request_id: int, reason: str, n
             claimed_by_id=None,
             claim_expires_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 def _require_holder(actor: Actor, request: Request) -> None:
@@ -183,7 +183,7 @@ async def escalate(hub: Hub, actor: Actor, request_id: int, reason: str) -> dict
                 f"no center above {center.code} can take this request; its coordinators were alerted",
                 code="no-higher-center",
             )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def _escalate(
@@ -258,7 +258,7 @@ async def _escalate(
         # queued_at keeps the first time it was queued (turnaround); the SLA restarts at the new center.
         due_at=(due_for(now, request, new_center.sla_minutes) if request.queued_at else None),
     )
-    await studies.on_routed(hub, session, request, new_center)
+    await hub.follow_ups.routed(hub, session, request, new_center)
     return True
 
 

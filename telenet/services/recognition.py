@@ -36,7 +36,7 @@ from telenet.domain.recognition_windows import validity_windows
 from telenet.domain.tiers import Tier
 from telenet.services.access import require_role
 from telenet.services.fees import institution_by_code, local_day, price_in_force
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import (
     Center,
     FeeScheduleEntry,
@@ -210,7 +210,7 @@ async def recognizable_results(hub: Hub, actor: Actor, his_id: str, at_code: str
     """Every final imaging / ECG result of the person, judged for recognition at ``at_code``; for users
     who may see that institution (its requesters, coordinators and admins above it). Audited."""
     require_role(actor, Role.REQUESTER, Role.INTEGRATION, Role.COORDINATOR, Role.ADMIN, action="look up results")
-    async with use_case(hub, actor, "recognition.results", "patient", his_id) as uow:
+    async with read_use_case(hub, actor, "recognition.results", "patient", his_id) as uow:
         session = uow.session
         at = await institution_by_code(session, at_code)
         uow.audit(object_path=at.path)

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, NotFound
 from telenet.domain.tiers import Tier, path_codes
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case
 from telenet.store.models import AuditEntry, Center, Institution, InstitutionAETitle
 
 
@@ -46,7 +46,7 @@ async def list_institutions(
     or one subtree."""
     if tier is not None and tier not in {t.value for t in Tier}:
         raise Invalid(f"unknown tier {tier!r}; one of {', '.join(t.value for t in Tier)}", code="bad-parameter")
-    async with use_case(hub, actor, "institution.list", "institution") as uow:
+    async with read_use_case(hub, actor, "institution.list", "institution") as uow:
         parent = Institution.__table__.alias("parent")
         query = select(Institution, parent.c.code).outerjoin(parent, parent.c.id == Institution.parent_id)
         if tier:
@@ -70,7 +70,7 @@ async def list_institutions(
 
 
 async def get_institution(hub: Hub, actor: Actor, code: str) -> dict[str, Any]:
-    async with use_case(hub, actor, "institution.read", "institution", code) as uow:
+    async with read_use_case(hub, actor, "institution.read", "institution", code) as uow:
         parent = Institution.__table__.alias("parent")
         row = (
             await uow.session.execute(
@@ -133,7 +133,7 @@ def center_view(center: Center, institution: Institution) -> dict[str, Any]:
 
 async def list_centers(hub: Hub, actor: Actor, service: str | None = None) -> dict[str, Any]:
     """Every center of the network (a directory: where requests can go and who reads them)."""
-    async with use_case(hub, actor, "center.list", "center") as uow:
+    async with read_use_case(hub, actor, "center.list", "center") as uow:
         query = select(Center, Institution).join(Institution, Institution.id == Center.institution_id)
         if service:
             query = query.where(Center.service == service)
@@ -156,7 +156,9 @@ async def list_audit(
     """The audit trail of the admin's subtree (objects in it, or actions by its people), newest first."""
     if actor.role is not Role.ADMIN:
         raise Forbidden("only admins read the audit trail", code="role")
-    async with use_case(hub, actor, "audit.read", "audit", institution) as uow:
+    if hub.audit_writer is not None:
+        await hub.audit_writer.drain()  # rows still in the journal are in the table before the search
+    async with read_use_case(hub, actor, "audit.read", "audit", institution) as uow:
         root = actor.institution_path
         if institution:
             path = (

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, Invalid
 from telenet.domain.lifecycle import Action, Kind, transition
-from telenet.services import critical, fees, outbox, practitioners
+from telenet.services import critical, outbox, practitioners
 from telenet.services.access import center_of, load_for_action, require_center_staff
 from telenet.services.critical import clean_items
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import request_view
+from telenet.services.requests import committed_view
 from telenet.services.transitions import apply
 from telenet.store.models import Center, Report, Request
 
@@ -119,7 +119,7 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
             )
             if critical:
                 await _raise(hub, session, actor, request, row, items, center, "preliminary", inst_code)
-            return await request_view(session, actor, request)
+            return await committed_view(uow, actor, request)
         row.signed_at = now
         await session.flush()
         row.digest = canonical_digest(signed_content(request, row))
@@ -137,10 +137,9 @@ async def report(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) 
         )
         if critical:
             await _raise(hub, session, actor, request, row, items, center, "final", inst_code)
-        await fees.record_final(hub, session, request, row)
-        await outbox.enqueue_result(hub, session, request, row)
+        await hub.follow_ups.finalized(hub, session, request, row)  # fee line, ORU (wired in telenet.app)
         uow.audit(detail={"report_id": row.id, "digest": row.digest})
-        return await request_view(session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def _raise(
@@ -215,7 +214,7 @@ async def addendum(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]
         if critical_flag:
             await _raise(hub, session, actor, request, row, items, signing_center, "addendum", inst_code)
         await outbox.enqueue_result(hub, session, request, row)
-        return await request_view(session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 # The critical-finding use cases live in ``telenet.services.critical``; these names stay for callers.

@@ -26,7 +26,7 @@ from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at
 from telenet.domain.sla_rules import sla_minutes
 from telenet.domain.tiers import Tier
-from telenet.services import routing, studies
+from telenet.services import routing
 from telenet.services.access import (
     center_of,
     load_for_action,
@@ -35,7 +35,7 @@ from telenet.services.access import (
     require_role,
 )
 from telenet.services.events import emit, request_topics
-from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.services.modality import study_uid_for
 from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
@@ -142,7 +142,9 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
     scheduled_at = _aware(body.get("scheduled_at"), "scheduled_at")
     async with use_case(hub, actor, "request.create", "request") as uow:
         session = uow.session
-        requester = await session.get(Institution, actor.institution_id)
+        snap = await routing.snapshot(hub)
+        requester = snap.institutions.get(actor.institution_id) if snap else None
+        requester = requester or await session.get(Institution, actor.institution_id)
         assert requester is not None
         uow.audit(object_path=requester.path)
         if accession is not None:
@@ -165,8 +167,13 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         decision = await routing.decide(hub, session, query, requester)
         if decision.center_code is None:
             raise Invalid(decision.reason, code="no-route", details=routing.considered_json(decision))
-        center_id = await routing.center_id_by_code(session, decision.center_code)
-        center, _ = await center_of(session, center_id)
+        found = snap.center_by_code(decision.center_code) if snap else None
+        if found is None:
+            center_id = await routing.center_id_by_code(session, decision.center_code)
+            center, _ = await center_of(session, center_id)
+        else:
+            center = found[0]
+            center_id = center.id
         now = hub.clock.now()
         state = initial_state(kind)
         request = Request(
@@ -211,7 +218,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         for username in body.get("participants", []):
             await add_participant(session, hub, request, username)
         await session.flush()
-        await studies.on_routed(hub, session, request, center)
+        await hub.follow_ups.routed(hub, session, request, center)
         uow.audit(object_id=str(request.id), detail={"accession_number": request.accession_number})
         await emit(
             session,
@@ -221,7 +228,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             summary(request, center.code),
             request_id=request.id,
         )
-        return await request_view(session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 def _order_identifiers(request: Request) -> dict[str, Any]:
@@ -246,9 +253,21 @@ async def add_participant(session: AsyncSession, hub: Hub, request: Request, use
 
 
 async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
-    async with use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
+    async with read_use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
         request = await load_request(uow.session, actor, request_id, uow=uow)
         return await request_view(uow.session, actor, request)
+
+
+async def committed_view(uow: UnitOfWork, actor: Actor, request: Request) -> dict[str, Any]:
+    """Commit the command, then read the request's view on a read session: the write transaction is not held
+    open for it. Gateways (``hub.build_views`` off) get the ids only; they never show a view."""
+    await uow.commit()
+    if not uow.hub.build_views:
+        return {"id": request.id, "accession_number": request.accession_number, "state": request.state}
+    async with uow.hub.reader() as session:
+        fresh = await session.get(Request, request.id)
+        assert fresh is not None
+        return await request_view(session, actor, fresh)
 
 
 async def request_view(session: AsyncSession, actor: Actor, request: Request) -> dict[str, Any]:
@@ -429,7 +448,7 @@ async def list_requests(
         raise Invalid(f"unknown state {state!r}", code="bad-parameter")
     if kind is not None and kind not in {k.value for k in Kind}:
         raise Invalid(f"unknown kind {kind!r}", code="bad-parameter")
-    async with use_case(hub, actor, "request.list", "request") as uow:
+    async with read_use_case(hub, actor, "request.list", "request") as uow:
         query = (
             select(Request, Center.code, Patient.name)
             .join(Center, Center.id == Request.center_id)
@@ -492,7 +511,7 @@ async def data_complete(hub: Hub, actor: Actor, request_id: int, signal: str = "
             )
         else:
             await _queue(hub, uow, request, center, inst_code, signal, data_completed_at=hub.clock.now())
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def _queue(
@@ -514,7 +533,7 @@ async def _queue(
         **changes,
     )
     # The data is complete: forward it to the center's PACS in this same transaction.
-    await studies.on_routed(hub, uow.session, request, center)
+    await hub.follow_ups.routed(hub, uow.session, request, center)
 
 
 async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str, given_at: str) -> dict[str, Any]:
@@ -545,7 +564,7 @@ async def record_consent(hub: Hub, actor: Actor, request_id: int, given_by: str,
         )
         if request.data_completed_at is not None:
             await _queue(hub, uow, request, center, inst_code, request.data_completed_by or "api")
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) -> dict[str, Any]:
@@ -565,7 +584,7 @@ async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) ->
             claimed_by_id=None,
             claim_expires_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)
 
 
 async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) -> dict[str, Any]:
@@ -587,4 +606,4 @@ async def resubmit(hub: Hub, actor: Actor, request_id: int, note: str | None) ->
             due_at=due_for(now, request, center.sla_minutes),
             sla_breached_at=None,
         )
-        return await request_view(uow.session, actor, request)
+        return await committed_view(uow, actor, request)

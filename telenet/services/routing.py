@@ -19,6 +19,7 @@ from telenet.domain.routing import (
 )
 from telenet.domain.tiers import Tier
 from telenet.services.hub import Hub
+from telenet.services.registry_snapshot import RegistrySnapshot
 from telenet.store.models import (
     Agreement,
     Center,
@@ -110,8 +111,68 @@ async def rules_for(session: AsyncSession, requester: Institution) -> list[Route
 
 async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: Institution) -> RouteDecision:
     now = hub.clock.now()
-    found = await candidates(session, query.kind, requester, now.date())
-    return choose_center(query, found, await rules_for(session, requester), now)
+    snap = await snapshot(hub)
+    if snap is None:
+        found = await candidates(session, query.kind, requester, now.date())
+        return choose_center(query, found, await rules_for(session, requester), now)
+    # The registry from memory: the only statement left is the centers' current load.
+    load = await _load(session)
+    return choose_center(
+        query, snapshot_candidates(snap, query.kind, requester, now.date(), load), snapshot_rules(snap, requester), now
+    )
+
+
+async def snapshot(hub: Hub) -> RegistrySnapshot | None:
+    return await hub.registry.get() if hub.registry is not None else None
+
+
+async def _load(session: AsyncSession) -> dict[int, int]:
+    rows = await session.execute(
+        select(Request.center_id, func.count()).where(Request.state.in_(LOAD_STATES)).group_by(Request.center_id)
+    )
+    return {int(center_id): int(count) for center_id, count in rows.all()}
+
+
+def snapshot_candidates(
+    snap: RegistrySnapshot, kind: str, requester: Institution, today: date, load: dict[int, int]
+) -> list[CenterCandidate]:
+    """As :func:`candidates`, from the registry snapshot."""
+    covering = {
+        a.lead_id
+        for a in snap.agreements_of_member.get(requester.id, ())
+        if a.valid_from <= today <= a.valid_to and kind in a.services
+    }
+    return [
+        CenterCandidate(
+            code=center.code,
+            name=center.name,
+            institution_code=inst.code,
+            institution_path=inst.path,
+            tier=Tier(inst.tier),
+            service=center.service,
+            modalities=frozenset(center.modalities),
+            subspecialties=frozenset(center.subspecialties),
+            opening_hours=parse_opening_hours(center.opening_hours),
+            capacity=center.capacity,
+            load=load.get(center.id, 0),
+            agreement_in_force=inst.id == requester.id or inst.id in covering,
+        )
+        for center, inst in snap.centers_of_service(kind)
+    ]
+
+
+def snapshot_rules(snap: RegistrySnapshot, requester: Institution) -> list[RouteRule]:
+    return [
+        RouteRule(
+            kind=r.kind,
+            center_code=code,
+            modality=r.modality,
+            body_part=r.body_part,
+            priority=r.priority,
+            reason=r.reason,
+        )
+        for r, code in snap.rules_of_member.get(requester.id, ())
+    ]
 
 
 def considered_json(decision: RouteDecision) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def gateway_actor(institution: Institution, ae_title: str | None, remote_addr: s
 
 async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> Actor | None:
     """The actor of a calling AE title, or None when no institution has registered it."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         inst = (
             await session.execute(
                 select(Institution)
@@ -77,7 +77,7 @@ async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> A
 
 
 async def registered_ae_titles(hub: Hub) -> set[str]:
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         return set((await session.execute(select(InstitutionAETitle.ae_title))).scalars().all())
 
 
@@ -157,7 +157,7 @@ class Completion:
 
 async def indexed_path(hub: Hub, sop_instance_uid: str) -> str | None:
     """The file of an already indexed instance (duplicates are answered without touching the disk)."""
-    async with hub.sessions() as session:
+    async with hub.reader() as session:
         return (
             await session.execute(select(DicomInstance.path).where(DicomInstance.sop_instance_uid == sop_instance_uid))
         ).scalar_one_or_none()
@@ -471,10 +471,8 @@ async def mpps_satisfied(session: AsyncSession, study: DicomStudy) -> bool:
 
 
 async def complete_request(hub: Hub, completion: Completion) -> str | None:
-    """``ordered`` → ``queued`` through requests.data_complete (which also queues the forward), then mark the
-    studies complete."""
-    from telenet.services import requests
-
+    """``ordered`` → ``queued`` through the data-complete command (``hub.follow_ups.data_complete``, which
+    also queues the forward), then mark the studies complete."""
     async with hub.sessions() as session:
         request = await session.get(Request, completion.request_id)
         if request is None or request.state != "ordered" or request.data_completed_at is not None:
@@ -483,7 +481,7 @@ async def complete_request(hub: Hub, completion: Completion) -> str | None:
         assert requester is not None
         actor = gateway_actor(requester, None)
     try:
-        await requests.data_complete(hub, actor, completion.request_id, signal=completion.signal)
+        await hub.follow_ups.data_complete(hub, actor, completion.request_id, completion.signal)
     except Conflict:
         return None  # another signal (or a person) was first
     async with use_case(hub, None, "dicom.completed", "request", str(completion.request_id)) as uow:

@@ -14,7 +14,7 @@ from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.tiers import is_within
 from telenet.services import studies
 from telenet.services.access import can_see_request, load_request, require_role
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import DicomInstance, DicomSeries, DicomStudy, EcgMeasurement, Institution, Request
 
 # --------------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def _require_coordinator(actor: Actor, action: str) -> None:
 async def reconciliation_list(hub: Hub, actor: Actor, *, limit: int = 100) -> dict[str, Any]:
     """Unmatched studies sent from the coordinator's subtree, oldest first."""
     _require_coordinator(actor, "read the reconciliation list")
-    async with use_case(hub, actor, "dicom.reconciliation.read", "dicom_study") as uow:
+    async with read_use_case(hub, actor, "dicom.reconciliation.read", "dicom_study") as uow:
         rows = (
             (
                 await uow.session.execute(
@@ -154,7 +154,7 @@ def _study_summary(study: DicomStudy, source_code: str | None) -> dict[str, Any]
 
 async def request_studies(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     """The studies of a request with their series and, for ECG instances, the hub's measured suggestion."""
-    async with use_case(hub, actor, "dicom.studies.read", "request", str(request_id)) as uow:
+    async with read_use_case(hub, actor, "dicom.studies.read", "request", str(request_id)) as uow:
         session = uow.session
         request = await load_request(session, actor, request_id, uow=uow)
         studies = (
@@ -234,7 +234,7 @@ def ecg_view(sop_instance_uid: str, m: EcgMeasurement) -> dict[str, Any]:
 async def ecg_files(hub: Hub, actor: Actor, sop_instance_uid: str) -> dict[str, Any]:
     """An ECG's rendered files and measurement, for whoever may see the request it belongs to (or, while it
     waits for reconciliation, the coordinators above its sender)."""
-    async with use_case(hub, actor, "dicom.ecg.read", "dicom_instance", sop_instance_uid) as uow:
+    async with read_use_case(hub, actor, "dicom.ecg.read", "dicom_instance", sop_instance_uid) as uow:
         session = uow.session
         row = (
             await session.execute(

@@ -50,7 +50,20 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
             # Read-only sessions (see read_session_factory) must not queue behind writers.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            options = conn.get_execution_options()
+            if options.get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+                return
+            wait = options.get(LOCK_WAIT_MS)
+            if wait is None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            # A writer with somewhere else to go (the audit journal) waits only this long for the lock.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait)}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=30000")
 
         return engine
     kwargs["pool_size"] = 10
@@ -66,9 +79,19 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 READ_ONLY = "telenet_read_only"
+# Execution option: milliseconds a SQLite write transaction waits for the lock before failing "locked".
+LOCK_WAIT_MS = "telenet_lock_wait_ms"
 
 
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that only read (token checks, event feeds): on SQLite a plain deferred BEGIN, so they read
     their WAL snapshot without waiting for the write lock that every use case takes at its start."""
     return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False)
+
+
+def audit_journal_dir(engine: AsyncEngine) -> Path | None:
+    """Where the audit writer journals on a SQLite file (beside the database); None elsewhere."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    database = Path(engine.url.database)
+    return database.parent / f"{database.name}.audit"

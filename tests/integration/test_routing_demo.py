@@ -13,6 +13,7 @@ from telenet.domain.errors import Invalid
 from telenet.services import requests
 from telenet.services.auth import actor_for_username
 from telenet.services.network import load_network
+from telenet.services.registry_snapshot import bump_version
 from telenet.store.models import Center
 from tests.factories import order
 
@@ -71,7 +72,9 @@ async def test_full_center_loses_to_an_open_one_of_the_same_tier(demo_hub: Any, 
     await load_network(demo_hub, doc)
     async with demo_hub.sessions() as session:
         await session.execute(update(Center).where(Center.code == "NL-C01-K01-IMG").values(capacity=1))
+        await bump_version(session, demo_hub.clock.now())  # as every registry change does
         await session.commit()
+    demo_hub.registry.invalidate()
     actor = await actor_for_username(demo_hub, "township_doc")
     first = await requests.submit(demo_hub, actor, order("imaging", patient_id="A"))
     assert first["center"]["code"] == "NL-C01-K01-IMG"

@@ -25,6 +25,7 @@ from telenet.store.models.registry import (
     NetworkMember,
     RoutingRule,
 )
+from telenet.store.models.registry_version import RegistryVersion
 from telenet.store.models.requests import (
     CriticalFinding,
     Event,
@@ -71,6 +72,7 @@ __all__ = [
     "PatientMerge",
     "PractitionerRecord",
     "RecognitionDecision",
+    "RegistryVersion",
     "Report",
     "Request",
     "RouteStep",

@@ -1,0 +1,52 @@
+"""Group commit on both engines: concurrent writers share one transaction, each in its own savepoint, so a
+failing member rolls back only itself (and is audited as refused) while the others commit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import func, select
+
+from telenet.domain.access import Actor
+from telenet.domain.errors import Invalid
+from telenet.services.auth import actor_for_username
+from telenet.services.group_commit import in_group
+from telenet.services.hub import Hub, use_case
+from telenet.services.requests import upsert_patient
+from telenet.store.models import AuditEntry, Patient
+
+MEMBERS = 8
+FAILING = 3
+
+
+async def _register(hub: Hub, actor: Actor, n: int) -> int:
+    async with use_case(hub, actor, "patient.upsert", "patient", f"G{n}") as uow:
+        patient = await upsert_patient(hub, uow.session, actor.institution_id, {"id": f"G{n}", "name": f"病人{n}"})
+        if n == FAILING:
+            raise Invalid("refused after its write", code="bad-patient")
+        return patient.id
+
+
+async def test_concurrent_writers_share_a_transaction_and_fail_alone(demo_hub: Any) -> None:
+    hub = demo_hub
+    assert hub.group_commit is not None
+    hub.group_commit.wait_ms = 20.0  # company arrives within one loop turn here; the bound only caps the wait
+    actor = await actor_for_username(hub, "his_t01")
+    before = len(hub.group_commit.sizes)
+    results = await asyncio.gather(
+        *(in_group(hub, _register, actor, n) for n in range(MEMBERS)), return_exceptions=True
+    )
+    failed = [n for n, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [FAILING], results
+    sizes = hub.group_commit.sizes[before:]
+    assert sum(sizes) == MEMBERS and max(sizes) > 1, f"no group formed: {sizes}"
+    async with hub.reader() as session:
+        names = set((await session.execute(select(Patient.his_id).where(Patient.his_id.like("G%")))).scalars().all())
+        refused = (
+            await session.execute(
+                select(func.count()).where(AuditEntry.object_id == f"G{FAILING}", AuditEntry.outcome == "bad-patient")
+            )
+        ).scalar_one()
+    assert names == {f"G{n}" for n in range(MEMBERS) if n != FAILING}
+    assert refused == 1, "the failed member's refusal is audited"

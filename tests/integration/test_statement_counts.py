@@ -1,0 +1,105 @@
+"""The hot paths cost few statements: submit, claim, final report and instance store are counted with
+SQLAlchemy's ``before_cursor_execute`` and fail past the numbers the design reaches (docs/benchmarks.md,
+"Statements per use case"). Everything the statement of a use case touches is counted, BEGIN included."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import event
+
+from telenet.services import outbox, queue, reports, requests, studies
+from telenet.services.auth import actor_for_username
+from telenet.store.db import READ_ONLY
+from tests.factories import order
+
+# The most statements each use case may issue, per engine (see docs/benchmarks.md).
+LIMITS: dict[str, dict[str, int]] = {
+    "submit": {"sqlite": 10, "postgresql": 10},
+    "claim": {"sqlite": 9, "postgresql": 9},
+    "final_report": {"sqlite": 22, "postgresql": 22},
+    "store_instance": {"sqlite": 9, "postgresql": 8},
+    "outbox_claim": {"sqlite": 2, "postgresql": 1},
+}
+
+
+@contextlib.contextmanager
+def counted(engine: Any) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # Only the write transaction's statements: views are read after commit on read sessions.
+        if not conn.get_execution_options().get(READ_ONLY):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+def _record(accession: str, n: int) -> studies.InstanceRecord:
+    return studies.InstanceRecord(
+        sop_instance_uid=f"1.2.826.0.1.3680043.10.9999.{n}.3",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_instance_uid="1.2.826.0.1.3680043.10.9999.1",
+        series_instance_uid="1.2.826.0.1.3680043.10.9999.1.2",
+        path=f"/nonexistent/{n}.dcm",
+        size_bytes=1000,
+        accession_number=accession,
+        patient_name="张三",
+        patient_id="P0001",
+        modality="CT",
+        instance_number=n,
+    )
+
+
+async def test_hot_paths_stay_within_their_statement_counts(demo_hub: Any, database: Any) -> None:
+    hub = demo_hub
+    engine = database.engine
+    doc = await actor_for_username(hub, "township_doc")
+    his = await actor_for_username(hub, "his_t01")
+    reader = await actor_for_username(hub, "county_reader")
+    counts: dict[str, int] = {}
+    seen: dict[str, list[str]] = {}
+
+    await requests.submit(hub, doc, order(patient_id="W1"))  # the first order warms caches and the patient
+    with counted(engine) as statements:
+        view = await requests.submit(hub, doc, order(patient_id="W2", serial=2))
+    counts["submit"], seen["submit"] = len(statements), list(statements)
+    registry_reads = [s for s in statements if re.search(r"FROM (institutions|centers|agreements|routing_rules)\b", s)]
+    assert registry_reads == [], "routing reads the registry from the in-memory snapshot, not the tables"
+    request_id = int(view["id"])
+    await requests.data_complete(hub, his, request_id)
+
+    with counted(engine) as statements:
+        await queue.claim(hub, reader, request_id)
+    counts["claim"], seen["claim"] = len(statements), list(statements)
+
+    final = {"findings": "双肺纹理清晰，未见实变。", "impression": "胸部正位片未见明显异常。", "final": True}
+    with counted(engine) as statements:
+        await reports.report(hub, reader, request_id, final)
+    counts["final_report"], seen["final_report"] = len(statements), list(statements)
+
+    with counted(engine) as statements:
+        claims = await outbox.claim_due(hub, owner="counter", now=hub.clock.now(), lease_seconds=60)
+    counts["outbox_claim"], seen["outbox_claim"] = len(statements), list(statements)
+    assert len(claims) == 1, "the final report's ORU is claimed"
+
+    other = await requests.submit(hub, doc, order(patient_id="W3", serial=3))
+    ae = await studies.ae_actor(hub, "C01K01T01")
+    assert ae is not None
+    await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 1))
+    with counted(engine) as statements:
+        await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 2))
+    counts["store_instance"], seen["store_instance"] = len(statements), list(statements)
+
+    for name, count in counts.items():
+        limit = LIMITS[name][engine.dialect.name]
+        listing = "\n".join(s.split("\n")[0][:120] for s in seen[name])
+        assert count <= limit, f"{name} issued {count} statements (at most {limit}):\n{listing}"
