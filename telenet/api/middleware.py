@@ -116,7 +116,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token is None and (session := request.cookies.get(SESSION_COOKIE)):
         request[ACTOR] = with_break_glass(request, await session_actor(request, session))
         return await handler(request)
-    if token is None and request.headers.get("Upgrade", "").lower() == "websocket":
+    if token is None and canonical == "/api/v1/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import MIN_YEARS_TO_SIGN, Actor, Role, years_of_practice
 from telenet.domain.errors import Forbidden, Invalid, NotFound
 from telenet.domain.tiers import is_within
-from telenet.services.access import require_role
+from telenet.services.access import denied, require_role
 from telenet.services.hub import Hub, use_case
 from telenet.store.models import Institution, PractitionerRecord, User
 
@@ -86,7 +86,7 @@ async def _user_in_scope(session: AsyncSession, actor: Actor, username: str) -> 
         raise NotFound(f"no account {username!r}")
     user, inst = found
     if not is_within(inst.path, actor.institution_path):
-        raise Forbidden(f"{username} is outside your institution's subtree", code="scope")
+        raise denied(Forbidden(f"{username} is outside your institution's subtree", code="scope"), inst.path)
     return user, inst
 
 

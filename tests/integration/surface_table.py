@@ -41,7 +41,11 @@ How to add a row (a new endpoint fails ``test_every_route_has_a_row`` until you 
        session each role opened once through the login form (and, in a POST's form, that session's CSRF
        token); a logged-out visitor (anonymous) sends none. ``fresh_token=True`` then means a fresh session.
        Raw bodies (an attachment, a STOW-RS multipart) go in ``Target(data=..., headers=...)``. The DICOMweb,
-       attachment and console rows are in ``surface_web.py``.
+       attachment and console rows are in ``surface_web.py``, the clinical ones (critical findings, practitioner
+       registry, reassignment, the consultation session) in ``surface_clinical.py``.
+    7. A WebSocket route says ``websocket=True``: the status is the handshake's (101, or the refusal), and a
+       successful handshake counts as a success for its audit row. ``greets=True`` keeps the first message the
+       server sends on its own (a welcome) as the body that ``test_no_answer_carries_the_other_sides_data`` reads.
     WebSocket topics go in ``TOPICS`` (expected ``"ok"`` or the refusal code), DICOM operations in ``DICOM``
     (keyed by the pynetdicom event they are bound to; ``test_every_dicom_and_hl7_operation_has_a_row`` walks the
     node's bindings), HL7 message types in ``HL7`` (keyed by message type and order control; the same test walks
@@ -142,6 +146,8 @@ class Row:
     audit: Read | None = None
     prefix: bool = False
     websocket: bool = False
+    # A WebSocket that speaks first (the consultation session's welcome): its first message is kept as the body.
+    greets: bool = False
     # Fired with a token of its own, made just before (a row that ends the token it is sent with: logout).
     fresh_token: bool = False
     # Which credential the row sends: "token" (the role's bearer token) or "session" (the role's console session
@@ -318,7 +324,7 @@ ROUTES: list[Row] = [
         "POST",
         "/api/v1/critical/{id}/ack",
         expect(requester=(409, 403), coordinator=(409, 403), admin=(409, 403), integration=(409, 403)),
-        target=lambda side: Target(f"/api/v1/critical/{side.critical_id}/ack", {"read_back_by": "值班护士"}),
+        target=lambda side: Target(f"/api/v1/critical/{side.critical_id}/ack", {"read_back_by": "值班护士", "read_back": "急性下壁心肌梗死"}),
     ),
     # --- DICOM over REST -------------------------------------------------------------------------------------
     Row(
@@ -651,7 +657,8 @@ HL7: list[HL7Message] = [
     ),
 ]
 
-# The DICOMweb, attachment and console rows live next door (this module would pass 600 lines otherwise).
+# The DICOMweb, attachment, console and clinical rows live next door (this module would pass 600 lines otherwise).
+from tests.integration.surface_clinical import CLINICAL  # noqa: E402
 from tests.integration.surface_web import WEB_ROUTES  # noqa: E402
 
-ROUTES += WEB_ROUTES
+ROUTES += WEB_ROUTES + CLINICAL

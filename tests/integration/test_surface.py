@@ -124,7 +124,7 @@ async def _side(
         },
     )
     critical_id = final["critical_findings"][0]["id"]
-    await reports.acknowledge(hub, clinic, critical_id, {"read_back_by": "值班护士"})
+    await reports.acknowledge(hub, clinic, critical_id, {"read_back_by": "值班护士", "read_back": "急性下壁心肌梗死"})
     async with hub.sessions() as session:
         line_id = (await session.execute(select(FeeLine.id).where(FeeLine.request_id == ecg["id"]))).scalar_one()
     await fees.refund(hub, await actor_for_username(hub, admin), line_id, "surface table: refunded once")
@@ -331,8 +331,11 @@ async def _fire_route(
     if row.websocket:
         try:
             async with server.http.ws_connect(url, headers=headers) as ws:
+                body = b""
+                if row.greets:
+                    body = json.dumps(await ws.receive_json(timeout=10), ensure_ascii=False).encode()
                 await ws.close()
-                return 101, b""
+                return 101, body
         except aiohttp.WSServerHandshakeError as exc:
             return exc.status, b""
     body = target.json
@@ -541,6 +544,11 @@ def _owner_code(surface: Observed, owner: str, side: Side, role: str) -> str | N
     return surface.actor_institution[role]
 
 
+def _succeeded(status: int) -> bool:
+    """A 2xx answer, or a WebSocket handshake that switched protocols (the session is open: it was let in)."""
+    return 200 <= status < 300 or status == 101
+
+
 @pytest.mark.parametrize(
     "row", [r for r in table.ROUTES if r.audit], ids=_row_ids([r for r in table.ROUTES if r.audit])
 )
@@ -550,14 +558,14 @@ def test_patient_data_reads_leave_their_audit_row(surface: Observed, row: Row) -
         key = (row.key, role, scope)
         rows = [a for a in surface.audit[key] if a.action == row.audit.action]
         ok = [a for a in rows if a.outcome == "ok"]
-        if 200 <= surface.status[key] < 300:
+        if _succeeded(surface.status[key]):
             owner = _owner_path(surface, row.audit.owner, surface.sides[scope], role)
             expected = [(row.audit.action, row.audit.object_type, owner, ACCOUNTS[role])]
             assert [(a.action, a.object_type, a.object_path, a.actor) for a in ok] == expected, key
         else:
             assert ok == [], f"{key}: a refused read must not be audited as ok"
         own_status = surface.status[(row.key, role, "own")]
-        if scope == "other" and 200 <= own_status < 300 and surface.status[key] == 403:
+        if scope == "other" and _succeeded(own_status) and surface.status[key] == 403:
             # Refused by scope alone: the attempt is on the record of the institution whose data it was.
             owner = _owner_path(surface, row.audit.owner, surface.sides[scope], role)
             refused = [(a.object_path, a.outcome) for a in rows if a.outcome != "ok"]
@@ -575,6 +583,19 @@ def test_no_answer_carries_the_other_sides_data(surface: Observed) -> None:
     own = surface.sides["own"].accession_number.encode()
     assert own in surface.bodies[("GET /api/v1/requests", "requester", "own")]
     assert own in surface.bodies[("GET /api/v1/requests/{id}", "reader", "own")]
+
+
+def test_the_consultation_session_welcomes_whom_it_lets_in(surface: Observed) -> None:
+    """A handshake that succeeded opened the session: the hub's first message is the welcome to that very
+    consultation, with the caller as a peer of its own; a refused handshake sent nothing."""
+    for role, scope in itertools.product(ACCOUNTS, SCOPES):
+        key = ("GET /api/v1/consultations/{id}/ws", role, scope)
+        if surface.status[key] != 101:
+            assert surface.bodies[key] == b"", key
+            continue
+        welcome = json.loads(surface.bodies[key])
+        assert (welcome["type"], welcome["request_id"]) == ("welcome", surface.sides[scope].consultation_id), key
+        assert welcome["peer_id"].startswith(f"{ACCOUNTS[role]}#"), key
 
 
 @pytest.mark.parametrize("topic", table.TOPICS, ids=_row_ids(table.TOPICS))
