@@ -324,7 +324,9 @@ ROUTES: list[Row] = [
         "POST",
         "/api/v1/critical/{id}/ack",
         expect(requester=(409, 403), coordinator=(409, 403), admin=(409, 403), integration=(409, 403)),
-        target=lambda side: Target(f"/api/v1/critical/{side.critical_id}/ack", {"read_back_by": "值班护士", "read_back": "急性下壁心肌梗死"}),
+        target=lambda side: Target(
+            f"/api/v1/critical/{side.critical_id}/ack", {"read_back_by": "值班护士", "read_back": "急性下壁心肌梗死"}
+        ),
     ),
     # --- DICOM over REST -------------------------------------------------------------------------------------
     Row(
