@@ -116,7 +116,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token is None and (session := request.cookies.get(SESSION_COOKIE)):
         request[ACTOR] = with_break_glass(request, await session_actor(request, session))
         return await handler(request)
-    if token is None and canonical == "/api/v1/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
+    if (
+        token is None
+        and canonical in FIRST_MESSAGE_SOCKETS
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+    ):
         return await handler(request)  # the live channel authenticates with its first message (api.ws)
     if token is None:
         raise Unauthorized("a bearer token is required (POST /api/v1/auth/token)", code="missing-token")
@@ -158,6 +162,11 @@ async def session_actor(request: web.Request, session: str) -> Any:
         if origin.split("://", 1)[-1] != request.host:
             raise Forbidden("a console session's WebSocket must come from the console's own origin", code="csrf")
     return actor
+
+
+#: WebSockets that, without a header or cookie, authenticate with their first message (browsers cannot set
+#: headers on a handshake, and a credential never goes in the URL).
+FIRST_MESSAGE_SOCKETS = frozenset({"/api/v1/ws", "/api/v1/consultations/{id}/ws"})
 
 
 def bearer_token(request: web.Request) -> str | None:

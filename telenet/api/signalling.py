@@ -21,10 +21,12 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from telenet.api.context import EXTRA, actor_of, hub_of
+from telenet.api.context import ACTOR, EXTRA, hub_of
 from telenet.api.request_routes import request_id
 from telenet.api.spec import Routes
+from telenet.api.ws import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, first_message_auth, refuse_credentials_in_url
 from telenet.domain.access import Actor
+from telenet.domain.errors import Forbidden, TelenetError
 from telenet.services import live_session
 
 log = logging.getLogger(__name__)
@@ -108,19 +110,33 @@ async def _broadcast(peers: list[Peer], message: dict[str, Any]) -> None:
 @routes.add(
     "GET",
     "/api/v1/consultations/{id}/ws",
-    summary="A consultation's live session (WebSocket): presence and WebRTC signalling; token as ?token=",
+    summary="A consultation's live session (WebSocket): presence and WebRTC signalling; authenticate with "
+    'Authorization, the console cookie or a first message {"action": "auth", "token": ...}; never in the URL',
     tag="consultations",
     roles="whoever may see the consultation (requesting side, center readers, invited participants)",
     responses={"101": "switching protocols", "403": "outside scope", "404": "no such request"},
 )
 async def session_socket(request: web.Request) -> web.WebSocketResponse:
-    actor = actor_of(request)
+    refuse_credentials_in_url(request)
     hub = hub_of(request)
     rid = request_id(request)
-    who = await live_session.join(hub, actor, rid)
-    rooms = rooms_of(request.app)
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_SIGNAL_BYTES)
-    await ws.prepare(request)
+    actor: Actor | None = request.get(ACTOR)
+    if actor is not None:  # Authorization or the console cookie: a refusal is the handshake's status
+        who = await live_session.join(hub, actor, rid)
+        await ws.prepare(request)
+    else:  # a page that holds a token authenticates with its first message; a refusal closes with the reason
+        await ws.prepare(request)
+        _token, actor = await first_message_auth(hub, ws, request.remote)
+        if actor is None:
+            return ws
+        try:
+            who = await live_session.join(hub, actor, rid)
+        except TelenetError as exc:
+            code = CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_UNAUTHORIZED
+            await ws.close(code=code, message=f"{exc.code}: {exc.message}"[:120].encode())
+            return ws
+    rooms = rooms_of(request.app)
     peer = Peer(id=f"{actor.username}#{next(_ids)}", actor=actor, who=who, ws=ws)
     others = rooms.join(rid, peer)
     try:

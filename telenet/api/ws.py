@@ -203,11 +203,7 @@ TOPIC_RECHECK_EVERY = 6
     responses={"101": "switching protocols", "422": "a credential in the URL"},
 )
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    if {"token", "access_token"}.intersection(request.query):
-        raise Invalid(
-            'credentials in the URL are refused; send {"action": "auth", "token": ...} as the first message',
-            code="credential-in-url",
-        )
+    refuse_credentials_in_url(request)
     hub = hub_of(request)
     broker = request.app[BROKER]
     ws = web.WebSocketResponse(heartbeat=30)
@@ -217,7 +213,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     token = bearer_token(request) or request.cookies.get(SESSION_COOKIE)
     actor: Actor | None = request.get(ACTOR)
     if actor is None:
-        token, actor = await _first_message_auth(hub, ws, request.remote)
+        token, actor = await first_message_auth(hub, ws, request.remote)
         if actor is None:
             return ws
     sub = Subscriber(actor, ws=ws, transport=request.transport)
@@ -256,7 +252,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _first_message_auth(
+def refuse_credentials_in_url(request: web.Request) -> None:
+    """A credential in the URL ends up in access logs and browser history: refused (422), never read."""
+    if {"token", "access_token"}.intersection(request.query):
+        raise Invalid(
+            'credentials in the URL are refused; send {"action": "auth", "token": ...} as the first message',
+            code="credential-in-url",
+        )
+
+
+async def first_message_auth(
     hub: Hub, ws: web.WebSocketResponse, remote: str | None
 ) -> tuple[str | None, Actor | None]:
     """Read {"action": "auth", "token": ...}; on failure the connection is closed with the reason."""

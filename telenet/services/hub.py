@@ -133,22 +133,7 @@ class UnitOfWork:
 
 
 def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:
-    detail = record.detail
-    if actor.break_glass:
-        detail = {**(detail or {}), "break_glass": actor.break_glass}
-    return AuditEntry(
-        at=hub.clock.now(),
-        actor_id=actor.user_id or None,
-        actor=actor.username,
-        actor_institution_path=actor.institution_path,
-        action=record.action,
-        object_type=record.object_type,
-        object_id=record.object_id,
-        object_path=record.object_path,
-        remote_addr=actor.remote_addr,
-        outcome=outcome,
-        detail=detail,
-    )
+    return AuditEntry(**_audit_values(hub, actor, record, outcome))
 
 
 @asynccontextmanager
@@ -197,7 +182,8 @@ def _audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> 
         "object_path": record.object_path,
         "remote_addr": actor.remote_addr,
         "outcome": outcome,
-        "detail": record.detail,
+        # An admin's stated reason to see patient data (break-glass) goes with every row of the request.
+        "detail": {**(record.detail or {}), "break_glass": actor.break_glass} if actor.break_glass else record.detail,
     }
 
 
@@ -221,6 +207,7 @@ async def read_use_case(
             yield ReadUnit(hub, session, actor, record)
     except TelenetError as exc:
         if actor is not None and record is not None:
+            record.object_path = record.object_path or getattr(exc, "object_path", None)
             try:
                 await write_audit(hub, actor, record, exc.code)
             except Exception:  # the original error matters more than a failed audit of it

@@ -13,8 +13,7 @@ from tests.browser.test_consultation_call import consultation, token_of
 
 
 async def join(client: Any, user: str, rid: int) -> tuple[Any, dict[str, Any]]:
-    token = token_of(await client.login(user))
-    ws = await client.ws_connect(f"/api/v1/consultations/{rid}/ws?token={token}")
+    ws = await client.ws_connect(f"/api/v1/consultations/{rid}/ws", headers=await client.login(user))
     welcome = await ws.receive_json(timeout=5)
     assert welcome["type"] == "welcome", welcome
     return ws, welcome
@@ -60,19 +59,38 @@ async def test_presence_and_signals_between_the_participants_of_one_session(clie
 @pytest.mark.parametrize(("user", "status"), [("township_doc3", 403), ("county_reader", 403)])
 async def test_outsiders_cannot_join(client: Any, user: str, status: int) -> None:
     rid = await consultation(client)
-    token = token_of(await client.login(user))
+    headers = await client.login(user)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(f"/api/v1/consultations/{rid}/ws", headers=headers)
+    assert refused.value.status == status
+    # A page authenticating with its first message is refused too: the socket closes with the reason.
+    ws = await client.ws_connect(f"/api/v1/consultations/{rid}/ws")
+    await ws.send_json({"action": "auth", "token": token_of(headers)})
+    assert (await ws.receive_json(timeout=5))["type"] == "authenticated"
+    closed = await ws.receive(timeout=5)
+    assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4403 and "scope" in closed.extra
+
+
+async def test_a_token_in_the_url_is_refused_and_the_first_message_authenticates(client: Any) -> None:
+    rid = await consultation(client)
+    token = token_of(await client.login("township_doc"))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect(f"/api/v1/consultations/{rid}/ws?token={token}")
-    assert refused.value.status == status
+    assert refused.value.status == 422, "a credential in the URL is refused, never read"
+    ws = await client.ws_connect(f"/api/v1/consultations/{rid}/ws")
+    await ws.send_json({"action": "auth", "token": token})
+    assert (await ws.receive_json(timeout=5))["type"] == "authenticated"
+    welcome = await ws.receive_json(timeout=5)
+    assert welcome["type"] == "welcome" and welcome["request_id"] == rid
+    await ws.close()
 
 
 async def test_a_read_request_has_no_live_session(client: Any) -> None:
     from tests.integration.test_requests_api import queued_imaging
 
     view = await queued_imaging(client)
-    token = token_of(await client.login("township_doc"))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await client.ws_connect(f"/api/v1/consultations/{view['id']}/ws?token={token}")
+        await client.ws_connect(f"/api/v1/consultations/{view['id']}/ws", headers=await client.login("township_doc"))
     assert refused.value.status == 422
 
 

@@ -85,7 +85,11 @@ async function start() {
     localStream = null; // a data-only session still works
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/api/v1/consultations/${requestId}/ws?token=${encodeURIComponent(token)}`);
+  // The token stays out of the URL: it is the socket's first message (a console page has its cookie instead).
+  socket = new WebSocket(`${scheme}://${location.host}/api/v1/consultations/${requestId}/ws`);
+  socket.onopen = () => {
+    if (token) socket.send(JSON.stringify({ action: "auth", token }));
+  };
   socket.onmessage = async (event) => {
     const message = JSON.parse(event.data);
     if (message.type === "welcome") {
