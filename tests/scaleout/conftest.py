@@ -107,6 +107,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             "TELENET_SWEEP_INTERVAL_SECONDS": "0.5",
             "TELENET_STUDY_QUIET_SECONDS": "0.5",
             "TELENET_HL7_ACK_TIMEOUT_SECONDS": "3",  # also bounds how long a stopping sender waits
+            # The tests log in once per call; the login limiter has its own tests (test_login_security).
+            "TELENET_LOGIN_ATTEMPTS_PER_ACCOUNT_MINUTE": "10000",
+            "TELENET_LOGIN_ATTEMPTS_PER_ADDRESS_MINUTE": "10000",
             # A module may set its own (e.g. short leases): CLUSTER_ENV = {...}
             **getattr(request.module, "CLUSTER_ENV", {}),
         }
