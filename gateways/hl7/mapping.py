@@ -297,6 +297,7 @@ def report_result(payload: dict[str, Any]) -> ReportResult:
         ecg=ecg or None,
         observed_at=_local(payload.get("observed_at")),
         placer_order_number=payload.get("placer_order_number"),
+        study_instance_uid=payload.get("study_instance_uid"),
         modality=payload.get("modality"),
         assistant_name=(payload.get("preliminary_author") or {}).get("name"),
         assistant_id=(payload.get("preliminary_author") or {}).get("id"),

@@ -222,6 +222,8 @@ class ReportResult:
     assistant_name: str | None = None
     assistant_id: str | None = None
     ordering_clinician: Clinician | None = None
+    # The Study Instance UID the worklist handed out (or the order's IPC-3 fixed): the images carry it too.
+    study_instance_uid: str | None = None
 
 
 @dataclass(frozen=True)

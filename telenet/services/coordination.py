@@ -17,7 +17,7 @@ from telenet.domain.lifecycle import Action
 from telenet.domain.sla import lease_until
 from telenet.services.access import center_of, load_for_action, require_role
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import request_view
+from telenet.services.request_views import request_view
 from telenet.services.transitions import apply
 from telenet.store.models import Institution, Request, RouteStep, User, UserCenter
 

@@ -19,7 +19,7 @@ from telenet.services import outbox
 from telenet.services.access import center_of, load_for_action, load_request, require_requesting_side, require_role
 from telenet.services.events import emit, flush_events
 from telenet.services.hub import Hub, read_use_case, use_case
-from telenet.services.requests import critical_view
+from telenet.services.request_views import critical_view
 from telenet.services.transitions import summary
 from telenet.store.models import (
     Center,

@@ -198,6 +198,7 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
         "report_id": report.id if report is not None else None,
         "accession_number": request.accession_number,
         "placer_order_number": info.get("placer_order_number"),
+        "study_instance_uid": request.study_instance_uid,
         "kind": request.kind,
         "modality": request.modality,
         "procedure": procedure,

@@ -20,7 +20,8 @@ from telenet.services.access import center_by_code, center_of, load_for_action, 
 from telenet.services.coordination import breach_alerted, capped_lease, release_at
 from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case, use_case
-from telenet.services.requests import committed_view, due_for
+from telenet.services.request_views import committed_view
+from telenet.services.requests import due_for
 from telenet.services.transitions import apply, summary
 from telenet.store.models import Center, Institution, Patient, Request, User
 

@@ -17,7 +17,7 @@ from telenet.services import critical, outbox, practitioners
 from telenet.services.access import center_of, load_for_action, require_center_staff
 from telenet.services.critical import clean_items
 from telenet.services.hub import Hub, use_case
-from telenet.services.requests import committed_view
+from telenet.services.request_views import committed_view
 from telenet.services.transitions import apply
 from telenet.store.models import Center, Report, Request
 

@@ -17,11 +17,10 @@ from telenet.domain.lifecycle import (
     Kind,
     Priority,
     RequestState,
-    allowed_actions,
     initial_state,
     transition,
 )
-from telenet.domain.patients import SEXES, last4, masked_national_id, national_id_hmac
+from telenet.domain.patients import SEXES, last4, national_id_hmac
 from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at
 from telenet.domain.sla_rules import sla_minutes
@@ -37,16 +36,14 @@ from telenet.services.access import (
 from telenet.services.events import emit, request_topics
 from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.services.modality import study_uid_for
+from telenet.services.request_views import _iso, committed_view, request_view
 from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
-    CriticalFinding,
     Institution,
     Participant,
     Patient,
-    Report,
     Request,
-    RouteStep,
     User,
 )
 
@@ -231,17 +228,6 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         return await committed_view(uow, actor, request)
 
 
-def _order_identifiers(request: Request) -> dict[str, Any]:
-    """The identifiers the HIS, the worklist, the images, the MPPS and the ORU share (IHE SWF)."""
-    return {
-        "placer_order_number": request.placer_order_number,
-        "filler_order_number": request.filler_order_number or request.accession_number,
-        "requested_procedure_id": str(request.id),
-        "scheduled_procedure_step_id": str(request.id),
-        "study_instance_uid": request.study_instance_uid,
-    }
-
-
 async def add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
     if request.kind != Kind.CONSULTATION.value:
         raise Invalid("only a consultation has participants", code="participants-not-allowed")
@@ -256,181 +242,6 @@ async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     async with read_use_case(hub, actor, "request.read", "request", str(request_id)) as uow:
         request = await load_request(uow.session, actor, request_id, uow=uow)
         return await request_view(uow.session, actor, request)
-
-
-async def committed_view(uow: UnitOfWork, actor: Actor, request: Request) -> dict[str, Any]:
-    """Commit the command, then read the request's view on a read session: the write transaction is not held
-    open for it. Gateways (``hub.build_views`` off) get the ids only; they never show a view."""
-    await uow.commit()
-    if not uow.hub.build_views:
-        return {"id": request.id, "accession_number": request.accession_number, "state": request.state}
-    async with uow.hub.reader() as session:
-        fresh = await session.get(Request, request.id)
-        assert fresh is not None
-        return await request_view(session, actor, fresh)
-
-
-async def request_view(session: AsyncSession, actor: Actor, request: Request) -> dict[str, Any]:
-    """The whole request as the API shows it: patient, center, route history, reports, critical findings."""
-    center, center_inst = await center_of(session, request.center_id)
-    patient = await session.get(Patient, request.patient_id)
-    requester = await session.get(Institution, request.requesting_institution_id)
-    assert patient is not None and requester is not None
-    claimed_by = await session.get(User, request.claimed_by_id) if request.claimed_by_id else None
-    steps = (
-        await session.execute(
-            select(RouteStep, Center.code)
-            .outerjoin(Center, Center.id == RouteStep.center_id)
-            .where(RouteStep.request_id == request.id)
-            .order_by(RouteStep.id)
-        )
-    ).all()
-    reports = (
-        (await session.execute(select(Report).where(Report.request_id == request.id).order_by(Report.id)))
-        .scalars()
-        .all()
-    )
-    criticals = (
-        await session.execute(
-            select(CriticalFinding, User.username)
-            .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
-            .where(CriticalFinding.request_id == request.id)
-            .order_by(CriticalFinding.id)
-        )
-    ).all()
-    participants = (
-        (
-            await session.execute(
-                select(User.username)
-                .join(Participant, Participant.user_id == User.id)
-                .where(Participant.request_id == request.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    now_state = RequestState(request.state)
-    return {
-        "id": request.id,
-        "accession_number": request.accession_number,
-        "kind": request.kind,
-        "modality": request.modality,
-        "body_part": request.body_part,
-        "priority": request.priority,
-        "clinical_question": request.clinical_question,
-        "subspecialty": request.subspecialty,
-        "scheduled_at": _iso(request.scheduled_at),
-        "state": request.state,
-        "allowed_actions": sorted(a.value for a in allowed_actions(request.kind, now_state)),
-        "center": {
-            "code": center.code,
-            "name": center.name,
-            "institution": center_inst.code,
-            "tier": center_inst.tier,
-        },
-        "requesting_institution": {"code": requester.code, "name": requester.name, "tier": requester.tier},
-        "requester": request.requester_name,
-        "ordering_clinician": (
-            {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
-            if request.ordering_clinician_name
-            else None
-        ),
-        "patient": {
-            "id": patient.his_id,
-            "name": patient.name,
-            "sex": patient.sex,
-            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-            "national_id_last4": patient.national_id_last4,
-            "national_id_masked": masked_national_id(patient.national_id_last4),
-        },
-        "consent": (
-            {"given_by": request.consent_given_by, "given_at": _iso(request.consent_given_at)}
-            if request.consent_given_at
-            else {"missing": True, "note": "知情同意 not recorded: the request waits in ordered until it is"}
-        ),
-        "order": _order_identifiers(request),
-        "procedure_discontinued": request.discontinued_reason,
-        "data_completed_at": _iso(request.data_completed_at),
-        "due_at": _iso(request.due_at),
-        "sla_breached_at": _iso(request.sla_breached_at),
-        "claimed_by": claimed_by.username if claimed_by else None,
-        "claim_expires_at": _iso(request.claim_expires_at),
-        "data_completed_by": request.data_completed_by,
-        "return": ({"reason": request.return_reason, "note": request.return_note} if request.return_reason else None),
-        "escalations": request.escalations,
-        "participants": list(participants),
-        "timestamps": {
-            name: _iso(getattr(request, f"{name}_at"))
-            for name in ("ordered", "queued", "claimed", "final", "returned", "cancelled", "updated")
-        },
-        "route": [
-            {
-                "at": _iso(s.at),
-                "action": s.action,
-                "center": code,
-                "reason": s.reason,
-                "considered": s.considered,
-                "by": s.actor,
-            }
-            for s, code in steps
-        ],
-        "reports": [
-            report_view(r) for r in reports if r.status != "preliminary" or may_see_drafts(actor, request, center.code)
-        ],
-        "critical_findings": [critical_view(c, username) for c, username in criticals],
-    }
-
-
-def may_see_drafts(actor: Actor, request: Request, center_code: str) -> bool:
-    """Unsigned drafts stay with the reading center's readers and coordinators: the requesting side (and any
-    admin) only ever sees signed reports."""
-    if request.claimed_by_id == actor.user_id:
-        return True
-    return actor.role in (Role.READER, Role.COORDINATOR) and center_code in actor.center_codes
-
-
-def report_view(report: Report) -> dict[str, Any]:
-    return {
-        "id": report.id,
-        "status": report.status,
-        "version": report.version,
-        "superseded_at": _iso(report.superseded_at),
-        "preliminary_author": report.preliminary_author_name,
-        "signer": report.author_name if report.signed_at else None,
-        "findings": report.findings,
-        "impression": report.impression,
-        "critical": report.critical,
-        "critical_items": report.critical_items,
-        "structured": report.structured,
-        "author": report.author_name,
-        "created_at": _iso(report.created_at),
-        "signed_at": _iso(report.signed_at),
-        "digest": report.digest,
-    }
-
-
-def critical_view(finding: CriticalFinding, acknowledged_by: str | None) -> dict[str, Any]:
-    """A critical finding; ``acknowledged_by`` is the username of the account that acknowledged it (the stable
-    identity), ``acknowledged_by_name`` the name of that person as recorded at the acknowledgement."""
-    return {
-        "id": finding.id,
-        "items": finding.items,
-        "raised_at": _iso(finding.raised_at),
-        "raised_by": finding.raised_by,
-        "source": finding.source,
-        "report_id": finding.report_id,
-        "deadline_at": _iso(finding.deadline_at),
-        "escalation_level": finding.escalation_level,
-        "acknowledged_at": _iso(finding.acknowledged_at),
-        "acknowledged_by": acknowledged_by,
-        "acknowledged_by_name": finding.acknowledged_by,
-        "read_back_by": finding.read_back_by,
-        "read_back": finding.read_back,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 async def list_requests(

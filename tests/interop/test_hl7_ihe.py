@@ -196,6 +196,9 @@ async def test_two_groups_xo_dc_and_status_in_order(hospital: Hospital, version:
         ("ORU", "RE", "CM", dx),
     ]
     assert all(str(m.segment("MSH")[12]) == version for m in received[:4])
+    # The ORU names the study the worklist handed out (and the images carry): one identifier across RAD-4/5/8/128.
+    study_uids = [str(o[5]) for o in received[4].segments("OBX") if str(o[3]).startswith("113014")]
+    assert study_uids == [(await h.request(dx)).study_instance_uid] and study_uids[0].startswith("2.25.")
     assert str(received[0].segment("PID")[5]) == "张^三"
 
 

@@ -3,6 +3,7 @@ by hl7apy and by python-hl7 (a parser nobody here wrote)."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -500,6 +501,20 @@ def test_oru_round_trip_final() -> None:
     assert obr_apy.obr_2.to_er7() == "GXTS0101-DX-20240315-0001"
     assert obr_apy.obr_25.to_er7() == "F"
     assert result.oru_r01_patient.pid.pid_5.to_er7() == "张^三"
+
+
+def test_oru_names_the_study_the_worklist_and_the_images_share() -> None:
+    uid = "2.25.123456789012345678901234567890"
+    oru = build_oru(
+        dataclasses.replace(_report(), study_instance_uid=uid),
+        message_control_id="TNORU0009",
+        receiving_facility="GX-TS-0101",
+        now=NOW,
+    )
+    obx = hl7.parse(oru.decode("utf-8")).segments("OBX")
+    assert [(str(o[2]), str(o[3]), str(o[5])) for o in obx][-1] == ("HD", "113014^DICOM Study^DCM", uid)
+    plain = build_oru(_report(), message_control_id="TNORU0010", receiving_facility="GX-TS-0101", now=NOW)
+    assert all(str(o[2]) != "HD" for o in hl7.parse(plain.decode("utf-8")).segments("OBX"))
 
 
 def test_oru_critical_flags_impression_and_items() -> None:
