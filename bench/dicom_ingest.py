@@ -50,9 +50,12 @@ class Run:
         return self.megabytes / self.seconds
 
 
+DCMTK_STORESCU = "/usr/bin/storescu"
+
+
 def storescu(target: Target, files: list[Path]) -> int:
     done = subprocess.run(
-        ["storescu", "-aet", TOWNSHIP_AE, "-aec", target.ae_title, "127.0.0.1", str(target.port), *map(str, files)],
+        [DCMTK_STORESCU, "-aet", TOWNSHIP_AE, "-aec", target.ae_title, "127.0.0.1", str(target.port), *map(str, files)],
         env=ENV,
         capture_output=True,
     )
@@ -139,7 +142,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--simultaneous", type=int, default=100)
     args = parser.parse_args()
-    if not shutil.which("storescu") or not shutil.which("Orthanc"):
+    # dcmtk by its Debian path: pynetdicom puts a slower Python app of the same name into .venv/bin.
+    if not Path(DCMTK_STORESCU).exists() or not shutil.which("Orthanc"):
         raise SystemExit("needs dcmtk's storescu and Orthanc (apt-get install dcmtk orthanc)")
     root = Path(tempfile.mkdtemp(prefix="dicom-bench-"))
     print(f"generating instances in {root} ...", flush=True)

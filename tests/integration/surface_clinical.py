@@ -17,6 +17,9 @@ from tests.integration.surface_table import Read, Row, Target, expect, public
 # Whoever may see the scenario's consultation: its requesting side (clinic, HIS, the coordinators above it) and
 # the reader invited to it; an admin needs a stated reason (break-glass) like for any patient record.
 _SEES_CONSULTATION = {
+    # Without a credential the handshake is accepted and the first message must authenticate (a browser page
+    # cannot set headers; see test_consultation_signalling), so anonymous is 101 with nothing sent to it.
+    "anonymous": 101,
     "requester": (101, 403),
     "reader": (101, 403),
     "coordinator": (101, 403),
