@@ -48,7 +48,7 @@ def require_viewer() -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(hub: HubProcess) -> Iterator[Any]:
+def browser(console_hub: HubProcess) -> Iterator[Any]:
     """One chromium per module, closed before its hub stops (open WebSockets would hold the hub's shutdown)."""
     if not Path(CHROMIUM).is_file():
         _missing("chromium is not installed (apt-get install chromium)")
@@ -63,7 +63,7 @@ def browser(hub: HubProcess) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def hub() -> Iterator[HubProcess]:
+def console_hub() -> Iterator[HubProcess]:
     """One hub for the browser tests (each test makes its own requests), with the DICOM node, a short study
     quiet time and the viewer when installed."""
     env = {"TELENET_STUDY_QUIET_SECONDS": "1", "TELENET_SWEEP_INTERVAL_SECONDS": "1"}
@@ -87,9 +87,11 @@ def hub() -> Iterator[HubProcess]:
     shutil.rmtree(process.tmp, ignore_errors=True)
 
 
-def login(browser: Any, hub: HubProcess, username: str, *, locale: str = "zh-CN", capture: str | None = None) -> Any:
+def login(
+    browser: Any, console_hub: HubProcess, username: str, *, locale: str = "zh-CN", capture: str | None = None
+) -> Any:
     """A new browser context (its own cookies) logged in as ``username`` through the login form; its page."""
-    context = browser.new_context(viewport=VIEWPORT, locale=locale, base_url=hub.url)
+    context = browser.new_context(viewport=VIEWPORT, locale=locale, base_url=console_hub.url)
     page = context.new_page()
     page.goto("/login")
     label = {"zh-CN": ("用户名", "密码", "登录"), "en": ("Username", "Password", "Log in")}[locale]
@@ -130,22 +132,24 @@ def live(page: Any) -> None:
     expect(page.locator("#live-status")).to_have_attribute("data-state", "open", timeout=15_000)
 
 
-def api(hub: HubProcess, username: str, method: str, path: str, body: Any = None) -> Any:
+def api(console_hub: HubProcess, username: str, method: str, path: str, body: Any = None) -> Any:
     """A REST call with a bearer token (set-up steps that are not what a test shows)."""
     import json
     import urllib.request
 
     request = urllib.request.Request(
-        f"{hub.url}{path}",
+        f"{console_hub.url}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {hub.token(username)}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {console_hub.token(username)}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.load(resp)
 
 
-def queued_xray(hub: HubProcess, *, name: str, serial: int, by: str = "township_doc", ae: str = "C01K01T01") -> Any:
+def queued_xray(
+    console_hub: HubProcess, *, name: str, serial: int, by: str = "township_doc", ae: str = "C01K01T01"
+) -> Any:
     """An urgent chest X-ray ordered over REST whose images came over DICOM: (request view, study uid)."""
     from datetime import UTC, datetime
 
@@ -153,7 +157,7 @@ def queued_xray(hub: HubProcess, *, name: str, serial: int, by: str = "township_
     from tests.factories import national_id
 
     view = api(
-        hub,
+        console_hub,
         by,
         "POST",
         "/api/v1/requests",
@@ -167,7 +171,7 @@ def queued_xray(hub: HubProcess, *, name: str, serial: int, by: str = "township_
             "consent": {"given_by": f"{name}本人", "given_at": datetime.now(UTC).isoformat()},
         },
     )
-    study_uid = perform_imaging(ae, "127.0.0.1", hub.dicom_port, "TELENET", view["accession_number"])
+    study_uid = perform_imaging(ae, "127.0.0.1", console_hub.dicom_port, "TELENET", view["accession_number"])
     return view, study_uid
 
 

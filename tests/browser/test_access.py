@@ -26,9 +26,9 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map((el) => el.outerHTML)"""
 
 
-def wait_queued(hub: Any, request_id: int) -> None:
+def wait_queued(console_hub: Any, request_id: int) -> None:
     for _ in range(100):
-        if api(hub, "township_doc", "GET", f"/api/v1/requests/{request_id}")["state"] == "queued":
+        if api(console_hub, "township_doc", "GET", f"/api/v1/requests/{request_id}")["state"] == "queued":
             return
         import time
 
@@ -36,12 +36,12 @@ def wait_queued(hub: Any, request_id: int) -> None:
     raise AssertionError(f"request {request_id} was never queued")
 
 
-def test_junior_reader_has_no_sign_button(browser: Any, hub: Any) -> None:
+def test_junior_reader_has_no_sign_button(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    view, _ = queued_xray(hub, name="王五", serial=901)
-    wait_queued(hub, view["id"])
-    page = login(browser, hub, "junior_reader")
+    view, _ = queued_xray(console_hub, name="王五", serial=901)
+    wait_queued(console_hub, view["id"])
+    page = login(browser, console_hub, "junior_reader")
     page.goto(f"/requests/{view['id']}")
     page.get_by_role("button", name="认领").click()
     expect(page.get_by_role("button", name="保存初步报告")).to_be_visible(timeout=20_000)
@@ -52,28 +52,28 @@ def test_junior_reader_has_no_sign_button(browser: Any, hub: Any) -> None:
     page.context.close()
 
 
-def test_other_clinic_gets_a_403_page_and_the_attempt_is_audited(browser: Any, hub: Any) -> None:
+def test_other_clinic_gets_a_403_page_and_the_attempt_is_audited(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    view, _ = queued_xray(hub, name="赵六", serial=902)
-    page = login(browser, hub, "township_doc2")
+    view, _ = queued_xray(console_hub, name="赵六", serial=902)
+    page = login(browser, console_hub, "township_doc2")
     response = page.goto(f"/requests/{view['id']}")
     assert response is not None and response.status == 403
     expect(page.get_by_role("alert")).to_contain_text("您无权查看此内容")
     expect(page.locator("main")).not_to_contain_text("赵六")
     shot(page, "clinic-forbidden")
     page.context.close()
-    audit = api(hub, "province_admin", "GET", "/api/v1/audit?action=request.read&limit=50")
+    audit = api(console_hub, "province_admin", "GET", "/api/v1/audit?action=request.read&limit=50")
     refused = [e for e in audit["items"] if e["actor"] == "township_doc2" and e["object_id"] == str(view["id"])]
     assert refused and refused[0]["outcome"] != "ok", audit["items"][:3]
 
 
-def test_worklist_with_the_keyboard_alone(browser: Any, hub: Any) -> None:
+def test_worklist_with_the_keyboard_alone(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    view, _ = queued_xray(hub, name="钱七", serial=903)
-    wait_queued(hub, view["id"])
-    page = login(browser, hub, "county_reader")
+    view, _ = queued_xray(console_hub, name="钱七", serial=903)
+    wait_queued(console_hub, view["id"])
+    page = login(browser, console_hub, "county_reader")
     page.goto(f"/centers/{IMG}/worklist")
     assert page.evaluate(UNLABELLED) == []
     target = f"认领 {view['accession_number']}"
@@ -105,10 +105,12 @@ def _count(page: Any) -> int:
     return len(resp.json()["items"])
 
 
-def test_form_errors_next_to_fields_nothing_half_saved_one_request_per_double_click(browser: Any, hub: Any) -> None:
+def test_form_errors_next_to_fields_nothing_half_saved_one_request_per_double_click(
+    browser: Any, console_hub: Any
+) -> None:
     from playwright.sync_api import expect
 
-    page = login(browser, hub, "township_doc3")
+    page = login(browser, console_hub, "township_doc3")
     before = _count(page)
     page.goto("/requests/new")
     assert page.evaluate(UNLABELLED) == []
@@ -146,12 +148,12 @@ def test_form_errors_next_to_fields_nothing_half_saved_one_request_per_double_cl
     page.context.close()
 
 
-def test_another_township_opening_the_viewer_address_sees_nothing(browser: Any, hub: Any) -> None:
+def test_another_township_opening_the_viewer_address_sees_nothing(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
     require_viewer()
-    _, study_uid = queued_xray(hub, name="周九", serial=951)
-    other = login(browser, hub, "township_doc2")
+    _, study_uid = queued_xray(console_hub, name="周九", serial=951)
+    other = login(browser, console_hub, "township_doc2")
     other.goto(f"/ohif/viewer?StudyInstanceUIDs={study_uid}")
     expect(other.get_by_text("not available")).to_be_visible(timeout=60_000)
     shot(other, "other-clinic-ohif")
@@ -160,12 +162,12 @@ def test_another_township_opening_the_viewer_address_sees_nothing(browser: Any, 
     other.context.close()
 
 
-def test_return_resubmit_sign_and_addendum(browser: Any, hub: Any) -> None:
+def test_return_resubmit_sign_and_addendum(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    view, _ = queued_xray(hub, name="褚十四", serial=905)
-    wait_queued(hub, view["id"])
-    reader = login(browser, hub, "county_reader")
+    view, _ = queued_xray(console_hub, name="褚十四", serial=905)
+    wait_queued(console_hub, view["id"])
+    reader = login(browser, console_hub, "county_reader")
     reader.goto(f"/requests/{view['id']}")
     reader.get_by_role("button", name="认领").click()
     reader.get_by_label("退回原因").select_option(label="图像质量不合格")
@@ -173,7 +175,7 @@ def test_return_resubmit_sign_and_addendum(browser: Any, hub: Any) -> None:
     reader.get_by_role("button", name="退回").click()
     expect(reader.locator("#request-state")).to_have_text("已退回", timeout=20_000)
 
-    doctor = login(browser, hub, "township_doc")
+    doctor = login(browser, console_hub, "township_doc")
     doctor.goto(f"/requests/{view['id']}")
     expect(doctor.locator("#req-head")).to_contain_text("图像质量不合格")
     doctor.get_by_label("说明").fill("已重新拍摄")

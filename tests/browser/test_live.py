@@ -16,7 +16,7 @@ pytestmark = pytest.mark.interop
 IMG = "NL-C01-K01-IMG"
 
 
-def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, hub: Any) -> None:
+def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
     state: dict[str, Any] = {"down": False, "sockets": [], "subscribes": [], "events": []}
@@ -39,7 +39,7 @@ def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, h
         server.on_message(to_page)
         state["sockets"].append(ws)
 
-    page = login(browser, hub, "county_reader")
+    page = login(browser, console_hub, "county_reader")
     page.route_web_socket("**/api/v1/ws", route)
     page.goto(f"/centers/{IMG}/worklist")
     live(page)
@@ -53,7 +53,7 @@ def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, h
     expect(status).to_have_text("连接中断，正在重新连接…")
     shot(page, "reader-reconnecting")
 
-    view, _ = queued_xray(hub, name="郑十一", serial=961)  # happens while the page is cut off
+    view, _ = queued_xray(console_hub, name="郑十一", serial=961)  # happens while the page is cut off
     state["down"] = False
     expect(status).to_have_attribute("data-state", "open", timeout=20_000)
     resumed = state["subscribes"][-1]
@@ -66,11 +66,11 @@ def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, h
     page.context.close()
 
 
-def test_coordinator_board_and_admin_screens(browser: Any, hub: Any) -> None:
+def test_coordinator_board_and_admin_screens(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    queued_xray(hub, name="冯十二", serial=962)
-    coordinator = login(browser, hub, "county_coord")
+    queued_xray(console_hub, name="冯十二", serial=962)
+    coordinator = login(browser, console_hub, "county_coord")
     assert coordinator.url.endswith(f"/centers/{IMG}/board")
     expect(coordinator.get_by_role("heading", name=f"中心看板 · {IMG}")).to_be_visible()
     expect(coordinator.locator("#board")).to_contain_text("冯十二", timeout=20_000)
@@ -78,7 +78,7 @@ def test_coordinator_board_and_admin_screens(browser: Any, hub: Any) -> None:
     shot(coordinator, "coordinator-board", main=True)
     coordinator.context.close()
 
-    admin = login(browser, hub, "province_admin")
+    admin = login(browser, console_hub, "province_admin")
     expect(admin.get_by_role("heading", name="五级机构目录")).to_be_visible()
     expect(admin.get_by_text("安澜县清溪镇上坪村卫生室")).to_be_visible()
     shot(admin, "admin-registry", main=True)

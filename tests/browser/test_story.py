@@ -49,11 +49,11 @@ def order(page: Any, *, kind: str, modality: str, body_part: str, patient_id: st
     return match.group(1)
 
 
-def test_xray_story_two_browsers(browser: Any, hub: Any) -> None:
+def test_xray_story_two_browsers(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    doctor = login(browser, hub, "township_doc", capture="login")
-    reader = login(browser, hub, "county_reader")
+    doctor = login(browser, console_hub, "township_doc", capture="login")
+    reader = login(browser, console_hub, "county_reader")
     assert "/worklist" in reader.url
     reader.goto(f"/centers/{IMG}/worklist")
     mark_no_reload(reader)
@@ -70,7 +70,7 @@ def test_xray_story_two_browsers(browser: Any, hub: Any) -> None:
     shot(doctor, "clinic-request-ordered")
 
     # The township DR finds the order on its worklist and sends the images (C-STORE + MPPS).
-    study_uid = perform_imaging("C01K01T01", "127.0.0.1", hub.dicom_port, "TELENET", accession)
+    study_uid = perform_imaging("C01K01T01", "127.0.0.1", console_hub.dicom_port, "TELENET", accession)
 
     row = reader.get_by_role("row").filter(has=reader.get_by_role("link", name=accession))
     expect(row).to_be_visible(timeout=20_000)
@@ -142,14 +142,14 @@ def test_xray_story_two_browsers(browser: Any, hub: Any) -> None:
     reader.context.close()
 
 
-def test_ecg_read_with_twelve_lead_picture(browser: Any, hub: Any) -> None:
+def test_ecg_read_with_twelve_lead_picture(browser: Any, console_hub: Any) -> None:
     from playwright.sync_api import expect
 
-    doctor = login(browser, hub, "township_doc")
+    doctor = login(browser, console_hub, "township_doc")
     accession = order(doctor, kind="ecg", modality="ECG", body_part="", patient_id="T01-8802", name="李四", serial=882)
-    send_ecg("C01K01T01", "127.0.0.1", hub.dicom_port, "TELENET", accession, "T01-8802", "李^四")
+    send_ecg("C01K01T01", "127.0.0.1", console_hub.dicom_port, "TELENET", accession, "T01-8802", "李^四")
 
-    reader = login(browser, hub, "county_reader")
+    reader = login(browser, console_hub, "county_reader")
     reader.goto(f"/centers/{ECG}/worklist")
     row = reader.get_by_role("row").filter(has=reader.get_by_role("link", name=accession))
     expect(row).to_be_visible(timeout=20_000)
@@ -173,12 +173,12 @@ def test_ecg_read_with_twelve_lead_picture(browser: Any, hub: Any) -> None:
     reader.context.close()
 
 
-def test_clinic_without_dicom_network_uploads_over_stow_rs(browser: Any, hub: Any, tmp_path: Any) -> None:
+def test_clinic_without_dicom_network_uploads_over_stow_rs(browser: Any, console_hub: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
     from tests.dicom_fixtures import instance, save
 
-    doctor = login(browser, hub, "township_doc")
+    doctor = login(browser, console_hub, "township_doc")
     accession = order(
         doctor, kind="imaging", modality="CT", body_part="HEAD", patient_id="T01-8803", name="吴十", serial=883
     )
@@ -218,12 +218,12 @@ CONSULTANTS = {"NL-C01-CONS": "city_reader", "NL-PROV-CONS": "province_reader"}
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 
 
-def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, hub: Any, tmp_path: Any) -> None:
+def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, console_hub: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
     summary = tmp_path / "出院小结.pdf"
     summary.write_bytes(PDF)
-    doctor = login(browser, hub, "township_doc")
+    doctor = login(browser, console_hub, "township_doc")
     doctor.goto("/requests/new")
     doctor.get_by_label("申请类型").select_option("consultation")
     doctor.get_by_label("检查设备").select_option("")
@@ -244,7 +244,7 @@ def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, hub:
     assert center, doctor.locator("#req-head").inner_text()
     request_url = doctor.url
 
-    consultant = login(browser, hub, CONSULTANTS[center.group(1)])
+    consultant = login(browser, console_hub, CONSULTANTS[center.group(1)])
     consultant.goto(request_url)
     link = consultant.locator("#req-attachments").get_by_role("link", name="出院小结.pdf")
     expect(link).to_be_visible()
