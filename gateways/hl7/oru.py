@@ -50,8 +50,8 @@ def build_oru(
     one OBX (NM) per ECG measurement. OBR-25/OBX-11 carry the status (P: a critical finding sent when found),
     OBX-8 ``AA`` marks critical. OBR-32 is the signer (审核医师, principal result interpreter), OBR-33 the
     author of the preliminary (报告医师, assistant result interpreter) when that is someone else; ORC-12 and
-    OBR-16 echo the ordering clinician; a last OBX (HD, ``113014^DICOM Study^DCM``) names the Study Instance
-    UID that the worklist, the images and the MPPS share."""
+    OBR-16 echo the ordering clinician; in a report (F, C) a last OBX (HD, ``113014^DICOM Study^DCM``) names
+    the Study Instance UID that the worklist, the images and the MPPS share."""
     if result.status not in ("F", "C", "P"):
         raise ValueError(f"status must be F, C or P, not {result.status!r}")
     if version not in SUPPORTED_VERSIONS:
@@ -121,7 +121,9 @@ def build_oru(
             obx_rows.append(("NM", f"{code}^{name}^{system}", f"{measured:g}", f"{unit}^{unit}^UCUM", None))
     for line in _text_lines(result.addendum_text):
         obx_rows.append(("TX", f"ADDENDUM^补充报告^{_SECTION}", escape(line), "", None))
-    if result.study_instance_uid:  # the study the report reads (DCM 113014), as on the worklist and the images
+    # The study the report reads (DCM 113014), as on the worklist and the images; a critical finding sent when
+    # found (P) carries its items only.
+    if result.study_instance_uid and result.status != "P":
         obx_rows.append(("HD", "113014^DICOM Study^DCM", escape(result.study_instance_uid), "", None))
 
     for i, (value_type, ident, value, units, flag) in enumerate(obx_rows, start=1):

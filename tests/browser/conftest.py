@@ -66,7 +66,13 @@ def browser(console_hub: HubProcess) -> Iterator[Any]:
 def console_hub() -> Iterator[HubProcess]:
     """One hub for the browser tests (each test makes its own requests), with the DICOM node, a short study
     quiet time and the viewer when installed."""
-    env = {"TELENET_STUDY_QUIET_SECONDS": "1", "TELENET_SWEEP_INTERVAL_SECONDS": "1"}
+    env = {
+        "TELENET_STUDY_QUIET_SECONDS": "1",
+        "TELENET_SWEEP_INTERVAL_SECONDS": "1",
+        # Every browser test logs the same demo accounts in; the login limiter has its own tests.
+        "TELENET_LOGIN_ATTEMPTS_PER_ACCOUNT_MINUTE": "10000",
+        "TELENET_LOGIN_ATTEMPTS_PER_ADDRESS_MINUTE": "10000",
+    }
     if (VIEWER_DIST / "index.html").is_file():
         env["TELENET_VIEWER_DIR"] = str(VIEWER_DIST)
     process = HubProcess(protocols=True, env_extra=env)

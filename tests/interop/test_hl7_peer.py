@@ -111,7 +111,10 @@ async def test_his_orders_over_mllp_and_receives_the_signed_result(
         assert str(oru.segment("OBR")[3]) == "HIS-ORM-0001" and str(oru.segment("OBR")[2]) == "HIS-ORM-0001"
         assert str(oru.segment("OBR")[4]) == "DX0001^胸部正位片" and str(oru.segment("OBR")[25]) == "F"
         assert str(oru.segment("PID")[5]) == "张^三" and str(oru.segment("PID")[3]) == "TS0101-000123"
-        assert [str(obx[5]) for obx in oru.segments("OBX")] == ["双肺纹理增多。", "支气管炎改变，请结合临床。"]
+        text = [str(obx[5]) for obx in oru.segments("OBX") if str(obx[2]) == "TX"]
+        assert text == ["双肺纹理增多。", "支气管炎改变，请结合临床。"]
+        study = [(str(obx[3]), str(obx[5])) for obx in oru.segments("OBX") if str(obx[2]) == "HD"]
+        assert len(study) == 1 and study[0][0] == "113014^DICOM Study^DCM" and study[0][1].startswith("2.25.")
         for _ in range(100):
             outbox = await (
                 await api.get("/api/v1/hl7/outbox?status=delivered", headers=await auth("county_admin"))
