@@ -212,7 +212,7 @@ async def service_rate(hub: Any, count: int) -> dict[str, Any]:
         mapping.command_for(parse_inbound(order(f"S{i:09d}", f"BS{i:06d}", f"SP{i % 50}"))) for i in range(count)
     ]
 
-    async def ack(error: Any, note: Any) -> tuple[str, bytes]:
+    async def ack(error: Any, note: Any, mode: str = "ack") -> tuple[str, bytes]:
         return ("AA" if error is None else "AE"), b""
 
     start = time.perf_counter()
