@@ -137,10 +137,10 @@ async def _open(uow: UnitOfWork, actor: Actor, request_id: int) -> tuple[Request
 async def propose_time(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """Either side proposes a session time (the first, a counter-proposal, or a new one for a scheduled
     session); the other side must then agree it."""
-    at = _time(body.get("time"))
     async with use_case(hub, actor, "consultation.propose", "request", str(request_id)) as uow:
         request, center, inst_code, row = await _open(uow, actor, request_id)
         side = members.require_side(actor, request, center, action="propose a session time")
+        at = _time(body.get("time"))
         now = hub.clock.now()
         phase = await _advance(
             hub,
