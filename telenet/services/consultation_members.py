@@ -358,7 +358,16 @@ async def members_view(session: AsyncSession, request: Request) -> dict[str, Any
         )
     ).all()
     return {
-        "centers": [{"code": routed, "role": "consultant", "invited_by": None, "invited_at": None}]
+        "centers": [
+            {
+                "code": routed,
+                "role": "consultant",
+                "invited_by": None,
+                "invited_at": None,
+                "removed_by": None,
+                "removed_at": None,
+            }
+        ]
         + [
             {
                 "code": code,

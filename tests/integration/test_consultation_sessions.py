@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from telenet.store.models import AuditEntry, Report
 from tests.factories import order
+from tests.integration.test_console_pages import page
 
 pytestmark = pytest.mark.storage
 
@@ -75,6 +76,13 @@ async def test_the_other_side_agrees_a_proposed_time(client: Any) -> None:
         ("agree", "township_doc", "scheduled"),
     ]
     assert view["timeline"][1]["note"] == "上午门诊" and all(s["at"] for s in view["timeline"])
+
+    # The console's request page carries the session: phase, agreed time (Asia/Shanghai), controls, timeline.
+    status, html = await page(client, "city_reader", f"/requests/{rid}")
+    assert status == 200
+    for text in ("已预约", "2026-03-03 15:00", "确认会诊时间", "邀请专家", "邀请中心", "提议时间"):
+        assert text in html, text
+    assert f'data-api="/api/v1/consultations/{rid}/start"' not in html, "only the holder or a coordinator starts"
 
 
 async def test_phases_in_order_and_illegal_steps_refused(client: Any) -> None:
