@@ -241,13 +241,6 @@ async def remove_participant(
         return await _committed(uow, actor, request.id)
 
 
-async def add_participants(hub: Hub, actor: Actor, request_id: int, usernames: list[str]) -> list[str]:
-    """Invite several participants in one go (each as :func:`add_participant`)."""
-    for name in usernames:
-        await add_participant(hub, actor, request_id, name)
-    return usernames
-
-
 # ------------------------------------------------------------------------------------------------ views
 
 

@@ -138,9 +138,9 @@ async def invite_center(
     center = (await session.execute(select(Center).where(Center.code == code))).scalar_one_or_none()
     if center is None:
         raise Invalid(f"no center {code!r}", code="unknown-center")
-    if center.id in await invited_center_ids(session, request):
-        return center
     active = await invited_center_ids(session, request)
+    if center.id in active:
+        return center
     if len(active) > MAX_INVITED_CENTERS:
         raise Invalid(f"a consultation invites at most {MAX_INVITED_CENTERS} centers", code="too-many-centers")
     session.add(

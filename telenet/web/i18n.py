@@ -59,6 +59,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "field.consent_at": ("知情同意时间", "Consent given at"),
     "field.scheduled_at": ("期望会诊时间", "Wished session time"),
     "field.participants": ("参与会诊人员（用户名，逗号分隔）", "Participants (usernames, comma separated)"),
+    "field.invited_centers": (
+        "邀请参与的其他中心（中心代码，逗号分隔）",
+        "Other centers invited (center codes, comma separated)",
+    ),
     "sex.M": ("男", "Male"),
     "sex.F": ("女", "Female"),
     "sex.U": ("未知", "Unknown"),

@@ -235,7 +235,7 @@ def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, cons
     doctor.get_by_label("居民身份证号码").fill(national_id(884))
     doctor.get_by_label("知情同意签署人").fill("陈十三本人")
     doctor.get_by_label("知情同意时间").fill("2026-12-01T08:30")
-    doctor.get_by_label("附件（PDF、JPEG、PNG）").set_input_files(str(summary))
+    doctor.get_by_label("附件（PDF、JPEG、PNG、DICOM）").set_input_files(str(summary))
     shot(doctor, "clinic-new-consultation", main=True)
     doctor.get_by_role("button", name="提交申请").click()
     doctor.wait_for_url(re.compile(r"/requests/\d+$"))
