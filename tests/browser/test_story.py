@@ -252,6 +252,11 @@ def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, cons
     assert response.status == 200
     assert response.headers["content-type"] == "application/pdf"
     assert response.body() == PDF
+    # The consultant center agrees the wished time the clinic proposed: the session is scheduled (会诊已预约).
+    session = consultant.locator("#req-consultation")
+    expect(session.locator("#consult-phase")).to_have_text("时间待确认")
+    session.get_by_role("button", name="确认时间").click()
+    expect(consultant.locator("#consult-phase")).to_have_text("已预约")
     shot(consultant, "consultant-request")
     doctor.context.close()
     consultant.context.close()
