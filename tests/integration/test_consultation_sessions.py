@@ -5,12 +5,16 @@ removal that ends access at once: the request, its attachments, the live session
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from telenet.domain.errors import Conflict
+from telenet.services import consultation
+from telenet.services.auth import actor_for_username
 from telenet.store.models import AuditEntry, Report
 from tests.factories import order
 from tests.integration.test_console_pages import page
@@ -142,6 +146,24 @@ async def test_written_consultations_and_cancellation(client: Any) -> None:
         assert view["phase"] == phase, (wished, what)
         assert (view["timeline"][-1]["action"], view["timeline"][-1]["by"]) == last
         assert (await step(client, "township_doc", rid, "propose", {"time": COUNTER}))[0] == 409
+
+
+async def test_two_consultants_agreeing_at_once_one_wins(client: Any) -> None:
+    """The database decides: the request row is locked (PostgreSQL) and the session's UPDATE is conditional on
+    its version, so of two agreements sent together exactly one is recorded; the other is a 409."""
+    rid = await ordered(client, scheduled_at=WISHED)
+    hub = client.hub
+    reader = await actor_for_username(hub, "city_reader")
+    coordinator = await actor_for_username(hub, "city_coord")
+    outcomes = await asyncio.gather(
+        consultation.agree_time(hub, reader, rid),
+        consultation.agree_time(hub, coordinator, rid),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], Conflict), outcomes
+    view = (await step(client, "township_doc", rid, "view"))[1]
+    assert view["phase"] == "scheduled" and [s["action"] for s in view["timeline"]] == ["propose", "agree"]
 
 
 async def test_a_participant_belongs_to_an_invited_center(client: Any) -> None:
