@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -91,10 +92,11 @@ def templates_for(modality: str | None, body_part: str | None) -> list[dict[str,
     return [{"name": n, "findings": f, "impression": i} for n, f, i in found]
 
 
-def board(worklist_items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A center's board from its worklist: depth, oldest waiting, SLA breaches and each reader's claims."""
+def board(worklist_items: list[dict[str, Any]], readers: Sequence[str] = ()) -> dict[str, Any]:
+    """A center's board from its worklist: depth, oldest waiting, SLA breaches and each reader's claims
+    (every reader of the center, those without a claim too)."""
     queued = [i for i in worklist_items if i["state"] == "queued"]
-    claims: dict[str, int] = {}
+    claims: dict[str, int] = dict.fromkeys(readers, 0)
     for item in worklist_items:
         if item["state"] == "claimed" and item.get("claimed_by"):
             claims[item["claimed_by"]] = claims.get(item["claimed_by"], 0) + 1

@@ -1,6 +1,7 @@
 """The live channel as a person sees it: when the connection drops the page says it is reconnecting, and once
 back it subscribes with ``since`` so what happened meanwhile is replayed and shown without a reload. And the
-coordinator's and administrator's screens, captured."""
+coordinator's board hands a claim to a named reader and releases one, live on every open page; the
+administrator's screens, captured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import assert_not_reloaded, live, login, mark_no_reload, queued_xray, shot
+from tests.browser.conftest import api, assert_not_reloaded, live, login, mark_no_reload, queued_xray, shot
 
 pytestmark = pytest.mark.interop
 
@@ -66,18 +67,71 @@ def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, c
     page.context.close()
 
 
-def test_coordinator_board_and_admin_screens(browser: Any, console_hub: Any) -> None:
+def test_coordinator_hands_a_claim_to_a_named_reader_and_releases_it(browser: Any, console_hub: Any) -> None:
+    """The board's 分派: the coordinator hands county_reader's claim to junior_reader (the reason is required,
+    its error beside the field), both readers' open worklists follow without reload (the new holder may release
+    it, the previous one no longer), then the coordinator releases the claim back to the queue."""
     from playwright.sync_api import expect
 
-    queued_xray(console_hub, name="冯十二", serial=962)
+    from tests.browser.test_access import UNLABELLED, wait_queued
+
+    view, _ = queued_xray(console_hub, name="冯十二", serial=962)
+    wait_queued(console_hub, view["id"])
+    api(console_hub, "county_reader", "POST", f"/api/v1/requests/{view['id']}/claim")
+    acc = view["accession_number"]
+    previous = login(browser, console_hub, "county_reader")
+    named = login(browser, console_hub, "junior_reader")
     coordinator = login(browser, console_hub, "county_coord")
     assert coordinator.url.endswith(f"/centers/{IMG}/board")
-    expect(coordinator.get_by_role("heading", name=f"中心看板 · {IMG}")).to_be_visible()
-    expect(coordinator.locator("#board")).to_contain_text("冯十二", timeout=20_000)
-    expect(coordinator.get_by_role("heading", name="待匹配影像")).to_be_visible()
-    shot(coordinator, "coordinator-board", main=True)
-    coordinator.context.close()
+    for reader in (previous, named):
+        reader.goto(f"/centers/{IMG}/worklist")
+    for each in (previous, named, coordinator):
+        live(each)
+        mark_no_reload(each)
 
+    def row(page: Any) -> Any:
+        return page.locator(f'tr[data-request="{view["id"]}"]')
+
+    expect(row(previous).get_by_role("button", name=f"放弃认领 {acc}")).to_be_visible()
+    expect(row(named).locator("td.holder")).to_have_text("county_reader")
+    expect(row(named).get_by_role("button")).to_have_count(0)
+    expect(coordinator.get_by_role("heading", name=f"中心看板 · {IMG}")).to_be_visible()
+    expect(coordinator.get_by_role("heading", name="待匹配影像")).to_be_visible()
+
+    coordinator.get_by_role("button", name=f"分派 {acc}").click()
+    dialog = coordinator.get_by_role("dialog")
+    expect(dialog).to_contain_text(acc)
+    assert coordinator.evaluate(UNLABELLED) == []
+    dialog.get_by_label("交给医生").select_option("junior_reader")
+    dialog.get_by_role("button", name="交给该医生").click()
+    expect(dialog.locator("#f-reason-error")).to_contain_text("reason")  # the service's problem JSON, beside it
+    dialog.get_by_label("分派原因").fill("陈医生外出会诊，转交赵医生")
+    shot(coordinator, "coordinator-reassign", main=True)
+    dialog.get_by_role("button", name="交给该医生").click()
+    expect(dialog).to_be_hidden()
+    expect(row(coordinator).locator("td.holder")).to_have_text("junior_reader")
+    expect(coordinator.locator("#board-claims")).to_contain_text("junior_reader: 1")
+    expect(row(named).get_by_role("button", name=f"放弃认领 {acc}")).to_be_visible()  # theirs now
+    expect(row(previous).locator("td.holder")).to_have_text("junior_reader")
+    expect(row(previous).get_by_role("button")).to_have_count(0)  # the previous holder lost it
+
+    coordinator.get_by_role("button", name=f"分派 {acc}").click()
+    dialog.get_by_label("分派原因").fill("退回队列重新认领")
+    dialog.get_by_role("button", name="收回认领（放回队列）").click()
+    expect(dialog).to_be_hidden()
+    expect(row(named).get_by_role("button", name=f"认领 {acc}")).to_be_visible()
+    expect(row(previous).locator("td.holder")).to_have_text("未认领")
+    expect(row(coordinator).locator("td.holder")).to_have_text("未认领")
+    shot(coordinator, "coordinator-board", main=True)
+    for each in (previous, named, coordinator):
+        assert_not_reloaded(each)
+        each.context.close()
+
+
+def test_admin_screens(browser: Any, console_hub: Any) -> None:
+    from playwright.sync_api import expect
+
+    api(console_hub, "county_coord", "GET", f"/api/v1/centers/{IMG}/worklist")  # what the audit search finds
     admin = login(browser, console_hub, "province_admin")
     expect(admin.get_by_role("heading", name="五级机构目录")).to_be_visible()
     expect(admin.get_by_text("安澜县清溪镇上坪村卫生室")).to_be_visible()

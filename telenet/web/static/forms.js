@@ -8,6 +8,8 @@ const CODE_FIELDS = {
   "modality-missing": "/modality",
   "bad-accession": "/accession_number",
   "bad-time": "/consent/given_at",
+  "unknown-reader": "/to",
+  "reason-missing": "/reason",
 };
 
 export function csrfToken() {
@@ -56,13 +58,13 @@ export function formBody(form, submitter) {
   }
   if (submitter && submitter.name) {
     const v = submitter.value;
-    setPath(body, submitter.name, v === "true" ? true : v === "false" ? false : v);
+    setPath(body, submitter.name, v === "true" ? true : v === "false" ? false : v === "null" ? null : v);
   }
   if (body.kind === "consultation") delete body.modality;
   return body;
 }
 
-function clearErrors(form) {
+export function clearErrors(form) {
   for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
   for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
 }
@@ -96,7 +98,8 @@ export function showProblem(form, problem) {
       let pointer = e.location || "/";
       const missing = /^'([^']+)' is a required property/.exec(e.message || "");
       if (missing) pointer = `${pointer === "/" ? "" : pointer}/${missing[1]}`;
-      showError(form, pointer, e.message);
+      const required = missing && said("required");
+      showError(form, pointer, required ? `${required}（${e.message}）` : e.message);
     }
   } else {
     const code = (problem.type || "").split(":").pop();
@@ -181,7 +184,8 @@ async function submit(form, submitter) {
       window.location.assign(form.dataset.redirect.replace("{id}", data.id ?? data.request_id ?? ""));
       return;
     }
-    document.dispatchEvent(new CustomEvent("console:changed"));
+    form.dispatchEvent(new CustomEvent("console:done", { bubbles: true, detail: data }));
+    document.dispatchEvent(new CustomEvent("console:changed", { detail: { request: data.request_id ?? data.id } }));
   } catch (err) {
     showError(form, "/", String(err));
   } finally {
@@ -190,30 +194,33 @@ async function submit(form, submitter) {
   }
 }
 
-export function bindForms(root) {
-  for (const form of root.querySelectorAll("form.api-form")) {
-    if (form.dataset.bound) continue;
-    form.dataset.bound = "1";
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      submit(form, event.submitter);
-    });
-    form.addEventListener("input", () => {
-      const region = form.closest("[data-live]");
-      if (region) region.dataset.dirty = "1";
-    });
-  }
-  for (const picker of root.querySelectorAll("select.template-picker")) {
-    if (picker.dataset.bound) continue;
-    picker.dataset.bound = "1";
-    picker.addEventListener("change", () => {
-      const option = picker.selectedOptions[0];
-      const form = picker.form;
-      if (!option || !option.value || !form) return;
-      form.elements.findings.value = option.dataset.findings;
-      form.elements.impression.value = option.dataset.impression;
-      const region = form.closest("[data-live]");
-      if (region) region.dataset.dirty = "1";
-    });
-  }
+// One listener each on the document for every api-form, present and to come (rows a live page inserts), so
+// a page of 500 rows binds nothing per row.
+let bound = false;
+
+export function bindForms() {
+  if (bound) return;
+  bound = true;
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("api-form")) return;
+    event.preventDefault();
+    submit(form, event.submitter);
+  });
+  document.addEventListener("input", (event) => {
+    const form = event.target.closest?.("form.api-form");
+    const region = form?.closest("[data-live]");
+    if (region) region.dataset.dirty = "1";
+  });
+  document.addEventListener("change", (event) => {
+    const picker = event.target;
+    if (!(picker instanceof HTMLSelectElement) || !picker.classList.contains("template-picker")) return;
+    const option = picker.selectedOptions[0];
+    const form = picker.form;
+    if (!option || !option.value || !form) return;
+    form.elements.findings.value = option.dataset.findings;
+    form.elements.impression.value = option.dataset.impression;
+    const region = form.closest("[data-live]");
+    if (region) region.dataset.dirty = "1";
+  });
 }
