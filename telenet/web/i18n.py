@@ -192,9 +192,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "recon.empty": ("没有待匹配的影像", "No unmatched studies"),
     "recon.request_id": ("关联到申请编号", "Link to request no."),
     "recon.link": ("关联", "Link"),
-    "recon.mismatch": (
-        "注意：影像的患者与申请的患者不一致，请核对后再次点击“关联”确认。",
-        "Warning: the study's patient differs from the request's; check, then press Link again to confirm.",
+    "recon.confirm_reason": (
+        "确认理由（患者信息不一致而确为同一人时填写）",
+        "Confirmation (when the patients differ but are the same person: why)",
     ),
     "backlog.forwarding": ("影像转发队列", "Forwarding backlog"),
     "backlog.hl7": ("HL7 结果发送队列", "HL7 outbox backlog"),
@@ -278,6 +278,11 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "already-claimed": ("该申请已被其他医生认领", "Another reader has claimed this request"),
     "unknown-reader": ("该用户不是本中心在岗的诊断医生", "Not an active reader of this center"),
     "reason-missing": ("请填写原因", "Give the reason"),
+    "patient-mismatch": (
+        "注意：影像的患者与申请的患者不一致。请核对；如确为同一人，填写确认理由后再次点击“关联”",
+        "Warning: the study's patient differs from the request's. Check; if it is the same person, "
+        "say why and Link again",
+    ),
     "not-holder": ("您没有认领该申请", "You do not hold this request"),
     "practice-years": ("执业未满三年，不能签发正式报告", "Under three years of practice: you cannot sign"),
     "critical-items-missing": ("请填写危急值内容", "List the critical findings"),

@@ -263,6 +263,7 @@ async def center_board(request: web.Request, ctx: PageContext) -> web.StreamResp
     readers = await coordination.center_readers(hub, ctx.actor, code)
     unmatched = await study_views.reconciliation_list(hub, ctx.actor, limit=50)
     jobs = await forwarding.list_jobs(hub, ctx.actor, state="pending", limit=50)
+    hl7 = await console_views.center_hl7_backlog(hub, ctx.actor, code, limit=50)
     return await render(
         ctx,
         "board.html",
@@ -274,6 +275,7 @@ async def center_board(request: web.Request, ctx: PageContext) -> web.StreamResp
         b=console_views.board(listing["items"], [r["username"] for r in readers]),
         unmatched=unmatched["items"],
         forwarding={"items": [j for j in jobs["items"] if j["center"] == code], "outages": jobs["outages"]},
+        hl7=hl7["items"],
     )
 
 

@@ -6,11 +6,13 @@ administrator's screens, captured."""
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import api, assert_not_reloaded, live, login, mark_no_reload, queued_xray, shot
+from tests.browser.conftest import UNLABELLED, api, assert_not_reloaded, live, login, mark_no_reload, queued_xray, shot
 
 pytestmark = pytest.mark.interop
 
@@ -67,16 +69,24 @@ def test_dropped_connection_shows_reconnecting_and_replays_since(browser: Any, c
     page.context.close()
 
 
-def test_coordinator_hands_a_claim_to_a_named_reader_and_releases_it(browser: Any, console_hub: Any) -> None:
+def test_coordinator_reassigns_releases_and_links_a_study(browser: Any, console_hub: Any) -> None:
     """The board's 分派: the coordinator hands county_reader's claim to junior_reader (the reason is required,
     its error beside the field), both readers' open worklists follow without reload (the new holder may release
-    it, the previous one no longer), then the coordinator releases the claim back to the queue."""
+    it, the previous one no longer), then the coordinator releases the claim back to the queue. And an
+    unmatched study is linked: the patients differ, so the hub's warning asks for a confirmation first."""
     from playwright.sync_api import expect
 
-    from tests.browser.test_access import UNLABELLED, wait_queued
+    from telenet.sim.modality import send_ecg
+    from tests.browser.test_access import wait_queued
 
     view, _ = queued_xray(console_hub, name="冯十二", serial=962)
+    send_ecg("C01K01T01", "127.0.0.1", console_hub.dicom_port, "TELENET", "UNMATCHED962", "X-962", "王^某")
     wait_queued(console_hub, view["id"])
+    for _ in range(100):
+        unmatched = api(console_hub, "county_coord", "GET", "/api/v1/reconciliation")["items"]
+        if any(s["accession_number"] == "UNMATCHED962" for s in unmatched):
+            break
+        time.sleep(0.2)
     api(console_hub, "county_reader", "POST", f"/api/v1/requests/{view['id']}/claim")
     acc = view["accession_number"]
     previous = login(browser, console_hub, "county_reader")
@@ -123,6 +133,15 @@ def test_coordinator_hands_a_claim_to_a_named_reader_and_releases_it(browser: An
     expect(row(previous).locator("td.holder")).to_have_text("未认领")
     expect(row(coordinator).locator("td.holder")).to_have_text("未认领")
     shot(coordinator, "coordinator-board", main=True)
+
+    card = coordinator.locator("#reconciliation article", has_text="UNMATCHED962")
+    card.get_by_label("关联到申请编号").fill(str(view["id"]))
+    card.get_by_role("button", name="关联", exact=True).click()
+    expect(card.locator('.field-error[data-pointer="/confirm_reason"]')).to_contain_text("患者不一致")
+    shot(coordinator, "coordinator-reconciliation-mismatch")
+    card.get_by_label(re.compile("^确认理由")).fill("同一患者，设备登记的姓名有误")
+    card.get_by_role("button", name="关联", exact=True).click()
+    expect(coordinator.locator("#reconciliation")).not_to_contain_text("UNMATCHED962")
     for each in (previous, named, coordinator):
         assert_not_reloaded(each)
         each.context.close()
@@ -146,10 +165,12 @@ def test_admin_screens(browser: Any, console_hub: Any) -> None:
     admin.get_by_role("link", name="费用结算").click()
     expect(admin.get_by_role("heading", name="月度费用结算", exact=False)).to_be_visible()
     shot(admin, "admin-settlements")
+    assert admin.evaluate(UNLABELLED) == []
     admin.get_by_role("link", name="审计查询").click()
     admin.get_by_label("操作", exact=True).fill("worklist.read")
     admin.get_by_role("button", name="查询").click()
     expect(admin.get_by_role("cell", name="worklist.read").first).to_be_visible()
     expect(admin.get_by_role("cell", name="county_coord").first).to_be_visible()
     shot(admin, "admin-audit", main=True)
+    assert admin.evaluate(UNLABELLED) == []
     admin.context.close()

@@ -139,3 +139,17 @@ async def test_the_board_hands_a_claim_to_a_named_reader_and_the_worklist_rows_f
     assert status == 200 and "<tr " not in gone, "a request no longer open has no row (the page removes it)"
     assert (await page(client, "junior_reader", "/centers/NL-C01-K01-IMG/worklist?rows=abc"))[0] == 422
     assert (await page(client, "city_reader", rows))[0] == 403
+
+
+async def test_the_board_shows_the_centers_hl7_results_waiting_for_delivery(client: Any) -> None:
+    from tests.integration.test_requests_api import FINAL, act, queued_imaging
+
+    view = await queued_imaging(client, accession_number="BOARD0002")
+    await act(client, "county_reader", view["id"], "claim")
+    await act(client, "county_reader", view["id"], "report", FINAL)
+    status, board = await page(client, "county_coord", "/centers/NL-C01-K01-IMG/board")
+    assert status == 200
+    backlog = board[board.index('<div id="hl7-backlog"') : board.index("</div>", board.index('<div id="hl7-backlog"'))]
+    assert f'<a href="/requests/{view["id"]}">BOARD0002</a>' in backlog and "pending" in backlog
+    status, other = await page(client, "county_coord", "/centers/NL-C01-K01-ECG/board")
+    assert status == 200 and "BOARD0002" not in other, "another center's board does not list it"

@@ -10,6 +10,7 @@ const CODE_FIELDS = {
   "bad-time": "/consent/given_at",
   "unknown-reader": "/to",
   "reason-missing": "/reason",
+  "patient-mismatch": "/confirm_reason",
 };
 
 export function csrfToken() {
@@ -92,7 +93,8 @@ function said(code) {
 }
 
 export function showProblem(form, problem) {
-  const errors = Array.isArray(problem.errors) ? problem.errors : [];
+  // Schema violations list their messages; other problems' errors are details (e.g. the fields that differ).
+  const errors = Array.isArray(problem.errors) ? problem.errors.filter((e) => e && e.message) : [];
   if (errors.length) {
     for (const e of errors) {
       let pointer = e.location || "/";
@@ -109,21 +111,6 @@ export function showProblem(form, problem) {
   }
   const first = form.querySelector("[aria-invalid]");
   if (first) first.focus();
-}
-
-const plain = (name) => (name || "").replace(/[\^=\s]/g, "");
-
-// Linking an unmatched study: when the request's patient is not the study's, warn and ask for a second click.
-async function patientsAgree(form, body) {
-  if (!form.classList.contains("recon-form") || form.dataset.confirmed === String(body.request_id)) return true;
-  const resp = await fetch(`/api/v1/requests/${body.request_id}`, { credentials: "same-origin" });
-  if (!resp.ok) return true; // the link call itself reports the problem
-  const patient = (await resp.json()).patient || {};
-  const same = plain(patient.name) === plain(form.dataset.patientName) || (patient.id && patient.id === form.dataset.patientId);
-  if (same) return true;
-  form.dataset.confirmed = String(body.request_id);
-  showError(form, "/", `${form.dataset.textMismatch} (${patient.name} / ${form.dataset.patientName})`);
-  return false;
 }
 
 // Files of [data-attach] inputs go to the request's attachments, one POST each (the file is the body).
@@ -155,7 +142,6 @@ async function submit(form, submitter) {
   clearErrors(form);
   try {
     const body = formBody(form, submitter);
-    if (!(await patientsAgree(form, body))) return;
     if (form.dataset.filesOnly !== undefined) {
       const problem = await uploadFiles(form, form.dataset.api.split("/")[4]);
       if (problem) showProblem(form, problem);
