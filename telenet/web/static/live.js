@@ -25,10 +25,12 @@ async function refreshPage(onSwap) {
   const resp = await fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
   if (!resp.ok) return;
   const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+  const active = document.activeElement;
   for (const fresh of doc.querySelectorAll("[data-live][id]")) {
     const current = document.getElementById(fresh.id);
-    if (!current || current.dataset.dirty === "1" || current.contains(document.activeElement) && current.querySelector("form")?.dataset.busy) continue;
+    if (!current || current.dataset.dirty === "1" || current.contains(active) && current.querySelector("form")?.dataset.busy) continue;
     current.replaceWith(fresh);
+    refocus(current, fresh, active);
     onSwap(fresh);
   }
   refreshed();
@@ -64,7 +66,7 @@ function refocus(old, fresh, active) {
   const twin = [...fresh.querySelectorAll("a, button, input, select, textarea")].find(
     (el) => (el.getAttribute("aria-label") || el.textContent.trim()) === name,
   );
-  (twin || fresh.querySelector("a, button") || document.body).focus?.();
+  (twin || fresh.querySelector("a, button") || document.body).focus?.({ preventScroll: true });
 }
 
 // Returns the ids to try again later (a row whose form is in flight), or null when the rows could not be read.
