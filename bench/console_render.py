@@ -22,6 +22,7 @@ import cProfile
 import io
 import pstats
 import re
+import shutil
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -155,9 +156,12 @@ def main() -> None:
     hub = HubProcess()
     hub.prepare()
     hub.set_all_passwords()
-    asyncio.run(fill(hub.env["TELENET_DATABASE_URL"], 1000, args.open))
-    asyncio.run(fresh(hub.env["TELENET_DATABASE_URL"]))
-    asyncio.run(run(args, hub))
+    try:
+        asyncio.run(fill(hub.env["TELENET_DATABASE_URL"], 1000, args.open))
+        asyncio.run(fresh(hub.env["TELENET_DATABASE_URL"]))
+        asyncio.run(run(args, hub))
+    finally:
+        shutil.rmtree(hub.tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
