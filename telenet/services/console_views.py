@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 from sqlalchemy import select
 
 from telenet.domain.access import Actor, Role
-from telenet.services.hub import Hub
-from telenet.store.models import CriticalFinding, Patient, Request
+from telenet.domain.errors import Forbidden
+from telenet.services.access import center_by_code
+from telenet.services.hub import Hub, read_use_case
+from telenet.services.outbox import outbox_view
+from telenet.store.models import CriticalFinding, HL7Destination, HL7OutboxItem, Patient, Request
 
 
 async def open_criticals(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
@@ -43,6 +47,32 @@ async def open_criticals(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
         }
         for finding, accession, name in rows
     ]
+
+
+async def center_hl7_backlog(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50) -> dict[str, Any]:
+    """The HL7 results (ORU) of a center's requests still waiting for delivery to the requesting HIS, oldest
+    first, with each destination's state: the coordinator's view of the outbox (admins see their subtree's
+    under /api/v1/hl7/outbox)."""
+    if actor.role is not Role.COORDINATOR or center_code not in actor.center_codes:
+        raise Forbidden(f"{center_code} is not one of your centers", code="scope")
+    async with read_use_case(hub, actor, "hl7.outbox.read", "center", center_code) as uow:
+        center, inst = await center_by_code(uow.session, center_code)
+        uow.audit(object_path=inst.path)
+        rows = (
+            await uow.session.execute(
+                select(HL7OutboxItem, HL7Destination.down_since)
+                .join(Request, Request.id == HL7OutboxItem.request_id)
+                .outerjoin(
+                    HL7Destination,
+                    (HL7Destination.host == HL7OutboxItem.destination_host)
+                    & (HL7Destination.port == HL7OutboxItem.destination_port),
+                )
+                .where(Request.center_id == center.id, HL7OutboxItem.status == "pending")
+                .order_by(HL7OutboxItem.id)
+                .limit(limit)
+            )
+        ).all()
+    return {"items": [{**outbox_view(item), "down_since": down} for item, down in rows]}
 
 
 # 常用模板: (modality, body part or "*") -> (name, findings, impression). Readers edit them before signing.
@@ -91,10 +121,11 @@ def templates_for(modality: str | None, body_part: str | None) -> list[dict[str,
     return [{"name": n, "findings": f, "impression": i} for n, f, i in found]
 
 
-def board(worklist_items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A center's board from its worklist: depth, oldest waiting, SLA breaches and each reader's claims."""
+def board(worklist_items: list[dict[str, Any]], readers: Sequence[str] = ()) -> dict[str, Any]:
+    """A center's board from its worklist: depth, oldest waiting, SLA breaches and each reader's claims
+    (every reader of the center, those without a claim too)."""
     queued = [i for i in worklist_items if i["state"] == "queued"]
-    claims: dict[str, int] = {}
+    claims: dict[str, int] = dict.fromkeys(readers, 0)
     for item in worklist_items:
         if item["state"] == "claimed" and item.get("claimed_by"):
             claims[item["claimed_by"]] = claims.get(item["claimed_by"], 0) + 1

@@ -19,7 +19,7 @@ from telenet.services.access import center_of, load_for_action, require_role
 from telenet.services.hub import Hub, use_case
 from telenet.services.request_views import request_view
 from telenet.services.transitions import apply
-from telenet.store.models import Institution, Request, RouteStep, User, UserCenter
+from telenet.store.models import Center, Institution, Request, RouteStep, User, UserCenter
 
 SYSTEM = "system"
 
@@ -192,6 +192,23 @@ async def reassign(hub: Hub, actor: Actor, request_id: int, body: dict[str, Any]
             await session.flush()
         uow.audit(detail={"to": target_name, "from": previous, "reason": reason})
         return await request_view(session, actor, request)
+
+
+async def center_readers(hub: Hub, actor: Actor, center_code: str) -> list[dict[str, Any]]:
+    """The active readers of a center a coordinator may hand its requests to (the coordinator's centers only;
+    staff names, not patient data)."""
+    require_role(actor, Role.COORDINATOR, action="list a center's readers")
+    if center_code not in actor.center_codes:
+        raise Forbidden(f"{center_code} is not one of your centers", code="scope")
+    async with hub.reader() as session:
+        rows = await session.execute(
+            select(User.username, User.display_name, User.title)
+            .join(UserCenter, UserCenter.user_id == User.id)
+            .join(Center, Center.id == UserCenter.center_id)
+            .where(Center.code == center_code, User.role == Role.READER.value, User.active.is_(True))
+            .order_by(User.username)
+        )
+        return [{"username": u, "display_name": d, "title": t} for u, d, t in rows.all()]
 
 
 async def _inst_code(session: AsyncSession, institution_id: int) -> str:

@@ -3,6 +3,7 @@ expire leases and escalate SLA breaches."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,50 +29,105 @@ from telenet.store.models import Center, Institution, Patient, Request, User
 SYSTEM = "system"
 
 
-async def worklist(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Queued and claimed items of one center, most urgent first (priority, then due time)."""
+# The worklist's columns: only what a row shows (no ORM entities to build, no large columns to fetch).
+_WORKLIST_COLUMNS = (
+    Request.id,
+    Request.accession_number,
+    Request.kind,
+    Request.priority,
+    Request.state,
+    Request.due_at,
+    Request.modality,
+    Request.body_part,
+    Request.clinical_question,
+    Request.queued_at,
+    Request.ordered_at,
+    Request.claim_expires_at,
+    Patient.name,
+    Patient.sex,
+    Patient.birth_date,
+    User.username,
+    Institution.name,
+)
+
+
+async def worklist(
+    hub: Hub,
+    actor: Actor,
+    center_code: str,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    only: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Queued and claimed items of one center, most urgent first (priority, then due time); ``only`` keeps
+    the items among those request ids (what a live page fetches when they change). One query."""
     async with read_use_case(hub, actor, "worklist.read", "center", center_code) as uow:
         center, inst = await center_by_code(uow.session, center_code)
         uow.audit(object_path=inst.path)
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")
         if center.code not in actor.center_codes:
             raise Forbidden(f"{center.code} is not one of your centers", code="scope")
+        query = (
+            select(*_WORKLIST_COLUMNS)
+            .join(Patient, Patient.id == Request.patient_id)
+            .join(Institution, Institution.id == Request.requesting_institution_id)
+            .outerjoin(User, User.id == Request.claimed_by_id)
+            .where(Request.center_id == center.id, Request.state.in_(routing.ACTIVE_STATES))
+        )
+        if only is not None:
+            query = query.where(Request.id.in_(list(only)))
         rows = (
             await uow.session.execute(
-                select(Request, Patient.name, Patient.sex, Patient.birth_date, User.username, Institution.name)
-                .join(Patient, Patient.id == Request.patient_id)
-                .join(Institution, Institution.id == Request.requesting_institution_id)
-                .outerjoin(User, User.id == Request.claimed_by_id)
-                .where(Request.center_id == center.id, Request.state.in_(routing.ACTIVE_STATES))
-                .order_by(Request.priority_rank, Request.due_at, Request.id)
-                .limit(limit)
-                .offset(offset)
+                query.order_by(Request.priority_rank, Request.due_at, Request.id).limit(limit).offset(offset)
             )
         ).all()
         now = hub.clock.now()
         items = []
-        for request, name, sex, birth, claimed_by, requester in rows:
-            item = summary(request, center.code)
-            waiting_from = request.queued_at or request.ordered_at
-            item.update(
+        for (
+            request_id,
+            accession,
+            kind,
+            priority,
+            state,
+            due,
+            modality,
+            body_part,
+            question,
+            queued_at,
+            ordered_at,
+            claim_expires_at,
+            name,
+            sex,
+            birth,
+            claimed_by,
+            requester,
+        ) in rows:
+            waiting_from = queued_at or ordered_at
+            items.append(
                 {
-                    "modality": request.modality,
-                    "body_part": request.body_part,
-                    "clinical_question": request.clinical_question,
+                    # summary() of the request, as its events say it
+                    "request_id": request_id,
+                    "accession_number": accession,
+                    "kind": kind,
+                    "priority": priority,
+                    "state": state,
+                    "center": center.code,
+                    "due_at": due.isoformat() if due else None,
+                    "modality": modality,
+                    "body_part": body_part,
+                    "clinical_question": question,
                     "patient_name": name,
                     "patient_sex": sex,
                     "patient_birth_date": birth.isoformat() if birth else None,
                     "requesting_institution": requester,
-                    "queued_at": request.queued_at.isoformat() if request.queued_at else None,
+                    "queued_at": queued_at.isoformat() if queued_at else None,
                     "waiting_minutes": round((now - waiting_from).total_seconds() / 60, 1),
-                    "sla_remaining_minutes": (
-                        round(remaining(request.due_at, now).total_seconds() / 60, 1) if request.due_at else None
-                    ),
+                    "sla_remaining_minutes": (round(remaining(due, now).total_seconds() / 60, 1) if due else None),
                     "claimed_by": claimed_by,
-                    "claim_expires_at": request.claim_expires_at.isoformat() if request.claim_expires_at else None,
+                    "claim_expires_at": claim_expires_at.isoformat() if claim_expires_at else None,
                 }
             )
-            items.append(item)
         uow.audit(detail={"count": len(items)})
         return {
             "center": center.code,

@@ -183,14 +183,22 @@ TEXT: dict[str, tuple[str, str]] = {
     "board.oldest": ("最长等待", "Oldest waiting"),
     "board.breaches": ("超时数量", "SLA breaches"),
     "board.claims": ("医生认领情况", "Claims per reader"),
-    "board.reassign": ("收回重新分派", "Take back for reassignment"),
+    "board.reassign": ("分派", "Reassign"),
+    "board.reassign_title": ("分派申请", "Reassign a request"),
+    "board.to": ("交给医生", "Hand to reader"),
+    "board.reason": ("分派原因", "Reason"),
+    "board.hand": ("交给该医生", "Hand to this reader"),
+    "board.release": ("收回认领（放回队列）", "Release the claim (back to the queue)"),
+    "board.cancel": ("关闭", "Close"),
+    "board.readers": ("本中心诊断医生", "Readers of this center"),
+    "board.no_claims": ("无认领", "no claims"),
     "recon.title": ("待匹配影像", "Unmatched studies"),
     "recon.empty": ("没有待匹配的影像", "No unmatched studies"),
     "recon.request_id": ("关联到申请编号", "Link to request no."),
     "recon.link": ("关联", "Link"),
-    "recon.mismatch": (
-        "注意：影像的患者与申请的患者不一致，请核对后再次点击“关联”确认。",
-        "Warning: the study's patient differs from the request's; check, then press Link again to confirm.",
+    "recon.confirm_reason": (
+        "确认理由（患者信息不一致而确为同一人时填写）",
+        "Confirmation (when the patients differ but are the same person: why)",
     ),
     "backlog.forwarding": ("影像转发队列", "Forwarding backlog"),
     "backlog.hl7": ("HL7 结果发送队列", "HL7 outbox backlog"),
@@ -321,6 +329,13 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "bad-accession": ("检查号格式不正确", "The accession number is not valid"),
     "bad-time": ("时间格式不正确", "The time is not valid"),
     "already-claimed": ("该申请已被其他医生认领", "Another reader has claimed this request"),
+    "unknown-reader": ("该用户不是本中心在岗的诊断医生", "Not an active reader of this center"),
+    "reason-missing": ("请填写原因", "Give the reason"),
+    "patient-mismatch": (
+        "注意：影像的患者与申请的患者不一致。请核对；如确为同一人，填写确认理由后再次点击“关联”",
+        "Warning: the study's patient differs from the request's. Check; if it is the same person, "
+        "say why and Link again",
+    ),
     "not-holder": ("您没有认领该申请", "You do not hold this request"),
     "practice-years": ("执业未满三年，不能签发正式报告", "Under three years of practice: you cannot sign"),
     "critical-items-missing": ("请填写危急值内容", "List the critical findings"),
@@ -347,6 +362,7 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "bad-attachment-type": ("附件必须是 PDF、JPEG 或 PNG 文件", "Attachments are PDF, JPEG or PNG files"),
     "attachment-too-large": ("附件不能超过 4 MB", "An attachment has at most 4 MB"),
     "schema-violation": ("请更正标出的内容", "Please correct the marked fields"),
+    "required": ("此项必填", "Required"),
 }
 
 

@@ -5,6 +5,7 @@ the session's CSRF token."""
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,23 +16,27 @@ from telenet.api.context import HUB
 from telenet.api.middleware import SESSION_COOKIE
 from telenet.domain.access import Role, may_sign_final
 from telenet.domain.errors import Forbidden, Invalid, TooManyRequests, Unauthorized
-from telenet.domain.lifecycle import Kind, ReturnReason
+from telenet.domain.lifecycle import Kind, Priority, RequestState, ReturnReason
 from telenet.services import (
     attachments,
     console_sessions,
     console_views,
     consultation,
+    coordination,
     forwarding,
     queue,
     requests,
     study_views,
 )
-from telenet.web.i18n import LANGUAGES
-from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
+from telenet.web.i18n import LANGUAGES, translate
+from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, fragment, page, render
 
 SESSION_MINUTES = web.AppKey("console_session_minutes", int)
 # The worklist page shows this many items (most urgent first); the API pages by 200.
 WORKLIST_ROWS = 500
+BOARD_ROWS = 200
+# A live page asks for at most this many changed rows at once (more: it reads the whole page again).
+ROWS_PER_FETCH = 50
 
 
 def _secure(request: web.Request) -> bool:
@@ -198,18 +203,56 @@ async def print_report(request: web.Request, ctx: PageContext) -> web.StreamResp
     return await render(ctx, "print.html", **values)
 
 
+@functools.cache
+def row_labels(lang: str) -> dict[str, Any]:
+    """Everything a worklist row says, translated once per language (a row of 500 then calls nothing)."""
+
+    def t(key: str) -> str:
+        return translate(lang, key)
+
+    return {
+        "priority": {p.value: t(f"priority.{p.value}") for p in Priority},
+        "rank": {p.value: p.rank for p in Priority},
+        "state": {s.value: t(f"state.{s.value}") for s in RequestState},
+        "kind": {k.value: t(f"kind.{k.value}") for k in Kind},
+        "minutes": t("minutes"),
+        "unclaimed": t("worklist.unclaimed"),
+        "claim": t("action.claim"),
+        "release": t("action.release"),
+        "reassign": t("board.reassign"),
+    }
+
+
+def _row_ids(value: str) -> list[int]:
+    """``?rows=3,17``: the request ids whose rows a live page asks for again."""
+    try:
+        ids = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise Invalid("rows is a comma-separated list of request ids", code="bad-parameter") from None
+    if not 0 < len(ids) <= ROWS_PER_FETCH:
+        raise Invalid(f"rows names 1 to {ROWS_PER_FETCH} request ids", code="bad-parameter")
+    return ids
+
+
 @page
 async def worklist(request: web.Request, ctx: PageContext) -> web.StreamResponse:
+    """The worklist; with ``?rows=id,...`` only those rows (the ones still open), for a live page to update."""
     assert ctx.actor is not None
     code = request.match_info["code"]
-    listing = await queue.worklist(request.app[HUB], ctx.actor, code, limit=WORKLIST_ROWS)
+    hub = request.app[HUB]
+    labels = row_labels(ctx.lang)
+    if "rows" in request.query:
+        ids = _row_ids(request.query["rows"])
+        listing = await queue.worklist(hub, ctx.actor, code, limit=len(ids), only=ids)
+        return fragment(ctx, "worklist_rows.html", items=listing["items"], L=labels)
+    listing = await queue.worklist(hub, ctx.actor, code, limit=WORKLIST_ROWS)
     return await render(
         ctx,
         "worklist.html",
         topics=[f"worklist:{code}"],
         center=code,
-        centers=sorted(ctx.actor.center_codes),
         items=listing["items"],
+        L=labels,
     )
 
 
@@ -220,18 +263,23 @@ async def center_board(request: web.Request, ctx: PageContext) -> web.StreamResp
         raise Forbidden("the center board is the coordinators'", code="role")
     hub = request.app[HUB]
     code = request.match_info["code"]
-    listing = await queue.worklist(hub, ctx.actor, code, limit=200)
+    listing = await queue.worklist(hub, ctx.actor, code, limit=BOARD_ROWS)
+    readers = await coordination.center_readers(hub, ctx.actor, code)
     unmatched = await study_views.reconciliation_list(hub, ctx.actor, limit=50)
     jobs = await forwarding.list_jobs(hub, ctx.actor, state="pending", limit=50)
+    hl7 = await console_views.center_hl7_backlog(hub, ctx.actor, code, limit=50)
     return await render(
         ctx,
         "board.html",
         topics=[f"worklist:{code}"],
         center=code,
         items=listing["items"],
-        b=console_views.board(listing["items"]),
+        L=row_labels(ctx.lang),
+        readers=readers,
+        b=console_views.board(listing["items"], [r["username"] for r in readers]),
         unmatched=unmatched["items"],
         forwarding={"items": [j for j in jobs["items"] if j["center"] == code], "outages": jobs["outages"]},
+        hl7=hl7["items"],
     )
 
 

@@ -140,6 +140,12 @@ async def render(
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
 
+def fragment(ctx: PageContext, template: str, **values: Any) -> web.Response:
+    """A piece of a page (no frame, banner or live topics): what a live page fetches to update itself."""
+    html = ctx.request.app[ENV].get_template(template).render(ctx=ctx, t=ctx.t, actor=ctx.actor, **values)
+    return web.Response(text=html, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
+
+
 PageHandler = Callable[[web.Request, PageContext], Awaitable[web.StreamResponse]]
 
 

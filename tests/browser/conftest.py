@@ -34,6 +34,17 @@ DOCS_SHOTS = ROOT / "docs" / "screenshots"
 UPDATE_DOCS = os.environ.get("TELENET_UPDATE_SCREENSHOTS") == "1"
 
 
+# Form controls without an accessible name (no label, aria-label or aria-labelledby; a button without text).
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter((el) => {
+    const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+      || (el.labels && el.labels.length);
+    const text = (el.tagName === 'BUTTON') && el.textContent.trim();
+    return !named && !text;
+  })
+  .map((el) => el.outerHTML)"""
+
+
 def _missing(what: str) -> None:
     message = f"{what}; TELENET_REQUIRE_PEERS=1 fails here"
     if REQUIRE_PEERS:
@@ -105,6 +116,7 @@ def login(
     page.get_by_label(label[1]).fill(PASSWORD)
     if capture:
         shot(page, capture, main=True)
+        assert page.evaluate(UNLABELLED) == []
     page.get_by_role("button", name=label[2], exact=True).click()
     page.wait_for_url(lambda url: "/login" not in url)
     return page

@@ -9,21 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import api, login, queued_xray, require_viewer, shot
+from tests.browser.conftest import UNLABELLED, api, login, queued_xray, require_viewer, shot
 from tests.factories import national_id
 
 pytestmark = pytest.mark.interop
 
 IMG = "NL-C01-K01-IMG"
-
-UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
-  .filter((el) => {
-    const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
-      || (el.labels && el.labels.length);
-    const text = (el.tagName === 'BUTTON') && el.textContent.trim();
-    return !named && !text;
-  })
-  .map((el) => el.outerHTML)"""
 
 
 def wait_queued(console_hub: Any, request_id: int) -> None:

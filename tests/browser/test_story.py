@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from telenet.sim.modality import perform_imaging, send_ecg
-from tests.browser.conftest import assert_not_reloaded, live, login, mark_no_reload, open_in_ohif, shot
+from tests.browser.conftest import UNLABELLED, assert_not_reloaded, live, login, mark_no_reload, open_in_ohif, shot
 from tests.factories import national_id
 
 pytestmark = pytest.mark.interop
@@ -68,6 +68,7 @@ def test_xray_story_two_browsers(browser: Any, console_hub: Any) -> None:
     mark_no_reload(doctor)
     live(doctor)
     shot(doctor, "clinic-request-ordered")
+    assert doctor.evaluate(UNLABELLED) == []  # the requesting side's request page (cancel form)
 
     # The township DR finds the order on its worklist and sends the images (C-STORE + MPPS).
     study_uid = perform_imaging("C01K01T01", "127.0.0.1", console_hub.dicom_port, "TELENET", accession)
@@ -101,6 +102,7 @@ def test_xray_story_two_browsers(browser: Any, console_hub: Any) -> None:
     reader.get_by_role("checkbox", name="危急值").check()
     reader.get_by_label("危急值内容（每行一项）").fill("右侧气胸，肺组织压缩约40%")
     shot(reader, "reader-report-form", main=True)
+    assert reader.evaluate(UNLABELLED) == []  # the report form, return, escalate
     reader.get_by_role("button", name="签发报告").click()
     expect(reader.locator("#request-state")).to_have_text("已签发", timeout=20_000)
 
@@ -110,12 +112,14 @@ def test_xray_story_two_browsers(browser: Any, console_hub: Any) -> None:
     expect(doctor.locator("#critical-banner").get_by_role("alert")).to_contain_text("右侧气胸", timeout=20_000)
     assert_not_reloaded(doctor)
     shot(doctor, "clinic-critical-banner", main=True)
+    assert doctor.evaluate(UNLABELLED) == []  # the acknowledgement form with read-back
 
     # The banner is on every page until acknowledged.
     other = doctor.context.new_page()
     other.goto("/requests")
     expect(other.locator("#critical-banner").get_by_role("alert")).to_contain_text("右侧气胸")
     shot(other, "clinic-my-requests", main=True)
+    assert other.evaluate(UNLABELLED) == []
     other.close()
 
     ack = doctor.locator("#req-critical").get_by_role("alert")
@@ -209,6 +213,7 @@ def test_clinic_without_dicom_network_uploads_over_stow_rs(browser: Any, console
     expect(doctor.get_by_role("status").filter(has_text="/ 3")).to_have_text("已上传: 2 / 3", timeout=30_000)
     expect(doctor.locator("#stow-result")).to_contain_text("失败")
     shot(doctor, "clinic-upload", main=True)
+    assert doctor.evaluate(UNLABELLED) == []
     doctor.goto(request_url)
     expect(doctor.get_by_role("link", name="在阅片器中打开")).to_be_visible(timeout=20_000)
     doctor.context.close()

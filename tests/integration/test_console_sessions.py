@@ -145,9 +145,19 @@ async def test_websocket_handshake_with_the_cookie_and_not_from_another_origin(c
 
 
 async def test_pages_carry_a_strict_csp_and_no_inline_script_or_style(client: Any) -> None:
-    value, _ = await session_of(client, "township_doc")
+    screens = {
+        "township_doc": ("/login", "/requests", "/requests/new"),
+        "county_reader": ("/centers/NL-C01-K01-IMG/worklist",),
+        "county_coord": ("/centers/NL-C01-K01-IMG/board",),
+    }
+    for username, paths in screens.items():
+        await _no_inline_code(client, username, paths)
+
+
+async def _no_inline_code(client: Any, username: str, paths: tuple[str, ...]) -> None:
+    value, _ = await session_of(client, username)
     cookie = {"Cookie": f"telenet_session={value}"}
-    for path in ("/login", "/requests", "/requests/new"):
+    for path in paths:
         resp = await client.get(path, headers=cookie)
         assert resp.status == 200, path
         assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")

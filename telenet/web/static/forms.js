@@ -8,6 +8,9 @@ const CODE_FIELDS = {
   "modality-missing": "/modality",
   "bad-accession": "/accession_number",
   "bad-time": "/consent/given_at",
+  "unknown-reader": "/to",
+  "reason-missing": "/reason",
+  "patient-mismatch": "/confirm_reason",
 };
 
 export function csrfToken() {
@@ -56,13 +59,13 @@ export function formBody(form, submitter) {
   }
   if (submitter && submitter.name) {
     const v = submitter.value;
-    setPath(body, submitter.name, v === "true" ? true : v === "false" ? false : v);
+    setPath(body, submitter.name, v === "true" ? true : v === "false" ? false : v === "null" ? null : v);
   }
   if (body.kind === "consultation") delete body.modality;
   return body;
 }
 
-function clearErrors(form) {
+export function clearErrors(form) {
   for (const p of form.querySelectorAll(".field-error, .form-error")) p.textContent = "";
   for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
 }
@@ -90,13 +93,15 @@ function said(code) {
 }
 
 export function showProblem(form, problem) {
-  const errors = Array.isArray(problem.errors) ? problem.errors : [];
+  // Schema violations list their messages; other problems' errors are details (e.g. the fields that differ).
+  const errors = Array.isArray(problem.errors) ? problem.errors.filter((e) => e && e.message) : [];
   if (errors.length) {
     for (const e of errors) {
       let pointer = e.location || "/";
       const missing = /^'([^']+)' is a required property/.exec(e.message || "");
       if (missing) pointer = `${pointer === "/" ? "" : pointer}/${missing[1]}`;
-      showError(form, pointer, e.message);
+      const required = missing && said("required");
+      showError(form, pointer, required ? `${required}（${e.message}）` : e.message);
     }
   } else {
     const code = (problem.type || "").split(":").pop();
@@ -106,21 +111,6 @@ export function showProblem(form, problem) {
   }
   const first = form.querySelector("[aria-invalid]");
   if (first) first.focus();
-}
-
-const plain = (name) => (name || "").replace(/[\^=\s]/g, "");
-
-// Linking an unmatched study: when the request's patient is not the study's, warn and ask for a second click.
-async function patientsAgree(form, body) {
-  if (!form.classList.contains("recon-form") || form.dataset.confirmed === String(body.request_id)) return true;
-  const resp = await fetch(`/api/v1/requests/${body.request_id}`, { credentials: "same-origin" });
-  if (!resp.ok) return true; // the link call itself reports the problem
-  const patient = (await resp.json()).patient || {};
-  const same = plain(patient.name) === plain(form.dataset.patientName) || (patient.id && patient.id === form.dataset.patientId);
-  if (same) return true;
-  form.dataset.confirmed = String(body.request_id);
-  showError(form, "/", `${form.dataset.textMismatch} (${patient.name} / ${form.dataset.patientName})`);
-  return false;
 }
 
 // Files of [data-attach] inputs go to the request's attachments, one POST each (the file is the body).
@@ -152,7 +142,6 @@ async function submit(form, submitter) {
   clearErrors(form);
   try {
     const body = formBody(form, submitter);
-    if (!(await patientsAgree(form, body))) return;
     if (form.dataset.filesOnly !== undefined) {
       const problem = await uploadFiles(form, form.dataset.api.split("/")[4]);
       if (problem) showProblem(form, problem);
@@ -181,7 +170,8 @@ async function submit(form, submitter) {
       window.location.assign(form.dataset.redirect.replace("{id}", data.id ?? data.request_id ?? ""));
       return;
     }
-    document.dispatchEvent(new CustomEvent("console:changed"));
+    form.dispatchEvent(new CustomEvent("console:done", { bubbles: true, detail: data }));
+    document.dispatchEvent(new CustomEvent("console:changed", { detail: { request: data.request_id ?? data.id } }));
   } catch (err) {
     showError(form, "/", String(err));
   } finally {
@@ -190,30 +180,33 @@ async function submit(form, submitter) {
   }
 }
 
-export function bindForms(root) {
-  for (const form of root.querySelectorAll("form.api-form")) {
-    if (form.dataset.bound) continue;
-    form.dataset.bound = "1";
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      submit(form, event.submitter);
-    });
-    form.addEventListener("input", () => {
-      const region = form.closest("[data-live]");
-      if (region) region.dataset.dirty = "1";
-    });
-  }
-  for (const picker of root.querySelectorAll("select.template-picker")) {
-    if (picker.dataset.bound) continue;
-    picker.dataset.bound = "1";
-    picker.addEventListener("change", () => {
-      const option = picker.selectedOptions[0];
-      const form = picker.form;
-      if (!option || !option.value || !form) return;
-      form.elements.findings.value = option.dataset.findings;
-      form.elements.impression.value = option.dataset.impression;
-      const region = form.closest("[data-live]");
-      if (region) region.dataset.dirty = "1";
-    });
-  }
+// One listener each on the document for every api-form, present and to come (rows a live page inserts), so
+// a page of 500 rows binds nothing per row.
+let bound = false;
+
+export function bindForms() {
+  if (bound) return;
+  bound = true;
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("api-form")) return;
+    event.preventDefault();
+    submit(form, event.submitter);
+  });
+  document.addEventListener("input", (event) => {
+    const form = event.target.closest?.("form.api-form");
+    const region = form?.closest("[data-live]");
+    if (region) region.dataset.dirty = "1";
+  });
+  document.addEventListener("change", (event) => {
+    const picker = event.target;
+    if (!(picker instanceof HTMLSelectElement) || !picker.classList.contains("template-picker")) return;
+    const option = picker.selectedOptions[0];
+    const form = picker.form;
+    if (!option || !option.value || !form) return;
+    form.elements.findings.value = option.dataset.findings;
+    form.elements.impression.value = option.dataset.impression;
+    const region = form.closest("[data-live]");
+    if (region) region.dataset.dirty = "1";
+  });
 }
