@@ -206,6 +206,13 @@ class Settings:
     dicom_max_associations_per_peer: int = dataclasses.field(
         default=32, metadata={"doc": "Simultaneous DICOM associations from one address; more are rejected."}
     )
+    dicom_max_pdu_bytes: int = dataclasses.field(
+        default=1 << 20,
+        metadata={
+            "doc": "Maximum PDU length the DICOM node advertises and accepts (a longer PDU aborts the association); "
+            "0: unlimited, else at least 4096."
+        },
+    )
     dicom_max_instance_bytes: int = dataclasses.field(
         default=2 << 30, metadata={"doc": "Largest DICOM instance accepted by C-STORE (0xA700 above it)."}
     )

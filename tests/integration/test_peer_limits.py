@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 from pynetdicom import AE
+from pynetdicom.pdu_primitives import MaximumLengthNotification
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
+from gateways.dicom.node import running_node
 from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
-from telenet.store.models import HL7DeadLetter
-from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered
+from telenet.domain.errors import Invalid
+from telenet.services import peers
+from telenet.services.metrics import Tally
+from telenet.store.models import DicomInstance, HL7DeadLetter
+from tests.conftest import require_tool
+from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered, run_tool
 from tests.integration.test_dicom_node import store
 
 
@@ -86,3 +92,59 @@ async def test_dicom_associations_per_peer_and_instance_size(client: Any, settin
         ds = instance("CT_small.dcm", accession=view["accession_number"])
         (status,) = await store(node.port, TOWNSHIP_AE, [ds])
         assert status.Status == 0xA700 and "larger than 1000 bytes" in str(status.ErrorComment)
+
+
+async def test_dicom_maximum_pdu_is_advertised_kept_by_storescu_and_enforced(
+    client: Any, settings: Settings, tmp_path: Path
+) -> None:
+    view = await ordered(client, modality="CT")
+    refusals = Tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    async with running_node(client.hub, settings.replace(dicom_max_pdu_bytes=16384), refusals) as node:
+        # dcmtk's storescu keeps to the advertised maximum: a 39 KB instance arrives in 16 KiB PDUs.
+        kept = instance("CT_small.dcm", accession=view["accession_number"])
+        path = tmp_path / "ct.dcm"
+        kept.save_as(path)
+        done = await run_tool(
+            [require_tool("storescu"), "-aet", TOWNSHIP_AE, "-aec", "TELENET", "127.0.0.1", str(node.port), str(path)]
+        )
+        assert done.returncode == 0, done.output
+
+        # A peer that ignores it sends the whole instance in one PDU: aborted before the PDU is read.
+        rogue = instance("CT_small.dcm", accession=view["accession_number"])
+
+        def one_big_pdu() -> tuple[int, Any]:
+            ae = AE(ae_title=TOWNSHIP_AE)
+            ae.add_requested_context(str(rogue.SOPClassUID))
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            assert assoc.is_established
+            advertised = int(assoc.acceptor.maximum_length)
+            for item in assoc.acceptor.user_information:  # forget the node's maximum: one P-DATA-TF
+                if isinstance(item, MaximumLengthNotification):
+                    item.maximum_length_received = 0
+            status = assoc.send_c_store(rogue)
+            if assoc.is_established:
+                assoc.abort()
+            return advertised, status
+
+        advertised, status = await asyncio.to_thread(one_big_pdu)
+    assert advertised == 16384
+    assert "Status" not in status, "no C-STORE response: the association was aborted"
+    assert refusals.values == {(("protocol", "dicom"), ("reason", "pdu-too-large")): 1.0}
+    async with client.hub.sessions() as session:
+        stored = set(
+            (
+                await session.execute(
+                    select(DicomInstance.sop_instance_uid).where(
+                        DicomInstance.sop_instance_uid.in_([str(kept.SOPInstanceUID), str(rogue.SOPInstanceUID)])
+                    )
+                )
+            ).scalars()
+        )
+    assert stored == {str(kept.SOPInstanceUID)}
+
+
+async def test_a_maximum_pdu_below_4096_is_refused(settings: Settings) -> None:
+    from gateways.dicom.node import DicomNode
+
+    with pytest.raises(Invalid, match="dicom_max_pdu_bytes"):
+        DicomNode(None, settings.replace(dicom_max_pdu_bytes=1000), asyncio.get_running_loop())  # type: ignore[arg-type]
