@@ -178,6 +178,14 @@ class Settings:
     dicom_forward_tls: bool = dataclasses.field(
         default=False, metadata={"doc": "Forward studies to center PACS over DICOM TLS."}
     )
+    tls_destinations_file: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "TOML file of per-destination TLS for outbound links (center PACS, HIS), one table per "
+            '"host:port": tls (false: plain), ca_file, cert_file, key_file, verify, server_name; a destination not '
+            "listed follows dicom_forward_tls / hl7_send_tls with the hub's files."
+        },
+    )
     plain_loopback_only: bool = dataclasses.field(
         default=False,
         metadata={"doc": "Refuse plain (non-TLS) HTTP, DICOM and MLLP connections from anywhere but loopback."},

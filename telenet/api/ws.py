@@ -62,6 +62,7 @@ class Broker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: AsyncConnection | None = None
+        self.audit = events.DeliveryAudit(hub)
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,6 +97,7 @@ class Broker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.audit.drain()
 
     async def _run(self) -> None:
         while True:
@@ -122,6 +124,7 @@ class Broker:
                         if frame is None:
                             frame = frames[topic] = event.encoded(topic).encode()
                         if await _send_direct(sub, event, frame):
+                            self.audit.delivered(sub.actor, event, topic)
                             continue
                         try:
                             sub.queue.put_nowait(event)
@@ -241,9 +244,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     sub.cursor = broker.last_id
                 await ws.send_json({"type": "subscribed", "topics": sorted(sub.topics)})
                 if since is not None and new:
-                    await _replay(hub, ws, sub, new, since)
+                    await _replay(hub, ws, sub, new, since, broker.audit)
             if forwarder is None:
-                forwarder = asyncio.create_task(_forward(ws, sub))
+                forwarder = asyncio.create_task(_forward(ws, sub, broker.audit))
     finally:
         broker.subscribers.discard(sub)
         for task in (forwarder, watcher):
@@ -335,7 +338,9 @@ def _parse(data: str) -> tuple[list[str], int | None] | str:
     return topics, since
 
 
-async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set[str], since: int) -> None:
+async def _replay(
+    hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set[str], since: int, audit: events.DeliveryAudit
+) -> None:
     """Send what the client missed on its topics since ``since``, in id order, without repeating what it has."""
     after = since
     while True:
@@ -344,19 +349,20 @@ async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set
             break
         for event in batch:
             if event.id > sub.cursor or new.intersection(event.topics):
-                await _send(ws, event, sub.topics)
+                await _send(ws, event, sub, audit)
             after = event.id
         sub.cursor = max(sub.cursor, after)
 
 
-async def _send(ws: web.WebSocketResponse, event: PublishedEvent, topics: set[str]) -> None:
+async def _send(ws: web.WebSocketResponse, event: PublishedEvent, sub: Subscriber, audit: events.DeliveryAudit) -> None:
     for topic in event.topics:
-        if topic in topics:
+        if topic in sub.topics:
             await ws.send_str(event.encoded(topic))
+            audit.delivered(sub.actor, event, topic)
             return
 
 
-async def _forward(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+async def _forward(ws: web.WebSocketResponse, sub: Subscriber, audit: events.DeliveryAudit) -> None:
     while not ws.closed:
         event = await sub.queue.get()
         if event is None:
@@ -365,5 +371,5 @@ async def _forward(ws: web.WebSocketResponse, sub: Subscriber) -> None:
         async with sub.lock:
             if event.id <= sub.cursor:
                 continue
-            await _send(ws, event, sub.topics)
+            await _send(ws, event, sub, audit)
             sub.cursor = event.id
