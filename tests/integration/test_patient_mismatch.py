@@ -154,3 +154,22 @@ async def test_an_instance_of_another_patient_is_not_linked_by_its_accession(
             )
         ).scalar_one()
     assert linked == view["id"]
+
+
+async def test_a_stow_of_another_patient_is_not_linked_by_its_accession(client: Any) -> None:
+    from tests.dicomweb_fixtures import web_for
+
+    view = await ordered(client, modality="CT", patient_id="P0042")  # 张三, M, 1980-01-01
+    ds = instance("CT_small.dcm", accession=view["accession_number"], patient_id="P0042", patient_name="王^五")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientBirthDate, ds.PatientSex = "19800101", "M"
+    web = await web_for(client, "township_doc")
+    await web.call(lambda c: c.store_instances([ds]))
+    async with client.hub.sessions() as session:
+        study = (
+            await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == str(ds.StudyInstanceUID)))
+        ).scalar_one()
+    assert study.request_id is None, "stored, but waiting for reconciliation: the name contradicts the order's"
+    listing = await (await client.get("/api/v1/reconciliation", headers=await client.login("county_coord"))).json()
+    (item,) = [i for i in listing["items"] if i["study_instance_uid"] == str(ds.StudyInstanceUID)]
+    assert item["patient_mismatch"] == ["name"] and item["accession_request_id"] == view["id"]
