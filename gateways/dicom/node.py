@@ -153,8 +153,19 @@ class _NodeAE(AE):
     def require_calling_aet(self) -> list[str]:
         if self.whitelist is None:
             return []
-        # pynetdicom asks while negotiating, on the association's own thread, right after reading the title.
+        # pynetdicom asks while negotiating, on the association's own thread, right after reading the title,
+        # and more than once: the answer is kept on the association, so each refusal is counted once.
         assoc = threading.current_thread()
+        if not hasattr(assoc, "requestor"):  # not an association's thread
+            return self._decide_calling_aet(assoc)
+        decided: list[str] | None = getattr(assoc, "_telenet_calling_aet", None)
+        if decided is None:
+            decided = self._decide_calling_aet(assoc)
+            assoc._telenet_calling_aet = decided  # type: ignore[attr-defined]
+        return decided
+
+    def _decide_calling_aet(self, assoc: threading.Thread) -> list[str]:
+        assert self.whitelist is not None
         requestor = getattr(assoc, "requestor", None)
         sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
         secure = isinstance(sock, ssl.SSLSocket)

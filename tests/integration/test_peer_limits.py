@@ -14,6 +14,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
 from gateways.dicom.node import running_node
+from telenet.api.fee_routes import metrics_registry
 from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
 from telenet.domain.errors import Invalid
@@ -148,3 +149,43 @@ async def test_a_maximum_pdu_below_4096_is_refused(settings: Settings) -> None:
 
     with pytest.raises(Invalid, match="dicom_max_pdu_bytes"):
         DicomNode(None, settings.replace(dicom_max_pdu_bytes=1000), asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
+async def test_plain_connections_from_beyond_loopback_are_refused_by_a_setting(
+    aiohttp_client: Any, demo_hub: Any, settings: Settings, database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every peer of a test is 127.0.0.1: here it counts as a host of the provincial network.
+    monkeypatch.setattr("telenet.api.proxy.is_loopback", lambda _address: False)
+    monkeypatch.setattr("telenet.tls.is_loopback", lambda _address: False)
+    configured = settings.replace(plain_loopback_only=True, hl7_enabled=True, hl7_port=0, hl7_workers=1)
+    app = build_app(configured, engine=database.engine)
+    api = await aiohttp_client(app)
+
+    resp = await api.get("/api/v1/centers")
+    assert resp.status == 403 and (await resp.json())["type"].endswith("tls-required")
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", app[HL7_GATEWAY].port)
+    writer.write(b"\x0bMSH|^~\\&|HIS|NL-C01-K01-T01|TELENET|HUB|20260302||ADT^A04|X1|P|2.5\r\x1c\x0d")
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    assert answer == b"", "closed without an answer"
+
+    refusals = Tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    async with running_node(demo_hub, configured, refusals) as node:
+
+        def echo() -> bool:
+            ae = AE(ae_title=TOWNSHIP_AE)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            established = bool(assoc.is_established)
+            if established:
+                assoc.release()
+            return established
+
+        assert await asyncio.to_thread(echo) is False
+    assert refusals.values == {(("protocol", "dicom"), ("reason", "plain-connection")): 1.0}
+    hl7 = metrics_registry(app).tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    assert hl7.values[(("protocol", "hl7"), ("reason", "plain-connection"))] == 1.0  # /metrics itself is refused
