@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, StoragePresentationContexts, _config
 from pynetdicom.events import Event
@@ -164,6 +164,10 @@ class _NodeAE(AE):
             assoc._telenet_calling_aet = decided  # type: ignore[attr-defined]
         return decided
 
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
+        pass
+
     def _decide_calling_aet(self, assoc: threading.Thread) -> list[str]:
         assert self.whitelist is not None
         requestor = getattr(assoc, "requestor", None)
@@ -181,10 +185,6 @@ class _NodeAE(AE):
             return ["\x00"]
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
         return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
-
-    @require_calling_aet.setter
-    def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
-        pass
 
     def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs["server_class"] = _Server
@@ -227,10 +227,10 @@ class _PduLimitedSocket(AssociationSocket):
 class _RequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
-        sock = assoc.dul.socket
         # pynetdicom builds the socket inside this method; its class is swapped for the limited one (same
         # state, one method more) instead of copying the method.
-        sock.__class__ = _PduLimitedSocket
+        assoc.dul.socket.__class__ = _PduLimitedSocket
+        sock = cast(_PduLimitedSocket, assoc.dul.socket)
         ae = self.ae
         sock.max_pdu_bytes = int(ae.maximum_pdu_size or 0)
         whitelist = getattr(ae, "whitelist", None)

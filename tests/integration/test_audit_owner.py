@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_role
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -18,7 +19,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from pydicom.dataset import Dataset
 from sqlalchemy import update
 
 from telenet.api.ws import BROKER

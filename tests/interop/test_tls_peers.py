@@ -358,6 +358,7 @@ async def test_each_his_is_reached_with_its_own_tls_settings(
         hl7_send_tls=False,
         tls_destinations_file=destination_file(tmp_path / "destinations.toml", pacs_pki, pki, *ports),
     )
+
     async def no_worker(*_args: Any) -> Any:
         raise AssertionError("messages are framed by the test itself")
 
