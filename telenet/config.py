@@ -215,10 +215,10 @@ class Settings:
         default=32, metadata={"doc": "Simultaneous DICOM associations from one address; more are rejected."}
     )
     dicom_max_pdu_bytes: int = dataclasses.field(
-        default=1 << 20,
+        default=256 << 10,
         metadata={
             "doc": "Maximum PDU length the DICOM node advertises and accepts (a longer PDU aborts the association); "
-            "0: unlimited, else at least 4096."
+            "0: unlimited, else at least 4096. 256 KiB receives large instances faster than unlimited PDUs."
         },
     )
     dicom_max_instance_bytes: int = dataclasses.field(
