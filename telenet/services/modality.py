@@ -545,19 +545,32 @@ async def retrieve(hub: Hub, actor: Actor, query: StudyQuery, *, destination: st
         )
         pairs = (await session.execute(sql.order_by(DicomInstance.id))).all()
         sent = list({study.id: study for _i, study in pairs}.values())
-        uow.audit(object_path=_owner_path(sent, actor), detail={"count": len(pairs)})
-        # Each study retrieved, and each one asked for outside the caller's scope, gets its own row filed under
+        # Each study retrieved, and each one asked for outside the caller's scope, has its own row filed under
         # the institution that acquired it: its admins see who took (or tried to take) their patients' images.
-        audit_studies(uow, actor, action, sent, destination=destination)
+        # The use case's own row is the first study's; nothing sent, it is filed under the caller's institution.
+        if sent:
+            first = sent[0]
+            uow.audit(
+                object_id=first.study_instance_uid,
+                object_path=first.source_path,
+                detail={
+                    "count": len(pairs),
+                    "patient_id": first.patient_id,
+                    "accession_number": first.accession_number,
+                },
+            )
+        else:
+            uow.audit(detail={"count": 0})
+        audit_studies(uow, actor, action, sent[1:], destination=destination)
         audit_studies(uow, actor, action, await _out_of_scope(session, query, sent), outcome="scope")
         return [RetrieveFile(i.path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid) for i, _s in pairs]
 
 
 async def _out_of_scope(session: AsyncSession, query: StudyQuery, allowed: Sequence[DicomStudy]) -> list[DicomStudy]:
     """The studies a retrieve names (by study, series or instance UID) that exist but are not the caller's."""
-    sql = (
-        select(DicomStudy)
-        .distinct()
+    # Distinct study ids first: PostgreSQL cannot DISTINCT over the study's JSON columns.
+    named = (
+        select(DicomStudy.id)
         .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
         .join(DicomInstance, DicomInstance.series_id == DicomSeries.id)
         .where(
@@ -568,9 +581,10 @@ async def _out_of_scope(session: AsyncSession, query: StudyQuery, allowed: Seque
                 DicomInstance.sop_instance_uid.in_(query.sop_uids) if query.sop_uids else None,
             ),
         )
+        .distinct()
         .limit(MAX_MATCHES)
     )
-    return list((await session.execute(sql)).scalars().all())
+    return list((await session.execute(select(DicomStudy).where(DicomStudy.id.in_(named)))).scalars().all())
 
 
 async def move_destination(hub: Hub, actor: Actor, ae_title: str) -> tuple[str, str, int]:
