@@ -10,6 +10,7 @@ import os
 import ssl
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -338,8 +339,13 @@ def peer_server_context(pacs_pki: Pki) -> ssl.SSLContext:
     return context
 
 
+# The sender's and the forwarder's connections need no database: a hub stand-in (no engine fixture, so these
+# run once, not once per database).
+NO_HUB: Any = SimpleNamespace(clock=SimpleNamespace(now=lambda: None))
+
+
 async def test_each_his_is_reached_with_its_own_tls_settings(
-    demo_hub: Any, settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
+    settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
 ) -> None:
     from gateways.hl7.sender import ResultSender, TransportError
 
@@ -362,7 +368,7 @@ async def test_each_his_is_reached_with_its_own_tls_settings(
     async def no_worker(*_args: Any) -> Any:
         raise AssertionError("messages are framed by the test itself")
 
-    sender = ResultSender(demo_hub, configured, no_worker)
+    sender = ResultSender(NO_HUB, configured, no_worker)
     message = str(his_message("adt_a04.hl7")).replace("\n", "\r").encode()
     try:
         for port, his in ((ports[0], tls_his), (plain_port, plain_his)):
@@ -381,7 +387,7 @@ async def test_each_his_is_reached_with_its_own_tls_settings(
 
 
 async def test_each_pacs_is_reached_with_its_own_tls_settings(
-    demo_hub: Any, settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
+    settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
 ) -> None:
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -410,7 +416,7 @@ async def test_each_pacs_is_reached_with_its_own_tls_settings(
         dicom_forward_tls=False,
         tls_destinations_file=destination_file(tmp_path / "destinations.toml", pacs_pki, pki, tls_port, wrong_ca_port),
     )
-    forwarder = Forwarder.from_settings(demo_hub, configured)
+    forwarder = Forwarder.from_settings(NO_HUB, configured)
     assert forwarder.outbound is not None
     ds = instance("CT_small.dcm")
     path = tmp_path / "ct.dcm"
