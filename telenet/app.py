@@ -21,6 +21,7 @@ from telenet.api import (
     account_routes,
     attachment_routes,
     clinical_routes,
+    consultation_routes,
     dicom_routes,
     fee_routes,
     hl7_routes,
@@ -37,7 +38,7 @@ from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
-from telenet.services import fees, order_status, outbox, peers, requests, studies
+from telenet.services import consultation, fees, order_status, outbox, peers, requests, studies
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
 from telenet.services.group_commit import GroupCommit
@@ -103,13 +104,13 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         dialect=engine.dialect.name,
         engine=engine,
         read_sessions=read_session_factory(engine),
-        event_listeners=[order_status.on_event],
+        event_listeners=[order_status.on_event, consultation.on_event],
         audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
         registry=RegistryCache(read_session_factory(engine)),
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
     hub.follow_ups.on_routed.append(studies.on_routed)
-    hub.follow_ups.on_final.extend([fees.record_final, outbox.enqueue_result])
+    hub.follow_ups.on_final.extend([consultation.on_final, fees.record_final, outbox.enqueue_result])
     hub.follow_ups.data_complete = requests.data_complete
     return hub
 
@@ -128,6 +129,7 @@ def route_sets() -> list[Routes]:
         attachment_routes.routes,
         clinical_routes.routes,
         signalling.routes,
+        consultation_routes.routes,
     ]
 
 

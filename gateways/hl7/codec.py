@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 from gateways.hl7.ack import build_ack, build_ack_for, parse_ack
@@ -71,6 +72,8 @@ _MODALITY_CODES.update(
     {"DR": "DX", "ECG": "ECG", "EC": "ECG", "EKG": "ECG", "NMR": "MR", "OUS": "US", "VUS": "US"}
     | {"CUS": "US", "NMS": "NM", "XRC": "XA", "RAD": "", "RX": ""}  # "" = radiology, modality unknown
 )
+#: OBR-4 service code of a remote consultation (远程会诊), coding system 99TLN: CONSULT, or CONSULT-<subspecialty>.
+_CONSULTATION = re.compile(r"CONSULT(?:-([A-Z][A-Z0-9_]{0,31}))?")
 _MODALITY_PREFIX = re.compile(r"(ECG|EKG|CR|DX|DR|CT|MR|US|MG|XA|RF|NM|PT)(?![A-Z])")
 _PRIORITIES: dict[str, Priority] = {"S": "stat", "STAT": "stat", "A": "urgent", "ASAP": "urgent"}
 _PRIORITIES |= {"U": "urgent", "URGENT": "urgent"}
@@ -261,6 +264,26 @@ def _order(
     procedure_code, procedure_text = obr.get(4, 1), obr.get(4, 2)
     if not procedure_code and not procedure_text:
         raise Reject("AE", 101, "OBR-4", "OBR-4 universal service identifier missing")
+    consult = _CONSULTATION.fullmatch(procedure_code.upper())
+    if consult is not None:
+        return NewOrder(
+            patient=patient,
+            accession_number=accession,
+            kind="consultation",
+            modality=None,
+            procedure_code=procedure_code,
+            procedure_text=procedure_text,
+            body_part=None,
+            priority=_priority(first(group, "TQ1"), obr, orc) or "routine",
+            clinical_question=_clinical_question(obr),
+            ordering_clinician=_clinician(orc, 12) or _clinician(obr, 16),
+            consent=_consent(first(group, "CON") or first(segs, "CON"), patient),
+            placer_order_number=placer or None,
+            filler_order_number=filler or None,
+            subspecialty=(consult.group(1) or "").lower() or None,
+            scheduled_at=_wished_time(first(group, "TQ1"), obr, orc),
+            **common,
+        )
     modality = _modality(obr, ipc)
     return NewOrder(
         patient=patient,
@@ -290,12 +313,16 @@ def _study_uid(ipc: Segment | None) -> str | None:
     return value
 
 
-def _change(orc: Segment, obr: Segment | None, tq1: Segment | None, accession: str, common: dict[str, Any]) -> Order:
-    scheduled = None
+def _wished_time(tq1: Segment | None, obr: Segment | None, orc: Segment) -> datetime | None:
+    """The wished (scheduled) time: TQ1-7 start date/time, else OBR-27.4, else ORC-7.4 (TQ)."""
     for location, seg, n, comp in (("TQ1-7", tq1, 7, 1), ("OBR-27", obr, 27, 4), ("ORC-7", orc, 7, 4)):
         if seg is not None and seg.get(n, comp):
-            scheduled = parse_ts(seg.get(n, comp), location)
-            break
+            return parse_ts(seg.get(n, comp), location)
+    return None
+
+
+def _change(orc: Segment, obr: Segment | None, tq1: Segment | None, accession: str, common: dict[str, Any]) -> Order:
+    scheduled = _wished_time(tq1, obr, orc)
     change = ChangeOrder(
         accession_number=accession,
         priority=_priority(tq1, obr, orc) if obr is not None else _priority(tq1, orc, orc),

@@ -131,11 +131,16 @@ def order_body(order: NewOrder) -> dict[str, Any]:
     """A NW order as the body of ``POST /api/v1/requests``; consent only when granted and dated."""
     body: dict[str, Any] = {
         "kind": order.kind,
-        "modality": order.modality,
         "priority": order.priority,
         "patient": patient_data(order.patient),
         "accession_number": order.accession_number,
     }
+    if order.modality is not None:
+        body["modality"] = order.modality
+    if order.subspecialty:
+        body["subspecialty"] = order.subspecialty
+    if order.scheduled_at is not None:
+        body["scheduled_at"] = _aware(order.scheduled_at).isoformat()
     if order.clinical_question:
         body["clinical_question"] = order.clinical_question
     if order.body_part:
@@ -194,6 +199,8 @@ _POINTERS = {
     "/clinical_question": "OBR-13",
     "/body_part": "OBR-15",
     "/modality": "OBR-24",
+    "/scheduled_at": "TQ1-7",
+    "/subspecialty": "OBR-4",
     "/accession_number": "ORC-2",
     "/priority": "TQ1-9",
     "/consent/given_by": "CON-24",

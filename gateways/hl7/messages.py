@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 AckCode = Literal["AA", "AE", "AR", "CA", "CE", "CR"]
 Priority = Literal["stat", "urgent", "routine"]
-Kind = Literal["imaging", "ecg"]
+Kind = Literal["imaging", "ecg", "consultation"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class NewOrder:
     patient: PatientData
     accession_number: str
     kind: Kind
-    modality: str  # DICOM modality: DX, CT, ..., ECG
+    modality: str | None  # DICOM modality: DX, CT, ..., ECG; None for a consultation
     procedure_code: str
     procedure_text: str
     body_part: str | None
@@ -76,6 +76,10 @@ class NewOrder:
     sending_application: str = ""
     charset: str = "utf-8"
     study_instance_uid: str | None = None  # IPC-3: the Study Instance UID the order fixes
+    # A consultation (OBR-4 service code CONSULT[-<subspecialty>]): the subspecialty asked for and the wished
+    # session time (TQ1-7, else OBR-27.4, else ORC-7.4), which the requesting side thereby proposes.
+    subspecialty: str | None = None
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ DIRECTORY = web.AppKey("attachment_dir", Path)
 @routes.add(
     "POST",
     "/api/v1/requests/{id}/attachments",
-    summary="Attach a PDF, JPEG or PNG (body: the file; X-Filename: its name, URL-encoded)",
+    summary="Attach a PDF, JPEG, PNG or DICOM file (body: the file; X-Filename: its name, URL-encoded)",
     tag="consultations",
-    roles="requesting institution",
+    roles="requesting institution; for a consultation also its consultant center and invited participants",
     responses={"201": "attached", "403": "not the requesting side", "422": "empty, too large or not that type"},
 )
 async def add_attachment(request: web.Request) -> web.Response:

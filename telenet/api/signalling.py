@@ -92,6 +92,16 @@ class Rooms:
         return self.rooms.get(request_id, {}).get(peer_id)
 
 
+async def evict(app: web.Application, request_id: int, username: str, reason: str) -> int:
+    """Close the session sockets of a participant who was just removed, with the reason (4403); how many.
+    Other hub processes notice at the participant's next signal (``live_session.still_allowed``)."""
+    room = rooms_of(app).rooms.get(request_id, {})
+    gone = [peer for peer in list(room.values()) if peer.actor.username == username]
+    for peer in gone:
+        await peer.ws.close(code=CLOSE_FORBIDDEN, message=reason[:120].encode())
+    return len(gone)
+
+
 def rooms_of(app: web.Application) -> Rooms:
     """This process's sessions, kept in the app's mutable ``EXTRA`` dict (no app-state change after start)."""
     rooms: Rooms = app[EXTRA].setdefault("consultation_rooms", Rooms())
@@ -175,7 +185,7 @@ async def _relay(hub: Any, rooms: Rooms, rid: int, peer: Peer, data: str) -> Non
         return
     if not await live_session.still_allowed(hub, peer.actor, rid):
         await peer.ws.send_json({"type": "error", "detail": "you are no longer a participant of this consultation"})
-        await peer.ws.close()
+        await peer.ws.close(code=CLOSE_FORBIDDEN, message=b"participant-removed: no longer a participant")
         return
     await target.ws.send_json({"type": "signal", "from": peer.id, "data": message["data"]})
 

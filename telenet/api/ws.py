@@ -140,6 +140,7 @@ class Broker:
                             self.audit.delivered(sub.actor, event, topic)
                             if event.name in SCOPE_EVENTS:
                                 sub.hold_for_recheck()
+                            await _revoke(sub, event)
                             continue
                         try:
                             sub.queue.put_nowait(event)
@@ -148,6 +149,7 @@ class Broker:
                                 sub.queue.get_nowait()
                             sub.queue.put_nowait(None)
                             self.subscribers.discard(sub)
+                        await _revoke(sub, event)
                 self.last_id = event.id
 
 
@@ -165,6 +167,26 @@ SCOPE_EVENTS = frozenset(
         "request.cancelled",
     }
 )
+
+
+async def _revoke(sub: Subscriber, event: PublishedEvent) -> None:
+    """An event that ends someone's access (a participant removed from a consultation) carries ``revoke``:
+    that user's subscriptions to those topics end at once, in every hub process, with the reason; a
+    connection left with no topic is closed (4403)."""
+    revoke = event.data.get("revoke")
+    if not isinstance(revoke, dict) or revoke.get("user_id") != sub.actor.user_id:
+        return
+    dropped = sorted(sub.topics.intersection(revoke.get("topics") or ()))
+    if not dropped or sub.ws is None:
+        return
+    sub.topics.difference_update(dropped)
+    detail = str(revoke.get("detail") or "access ended")
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        for topic in dropped:
+            await sub.ws.send_json(_error(detail, topic=topic, code=revoke.get("code") or "access-ended"))
+        if not sub.topics:
+            await sub.ws.close(code=CLOSE_FORBIDDEN, message=f"{revoke.get('code')}: {detail}"[:120].encode())
+
 
 # A subscriber whose socket buffer holds more than this is sent to through its queue (and its own task), so
 # that one slow client never makes the broker wait.

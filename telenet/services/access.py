@@ -59,8 +59,9 @@ async def can_see_request(session: AsyncSession, actor: Actor, request: Request)
     center, inst = await center_of(session, request.center_id)
     if actor.sees_center(center.code, inst.path):
         return True
+    # A participant sees the consultation only while invited: a removal ends access at once.
     participant = await session.get(Participant, (request.id, actor.user_id))
-    return participant is not None
+    return participant is not None and participant.removed_at is None
 
 
 async def load_request(

@@ -1,6 +1,8 @@
-"""Attachments of a request (a consultation's PDF report of an earlier visit, a JPEG photo of a wound): added
-by the requesting side, opened by whoever may see the request; each opening audited. Files are stored once by
-content (SHA-256), written durably before their row commits; the type is checked from the bytes, not the name."""
+"""Attachments of a request (a consultation's PDF report of an earlier visit, a JPEG photo of a wound, a DICOM
+image): added by the requesting side and, for a consultation, by its consultant center and its participants
+while invited; opened by whoever may see the request (a participant only while invited); each opening audited.
+Files are stored once by content (SHA-256), written durably before their row commits; the type is checked from
+the bytes (magic numbers), not the name, and the size is limited."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor
 from telenet.domain.errors import Invalid, NotFound
+from telenet.domain.lifecycle import Kind
+from telenet.services import consultation_members
 from telenet.services.access import load_request, require_requesting_side
 from telenet.services.hub import Hub, use_case
-from telenet.store.models import Attachment
+from telenet.store.models import Attachment, Center, Participant, Request
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_PER_REQUEST = 20
@@ -27,7 +31,15 @@ KINDS = {
     "application/pdf": (b"%PDF-", ".pdf"),
     "image/jpeg": (b"\xff\xd8\xff", ".jpg"),
     "image/png": (b"\x89PNG\r\n\x1a\n", ".png"),
+    # DICOM Part 10: a 128-byte preamble, then "DICM" (checked at offset 128 by ``_is_kind``).
+    "application/dicom": (b"DICM", ".dcm"),
 }
+_MAGIC_OFFSET = {"application/dicom": 128}
+
+
+def _is_kind(content_type: str, data: bytes) -> bool:
+    offset = _MAGIC_OFFSET.get(content_type, 0)
+    return data[offset:].startswith(KINDS[content_type][0])
 
 
 def check(filename: str, content_type: str, data: bytes) -> str:
@@ -37,12 +49,14 @@ def check(filename: str, content_type: str, data: bytes) -> str:
         raise Invalid("the file name must have 1 to 200 printable characters", code="bad-filename")
     kind = KINDS.get(content_type)
     if kind is None:
-        raise Invalid(f"attachments are PDF, JPEG or PNG, not {content_type or 'unknown'}", code="bad-attachment-type")
+        raise Invalid(
+            f"attachments are PDF, JPEG, PNG or DICOM, not {content_type or 'unknown'}", code="bad-attachment-type"
+        )
     if not data:
         raise Invalid("the file is empty", code="empty-attachment")
     if len(data) > MAX_BYTES:
         raise Invalid(f"an attachment has at most {MAX_BYTES // (1024 * 1024)} MB", code="attachment-too-large")
-    if not data.startswith(kind[0]):
+    if not _is_kind(content_type, data):
         raise Invalid(f"the file is not a {content_type} file", code="bad-attachment-type")
     return name
 
@@ -94,7 +108,7 @@ async def add(
     async with use_case(hub, actor, "attachment.add", "request", str(request_id)) as uow:
         request = await load_request(uow.session, actor, request_id)
         uow.audit(object_path=request.requesting_path, detail={"filename": name, "size": len(data)})
-        require_requesting_side(actor, request, action="attach files")
+        await _require_uploader(uow.session, actor, request)
         if len(await attachments_of(uow.session, request_id)) >= MAX_PER_REQUEST:
             raise Invalid(f"a request has at most {MAX_PER_REQUEST} attachments", code="too-many-attachments")
         await asyncio.to_thread(_write, directory, digest, KINDS[content_type][1], data)
@@ -111,6 +125,20 @@ async def add(
         await uow.session.flush()
         result = view(item)
     return result
+
+
+async def _require_uploader(session: AsyncSession, actor: Actor, request: Request) -> None:
+    """The requesting side attaches to any request; a consultation also takes files from its consultant center
+    and from its participants while they are invited (``load_request`` has checked that the actor sees it)."""
+    if request.kind == Kind.CONSULTATION.value:
+        center = await session.get(Center, request.center_id)
+        assert center is not None
+        if consultation_members.side_of(actor, request, center) is not None:
+            return
+        participant = await session.get(Participant, (request.id, actor.user_id))
+        if participant is not None and participant.removed_at is None:
+            return
+    require_requesting_side(actor, request, action="attach files")
 
 
 async def attachments_of(session: AsyncSession, request_id: int) -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
             await session.execute(
                 select(User.username)
                 .join(Participant, Participant.user_id == User.id)
-                .where(Participant.request_id == request.id)
+                .where(Participant.request_id == request.id, Participant.removed_at.is_(None))
             )
         )
         .scalars()

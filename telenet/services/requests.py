@@ -25,7 +25,7 @@ from telenet.domain.routing import RouteQuery
 from telenet.domain.sla import due_at
 from telenet.domain.sla_rules import sla_minutes
 from telenet.domain.tiers import Tier
-from telenet.services import routing
+from telenet.services import consultation_members, routing
 from telenet.services.access import (
     center_of,
     load_for_action,
@@ -41,10 +41,8 @@ from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
     Institution,
-    Participant,
     Patient,
     Request,
-    User,
 )
 
 # DICOM AccessionNumber is SH: at most 16 characters, no backslash or control characters.
@@ -212,8 +210,9 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             # The UID the worklist hands out, kept so that the view, the MWL, the images and the ORU agree.
             request.study_instance_uid = study_uid_for(hub.options.secret, request.accession_number)
         await routing.record(hub, session, request.id, "route", decision, center_id, None, actor.username)
-        for username in body.get("participants", []):
-            await add_participant(session, hub, request, username)
+        await consultation_members.invite_at_order(
+            session, hub, actor, request, body.get("invited_centers", []), body.get("participants", [])
+        )
         await session.flush()
         await hub.follow_ups.routed(hub, session, request, center)
         uow.audit(object_id=str(request.id), detail={"accession_number": request.accession_number})
@@ -226,16 +225,6 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             request_id=request.id,
         )
         return await committed_view(uow, actor, request)
-
-
-async def add_participant(session: AsyncSession, hub: Hub, request: Request, username: str) -> None:
-    if request.kind != Kind.CONSULTATION.value:
-        raise Invalid("only a consultation has participants", code="participants-not-allowed")
-    user = (await session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-    if user is None:
-        raise Invalid(f"participant {username!r} is not a user", code="unknown-participant")
-    if await session.get(Participant, (request.id, user.id)) is None:
-        session.add(Participant(request_id=request.id, user_id=user.id, added_at=hub.clock.now()))
 
 
 async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
@@ -390,7 +379,7 @@ async def cancel(hub: Hub, actor: Actor, request_id: int, reason: str | None) ->
             event="request.cancelled",
             center_code=center.code,
             institution_code=inst_code,
-            data={"reason": reason},
+            data={"reason": reason, "by": actor.username},
             cancelled_at=hub.clock.now(),
             claimed_by_id=None,
             claim_expires_at=None,

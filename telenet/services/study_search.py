@@ -94,7 +94,9 @@ def visible_studies(actor: Actor) -> ColumnElement[bool]:
         # Administrators get aggregates; images are patient data, seen only with a stated reason (audited).
         return false()
     at_my_centers = select(Center.id).where(Center.code.in_(sorted(actor.center_codes)))
-    taking_part = select(Participant.request_id).where(Participant.user_id == actor.user_id)
+    taking_part = select(Participant.request_id).where(
+        Participant.user_id == actor.user_id, Participant.removed_at.is_(None)
+    )
     request_clauses: list[ColumnElement[bool]] = [
         Request.center_id.in_(at_my_centers),
         Request.claimed_by_id == actor.user_id,

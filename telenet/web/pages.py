@@ -15,8 +15,17 @@ from telenet.api.context import HUB
 from telenet.api.middleware import SESSION_COOKIE
 from telenet.domain.access import Role, may_sign_final
 from telenet.domain.errors import Forbidden, Invalid, TooManyRequests, Unauthorized
-from telenet.domain.lifecycle import ReturnReason
-from telenet.services import attachments, console_sessions, console_views, forwarding, queue, requests, study_views
+from telenet.domain.lifecycle import Kind, ReturnReason
+from telenet.services import (
+    attachments,
+    console_sessions,
+    console_views,
+    consultation,
+    forwarding,
+    queue,
+    requests,
+    study_views,
+)
 from telenet.web.i18n import LANGUAGES
 from telenet.web.render import LANG_COOKIE, PRELOGIN_COOKIE, PageContext, context_of, page, render
 
@@ -176,6 +185,9 @@ async def request_page(request: web.Request, ctx: PageContext) -> web.StreamResp
             "return_reasons": [r.value for r in ReturnReason],
             "open_criticals": [c for c in view["critical_findings"] if not c["acknowledged_at"]],
         }
+    )
+    values["c"] = (
+        await consultation.get(request.app[HUB], actor, view["id"]) if view["kind"] == Kind.CONSULTATION.value else None
     )
     return await render(ctx, "request.html", topics=[f"request:{view['id']}"], **values)
 

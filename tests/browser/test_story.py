@@ -235,7 +235,7 @@ def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, cons
     doctor.get_by_label("居民身份证号码").fill(national_id(884))
     doctor.get_by_label("知情同意签署人").fill("陈十三本人")
     doctor.get_by_label("知情同意时间").fill("2026-12-01T08:30")
-    doctor.get_by_label("附件（PDF、JPEG、PNG）").set_input_files(str(summary))
+    doctor.get_by_label("附件（PDF、JPEG、PNG、DICOM）").set_input_files(str(summary))
     shot(doctor, "clinic-new-consultation", main=True)
     doctor.get_by_role("button", name="提交申请").click()
     doctor.wait_for_url(re.compile(r"/requests/\d+$"))
@@ -252,6 +252,11 @@ def test_consultation_with_an_attachment_the_consultant_opens(browser: Any, cons
     assert response.status == 200
     assert response.headers["content-type"] == "application/pdf"
     assert response.body() == PDF
+    # The consultant center agrees the wished time the clinic proposed: the session is scheduled (会诊已预约).
+    session = consultant.locator("#req-consultation")
+    expect(session.locator("#consult-phase")).to_have_text("时间待确认")
+    session.get_by_role("button", name="确认时间").click()
+    expect(consultant.locator("#consult-phase")).to_have_text("已预约")
     shot(consultant, "consultant-request")
     doctor.context.close()
     consultant.context.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,9 @@ async def test_imaging_ecg_and_consultation_stories(hub: Any, orthanc: Orthanc) 
             await wait_until(both_results, "both ORU^R01 at the township HIS")
             assert any(name.startswith("张") for acc, _, name in story.results if acc == "E2EDX0001")
 
-            # --- consultation over REST: the city consultation center answers ------------------------------
+            # --- consultation over REST, as a session: the clinic proposes a time, the consultant center agrees,
+            # a second center's specialist is invited (MDT), the session starts, the opinion is signed ----------
+            wished = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
             consult = await story.call(
                 "POST",
                 "township_doc",
@@ -303,11 +305,19 @@ async def test_imaging_ecg_and_consultation_stories(hub: Any, orthanc: Orthanc) 
                     "clinical_question": "反复胸闷，请协助诊治",
                     "patient": {"id": "T01-0001", "name": "张三", "national_id": national_id(11)},
                     "consent": {"given_by": "患者本人", "given_at": datetime.now(UTC).isoformat()},
+                    "scheduled_at": wished.isoformat(),
                 },
                 status=201,
             )
             consultant = CONSULTANTS[consult["center"]["code"]]
+            session = f"/api/v1/consultations/{consult['id']}"
+            guest_center, guest = next((c, u) for c, u in CONSULTANTS.items() if c != consult["center"]["code"])
+            await story.call("POST", "township_doc", f"{session}/centers", {"center": guest_center})
+            await story.call("POST", "township_doc", f"{session}/participants", {"username": guest})
+            await story.call("POST", consultant, f"{session}/time/agree")
             await story.call("POST", consultant, f"/api/v1/requests/{consult['id']}/claim")
+            await story.call("POST", consultant, f"{session}/start")
+            assert (await story.call("GET", guest, session))["phase"] == "in_session"
             opinion = await story.call(
                 "POST",
                 consultant,
@@ -315,6 +325,11 @@ async def test_imaging_ecg_and_consultation_stories(hub: Any, orthanc: Orthanc) 
                 {"findings": "会诊意见：考虑稳定型心绞痛。", "impression": "建议冠脉CTA。", "final": True},
             )
             assert opinion["state"] == "final"
+            done = await story.call("GET", "township_doc", session)
+            assert done["phase"] == "opinion" and done["agreed"]["by"] == consultant
+            assert [s["action"] for s in done["timeline"]] == [
+                "propose", "center_invited", "participant_added", "agree", "start", "opinion",
+            ]  # fmt: skip
         finally:
             await imaging_ws.close()
             await ecg_ws.close()

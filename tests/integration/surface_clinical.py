@@ -12,7 +12,9 @@ practitioner rows act on the side's spare account (``Side.spare_user``), which n
 
 from __future__ import annotations
 
-from tests.integration.surface_table import Read, Row, Target, expect, public
+from collections.abc import Callable
+
+from tests.integration.surface_table import Read, Row, Side, Target, expect, public
 
 # Whoever may see the scenario's consultation: its requesting side (clinic, HIS, the coordinators above it) and
 # the reader invited to it; an admin needs a stated reason (break-glass) like for any patient record.
@@ -94,3 +96,81 @@ CLINICAL: list[Row] = [
         note="the session page is static; it takes the request and the token from its fragment",
     ),
 ]
+
+# --- consultation sessions (issue 15) ----------------------------------------------------------------------
+# The scenario's consultation is queued in phase ``requested`` (no wished time), with the side's reader invited
+# for the side's ECG center. Every write below is refused after role and scope (422 / 404 / 409), so nothing
+# changes: the requesting side (clinic, HIS, the coordinators above it) speaks for the consultation, the invited
+# reader is a participant but not the consultant center, admins need a stated reason.
+
+
+def _sides(status: int) -> dict[str, tuple[int, int]]:
+    """The requesting side gets ``status`` on its own consultation, 403 on the other side's."""
+    return {role: (status, 403) for role in ("requester", "coordinator", "integration")}
+
+
+def _consultation(suffix: str = "", json: object = None) -> Callable[[Side], Target]:
+    return lambda side: Target(f"/api/v1/consultations/{side.consultation_id}{suffix}", json)
+
+
+CONSULTATION_SESSIONS: list[Row] = [
+    Row(
+        "GET",
+        "/api/v1/consultations/{id}",
+        expect(requester=(200, 403), reader=(200, 403), coordinator=(200, 403), admin=403, integration=(200, 403)),
+        target=_consultation(),
+        audit=Read("consultation.read", "request", "institution"),
+        note="whoever sees the consultation; the reader as an invited participant",
+    ),
+    Row(
+        "POST",
+        "/api/v1/consultations/{id}/time",
+        expect(**_sides(422)),
+        target=_consultation("/time", {"time": "2026-03-03T10:00:00"}),
+        note="a time without its UTC offset is refused (bad-time) once the side is known",
+    ),
+    Row(
+        "POST",
+        "/api/v1/consultations/{id}/time/agree",
+        expect(**_sides(409)),
+        target=_consultation("/time/agree"),
+        note="nothing proposed yet: agreeing is an illegal transition",
+    ),
+    Row(
+        "POST",
+        "/api/v1/consultations/{id}/start",
+        expect(),
+        target=_consultation("/start"),
+        note="only the consultant holding it or its center's coordinator starts a session; nobody here is",
+    ),
+    Row(
+        "POST",
+        "/api/v1/consultations/{id}/centers",
+        expect(**_sides(422)),
+        target=_consultation("/centers", {"center": "NO-SUCH-CENTER"}),
+        note="an unknown center is refused (unknown-center) once the side is known",
+    ),
+    Row(
+        "DELETE",
+        "/api/v1/consultations/{id}/centers/{code}",
+        expect(**_sides(404)),
+        target=_consultation("/centers/NL-PROV-IMG"),
+        note="a center that is not invited: 404 once the side is known",
+    ),
+    Row(
+        "POST",
+        "/api/v1/consultations/{id}/participants",
+        expect(**_sides(422)),
+        target=_consultation("/participants", {"username": "no_such_user"}),
+        note="an unknown user is refused (unknown-participant) once the side is known",
+    ),
+    Row(
+        "DELETE",
+        "/api/v1/consultations/{id}/participants/{username}",
+        expect(**_sides(404)),
+        target=_consultation("/participants/township_doc"),
+        note="someone who is not a participant: 404 once the side is known (the invited reader stays)",
+    ),
+]
+
+CLINICAL += CONSULTATION_SESSIONS

@@ -156,6 +156,7 @@ async def test_consultation_is_queued_at_once_and_has_a_thread(demo_hub: Any) ->
             priority="urgent",
             scheduled_at="2026-03-02T16:00:00+08:00",
             participants=["province_reader"],
+            invited_centers=["NL-PROV-CONS"],
         ),
     )
     assert view["state"] == "queued" and view["center"]["code"] == "NL-C01-CONS"
@@ -172,6 +173,9 @@ async def test_consultation_is_queued_at_once_and_has_a_thread(demo_hub: Any) ->
         await consultation.post_message(demo_hub, outsider, view["id"], "?")
     thread = await consultation.list_messages(demo_hub, specialist, view["id"])
     assert [m["body"] for m in thread["items"]] == ["患者胸痛加重，附心电图。", "建议急查肌钙蛋白。"]
+    # The wished time was proposed with the order: the consultant center agrees it, then holds the session.
+    await consultation.agree_time(demo_hub, specialist, view["id"])
+    await consultation.start(demo_hub, specialist, view["id"])
     opinion = await reports.report(
         demo_hub,
         specialist,

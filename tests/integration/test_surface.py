@@ -141,6 +141,7 @@ async def _side(
             patient_id=patient_id,
             serial=serial,
             participants=[reader],
+            invited_centers=[final["center"]["code"]],
         ),
     )
     await consultation.post_message(hub, clinic, consult["id"], "患者胸痛加重。")

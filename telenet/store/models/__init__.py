@@ -4,6 +4,7 @@ from telenet.store.models.accounts import AuditEntry, Token, User, UserCenter
 from telenet.store.models.attachments import Attachment
 from telenet.store.models.base import Base
 from telenet.store.models.clinical import CriticalCall, PractitionerRecord
+from telenet.store.models.consultations import Consultation, ConsultationCenter, ConsultationStep
 from telenet.store.models.dicom import (
     DicomInstance,
     DicomSeries,
@@ -45,6 +46,9 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Center",
+    "Consultation",
+    "ConsultationCenter",
+    "ConsultationStep",
     "CriticalCall",
     "CriticalFinding",
     "DicomInstance",

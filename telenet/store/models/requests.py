@@ -216,6 +216,13 @@ class Participant(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The invited center the participant takes part for, who added them, and when access ended (removal keeps
+    # the row: a participant sees the request only while ``removed_at`` is empty).
+    center_id: Mapped[int | None] = mapped_column(ForeignKey("centers.id"))
+    added_by: Mapped[str | None] = mapped_column(String(64))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(64))
+    removal_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Message(Base):

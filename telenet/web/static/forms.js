@@ -39,7 +39,7 @@ export function formBody(form, submitter) {
     else if (el.dataset.type === "lines") {
       value = el.value.split("\n").map((s) => s.trim()).filter(Boolean);
       if (!value.length) continue;
-    } else if (el.name === "participants") {
+    } else if (el.name === "participants" || el.name === "invited_centers") {
       value = el.value.split(/[,，\s]+/).filter(Boolean);
       if (!value.length) continue;
     } else if (el.type === "number") {
