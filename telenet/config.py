@@ -178,6 +178,14 @@ class Settings:
     dicom_forward_tls: bool = dataclasses.field(
         default=False, metadata={"doc": "Forward studies to center PACS over DICOM TLS."}
     )
+    tls_destinations_file: str = dataclasses.field(
+        default="",
+        metadata={
+            "doc": "TOML file of per-destination TLS for outbound links (center PACS, HIS), one table per "
+            '"host:port": tls (false: plain), ca_file, cert_file, key_file, verify, server_name; a destination not '
+            "listed follows dicom_forward_tls / hl7_send_tls with the hub's files."
+        },
+    )
     plain_loopback_only: bool = dataclasses.field(
         default=False,
         metadata={"doc": "Refuse plain (non-TLS) HTTP, DICOM and MLLP connections from anywhere but loopback."},
@@ -205,6 +213,13 @@ class Settings:
 
     dicom_max_associations_per_peer: int = dataclasses.field(
         default=32, metadata={"doc": "Simultaneous DICOM associations from one address; more are rejected."}
+    )
+    dicom_max_pdu_bytes: int = dataclasses.field(
+        default=256 << 10,
+        metadata={
+            "doc": "Maximum PDU length the DICOM node advertises and accepts (a longer PDU aborts the association); "
+            "0: unlimited, else at least 4096. 256 KiB receives large instances faster than unlimited PDUs."
+        },
     )
     dicom_max_instance_bytes: int = dataclasses.field(
         default=2 << 30, metadata={"doc": "Largest DICOM instance accepted by C-STORE (0xA700 above it)."}

@@ -61,8 +61,15 @@ def instance(
     charset: str | None = None,
     patient_id: str | None = None,
 ) -> Dataset:
-    """A copy of a bundled file with fresh (or given) UIDs and the given identifiers."""
+    """A copy of a bundled file with fresh (or given) UIDs and the given identifiers. With an accession number
+    the file's own patient (``CompressedSamples^CT1``, nobody's) is blanked but for what is given: it would
+    contradict the order's patient, and a study whose patient contradicts the request's is not linked
+    automatically."""
     ds = pydicom.dcmread(pydicom_file(source))
+    if accession is not None:
+        for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"):
+            if keyword in ds:
+                setattr(ds, keyword, "")
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.SOPInstanceUID = sop_uid or generate_uid()

@@ -29,9 +29,15 @@ class SendError(Exception):
 
 
 def send_study(
-    task: ForwardTask, calling_ae: str, tls_context: ssl.SSLContext | None = None, *, timeout: float = 30.0
+    task: ForwardTask,
+    calling_ae: str,
+    tls_context: ssl.SSLContext | None = None,
+    *,
+    timeout: float = 30.0,
+    server_name: str | None = None,
 ) -> int:
-    """Send every file of ``task`` over one association; the number sent, or SendError."""
+    """Send every file of ``task`` over one association (over TLS with ``tls_context``, verifying the
+    destination as ``server_name``, by default its host); the number sent, or SendError."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
@@ -50,7 +56,7 @@ def send_study(
         task.port,
         ae_title=task.ae_title,
         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
-        tls_args=(tls_context, task.host) if tls_context is not None else None,
+        tls_args=(tls_context, server_name or task.host) if tls_context is not None else None,
     )
     if not assoc.is_established:
         raise SendError(f"association with {task.destination} failed (rejected, aborted or no answer)")
@@ -83,9 +89,9 @@ class Forwarder:
         calling_ae: str,
         *,
         poll_seconds: float = 1.0,
-        tls_context: ssl.SSLContext | None = None,
+        outbound: tls.OutboundTLS | None = None,
     ) -> None:
-        self.tls_context = tls_context
+        self.outbound = outbound
         self.hub = hub
         self.policy = policy
         self.calling_ae = calling_ae
@@ -100,8 +106,8 @@ class Forwarder:
             backoff_max_seconds=settings.dicom_forward_backoff_max_seconds,
         )
         poll = max(0.05, min(1.0, settings.dicom_forward_backoff_seconds / 2))
-        context = tls.client_context(settings) if settings.dicom_forward_tls else None
-        return cls(hub, policy, settings.dicom_ae_title, poll_seconds=poll, tls_context=context)
+        outbound = tls.OutboundTLS(settings, default_tls=settings.dicom_forward_tls)
+        return cls(hub, policy, settings.dicom_ae_title, poll_seconds=poll, outbound=outbound)
 
     def _wake_up(self) -> None:
         self._wake.set()
@@ -143,7 +149,8 @@ class Forwarder:
 
     async def _attempt(self, task: ForwardTask) -> None:
         try:
-            sent = await asyncio.to_thread(send_study, task, self.calling_ae, self.tls_context)
+            context, name = self.outbound.for_destination(task.host, task.port) if self.outbound else (None, None)
+            sent = await asyncio.to_thread(send_study, task, self.calling_ae, context, server_name=name)
         except SendError as exc:
             state = await forwarding.failed(self.hub, task, str(exc), self.policy, sent=exc.sent)
             log.info("forward of %s to %s failed (%s): %s", task.study_instance_uid, task.destination, state, exc)

@@ -14,10 +14,11 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, StoragePresentationContexts, _config
 from pynetdicom.events import Event
@@ -30,7 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from gateways.dicom.bridge import LoopBridge
 from gateways.dicom.storage import FileStore
@@ -38,6 +39,7 @@ from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet import tls
 from telenet.config import Settings
 from telenet.domain.access import Actor
+from telenet.domain.errors import Invalid
 from telenet.services import peers, studies
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
@@ -64,6 +66,11 @@ STORAGE_TRANSFER_SYNTAXES = [
 PLAIN = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 LISTEN_BACKLOG = 128
 _WHITELIST_TTL_S = 30.0
+# Association-control PDUs (A-ASSOCIATE-RQ with 128 contexts and user identity included) stay far below this.
+MAX_CONTROL_PDU_BYTES = 1 << 20
+P_DATA_TF = 0x04
+# A-ABORT, source 2 (service provider), reason 6 (invalid PDU parameter value): PS3.8 9.3.8.
+_ABORT_PDU_TOO_LARGE = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
 
 
 def storage_sop_classes() -> list[str]:
@@ -146,8 +153,23 @@ class _NodeAE(AE):
     def require_calling_aet(self) -> list[str]:
         if self.whitelist is None:
             return []
-        # pynetdicom asks while negotiating, on the association's own thread, right after reading the title.
+        # pynetdicom asks while negotiating, on the association's own thread, right after reading the title,
+        # and more than once: the answer is kept on the association, so each refusal is counted once.
         assoc = threading.current_thread()
+        if not hasattr(assoc, "requestor"):  # not an association's thread
+            return self._decide_calling_aet(assoc)
+        decided: list[str] | None = getattr(assoc, "_telenet_calling_aet", None)
+        if decided is None:
+            decided = self._decide_calling_aet(assoc)
+            assoc._telenet_calling_aet = decided  # type: ignore[attr-defined]
+        return decided
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
+        pass
+
+    def _decide_calling_aet(self, assoc: threading.Thread) -> list[str]:
+        assert self.whitelist is not None
         requestor = getattr(assoc, "requestor", None)
         sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
         secure = isinstance(sock, ssl.SSLSocket)
@@ -164,18 +186,65 @@ class _NodeAE(AE):
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
         return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
 
-    @require_calling_aet.setter
-    def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
-        pass
-
     def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs["server_class"] = _Server
         return super().make_server(address, *args, **kwargs)
 
 
+class _PduLimitedSocket(AssociationSocket):
+    """Refuses a PDU longer than the node advertised before reading it: pynetdicom reads each PDU whole,
+    whatever length its header claims (a P-DATA-TF may not exceed the Maximum Length the node sent in its
+    A-ASSOCIATE-AC; other PDUs ``MAX_CONTROL_PDU_BYTES``). The peer gets an A-ABORT (invalid PDU parameter
+    value), the refusal is counted, and the association ends as on a closed connection."""
+
+    max_pdu_bytes: int = 0
+    refused: Callable[[str], None] | None = None
+    _body_pending: bool = False
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        header = not self._body_pending
+        data = super().recv(nr_bytes)
+        if not header:
+            self._body_pending = False
+            return data
+        # The DUL reads a PDU as its 6-byte header, then its body of the length the header gives.
+        if nr_bytes != 6 or len(data) != 6:
+            return data
+        pdu_type, _, length = struct.unpack(">BBL", data)
+        limit = self.max_pdu_bytes if pdu_type == P_DATA_TF else MAX_CONTROL_PDU_BYTES
+        if limit and length > limit:
+            address = getattr(self.assoc.requestor, "address", None)
+            log.warning("association aborted: a PDU of %d bytes from %s exceeds the maximum %d", length, address, limit)
+            if self.refused is not None:
+                self.refused("pdu-too-large")
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.sendall(_ABORT_PDU_TOO_LARGE)  # type: ignore[union-attr]
+            raise ConnectionAbortedError(f"PDU of {length} bytes exceeds the maximum of {limit}")
+        self._body_pending = length > 0
+        return data
+
+
+class _RequestHandler(RequestHandler):
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        # pynetdicom builds the socket inside this method; its class is swapped for the limited one (same
+        # state, one method more) instead of copying the method.
+        assoc.dul.socket.__class__ = _PduLimitedSocket
+        sock = cast(_PduLimitedSocket, assoc.dul.socket)
+        ae = self.ae
+        sock.max_pdu_bytes = int(ae.maximum_pdu_size or 0)
+        whitelist = getattr(ae, "whitelist", None)
+        sock.refused = whitelist.refused if whitelist is not None else None
+        return assoc
+
+
 class _Server(ThreadedAssociationServer):
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["request_handler"] = _RequestHandler
+        super().__init__(*args, **kwargs)
 
 
 def nodelay(event: Event) -> None:
@@ -211,7 +280,11 @@ class DicomNode:
         ae.max_associations_per_peer = self.settings.dicom_max_associations_per_peer
         ae.require_called_aet = True  # the called AE must be the hub's own title
         ae.maximum_associations = self.settings.dicom_max_associations
-        ae.maximum_pdu_size = 0  # no limit: large instances arrive in few PDUs
+        # Advertised in the A-ASSOCIATE-AC and enforced before a PDU is read (_PduLimitedSocket).
+        max_pdu = self.settings.dicom_max_pdu_bytes
+        if max_pdu < 0 or 0 < max_pdu < 4096:
+            raise Invalid(f"dicom_max_pdu_bytes {max_pdu}: 0 (unlimited) or at least 4096", code="bad-setting")
+        ae.maximum_pdu_size = max_pdu
         ae.network_timeout = 60
         ae.acse_timeout = 30
         ae.dimse_timeout = 60

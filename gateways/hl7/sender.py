@@ -63,7 +63,7 @@ class ResultSender:
         self._task: asyncio.Task[None] | None = None
         self._up: dict[tuple[str, int], bool] = {}
         self.delivered = 0
-        self.tls_context = tls.client_context(settings) if settings.hl7_send_tls else None
+        self.outbound = tls.OutboundTLS(settings, default_tls=settings.hl7_send_tls)
 
     def start(self) -> None:
         """Run the delivery loop; with several hub processes on PostgreSQL, in one of them at a time."""
@@ -167,8 +167,9 @@ class ResultSender:
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            if self.tls_context is not None:
-                connecting = asyncio.open_connection(host, port, ssl=self.tls_context, server_hostname=host)
+            context, server_name = self.outbound.for_destination(host, port)
+            if context is not None:
+                connecting = asyncio.open_connection(host, port, ssl=context, server_hostname=server_name)
             else:
                 connecting = asyncio.open_connection(host, port)
             return await asyncio.wait_for(connecting, self.timeout)

@@ -46,6 +46,19 @@ class Subscriber:
     # The connection, for the broker's direct sends (see Broker.pump); None: everything goes through the queue.
     ws: web.WebSocketResponse | None = None
     transport: asyncio.BaseTransport | None = None
+    # Set by the broker after an event that may take a request out of this subscriber's scope: the watcher
+    # re-authorizes the topics at once, and nothing more is sent until it has (``cleared`` set again).
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
+    cleared: asyncio.Event = field(default_factory=asyncio.Event)
+    watched: bool = False
+
+    def __post_init__(self) -> None:
+        self.cleared.set()
+
+    def hold_for_recheck(self) -> None:
+        if self.watched:
+            self.cleared.clear()
+            self.recheck.set()
 
     def topic_of(self, event: PublishedEvent) -> str | None:
         return next((t for t in event.topics if t in self.topics), None)
@@ -62,6 +75,7 @@ class Broker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: AsyncConnection | None = None
+        self.audit = events.DeliveryAudit(hub)
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,6 +110,7 @@ class Broker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.audit.drain()
 
     async def _run(self) -> None:
         while True:
@@ -122,6 +137,9 @@ class Broker:
                         if frame is None:
                             frame = frames[topic] = event.encoded(topic).encode()
                         if await _send_direct(sub, event, frame):
+                            self.audit.delivered(sub.actor, event, topic)
+                            if event.name in SCOPE_EVENTS:
+                                sub.hold_for_recheck()
                             await _revoke(sub, event)
                             continue
                         try:
@@ -133,6 +151,22 @@ class Broker:
                             self.subscribers.discard(sub)
                         await _revoke(sub, event)
                 self.last_id = event.id
+
+
+# Events after which a subscriber may no longer see the request (it went to another center, its claim
+# ended): its topics are re-authorized before anything more is sent to it.
+SCOPE_EVENTS = frozenset(
+    {
+        "request.escalated",
+        "request.reassigned",
+        "request.released",
+        "request.claim_released",
+        "request.lease_expired",
+        "request.breach_release",
+        "request.returned",
+        "request.cancelled",
+    }
+)
 
 
 async def _revoke(sub: Subscriber, event: PublishedEvent) -> None:
@@ -165,7 +199,7 @@ async def _send_direct(sub: Subscriber, event: PublishedEvent, frame: bytes) -> 
     ws, transport = sub.ws, sub.transport
     if ws is None or not isinstance(transport, asyncio.WriteTransport) or ws.closed or transport.is_closing():
         return False
-    if sub.lock.locked() or not sub.queue.empty() or event.id <= sub.cursor:
+    if sub.lock.locked() or not sub.queue.empty() or event.id <= sub.cursor or not sub.cleared.is_set():
         return False
     if transport.get_write_buffer_size() > DIRECT_SEND_MAX_BUFFERED:
         return False
@@ -240,6 +274,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sub = Subscriber(actor, ws=ws, transport=request.transport)
     forwarder: asyncio.Task[None] | None = None
     interval = float(request.app[EXTRA].get("ws_recheck_seconds", RECHECK_SECONDS))
+    sub.watched = bool(token)
     watcher = asyncio.create_task(_watch(hub, ws, sub, token, request.remote, interval)) if token else None
     try:
         async for msg in ws:
@@ -262,9 +297,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     sub.cursor = broker.last_id
                 await ws.send_json({"type": "subscribed", "topics": sorted(sub.topics)})
                 if since is not None and new:
-                    await _replay(hub, ws, sub, new, since)
+                    await _replay(hub, ws, sub, new, since, broker.audit)
             if forwarder is None:
-                forwarder = asyncio.create_task(_forward(ws, sub))
+                forwarder = asyncio.create_task(_forward(ws, sub, broker.audit))
     finally:
         broker.subscribers.discard(sub)
         for task in (forwarder, watcher):
@@ -318,7 +353,10 @@ async def _watch(
     a subscribed topic: the client learns why from the close code and reason."""
     ticks = 0
     while not ws.closed:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.recheck.wait(), interval)
+        urgent = sub.recheck.is_set()
+        sub.recheck.clear()
         ticks += 1
         try:
             actor = await auth.authenticate(hub, token, remote)
@@ -329,14 +367,19 @@ async def _watch(
         except Exception:  # a failed check (database busy) is retried at the next tick
             log.exception("re-checking a live subscription failed")
             continue
-        if actor != sub.actor or ticks % TOPIC_RECHECK_EVERY == 0:
-            _allowed, refused = await events.authorize_topics(hub, actor, sorted(sub.topics))
+        if urgent or actor != sub.actor or ticks % TOPIC_RECHECK_EVERY == 0:
+            try:
+                _allowed, refused = await events.authorize_topics(hub, actor, sorted(sub.topics))
+            except Exception:
+                log.exception("re-authorizing a live subscription failed")
+                continue
             sub.actor = actor
             if refused:
                 sub.topics.clear()
                 reason = f"scope changed: {refused[0]['topic']} is no longer permitted"
                 await ws.close(code=CLOSE_FORBIDDEN, message=reason[:120].encode())
                 return
+        sub.cleared.set()
 
 
 def _parse(data: str) -> tuple[list[str], int | None] | str:
@@ -356,7 +399,9 @@ def _parse(data: str) -> tuple[list[str], int | None] | str:
     return topics, since
 
 
-async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set[str], since: int) -> None:
+async def _replay(
+    hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set[str], since: int, audit: events.DeliveryAudit
+) -> None:
     """Send what the client missed on its topics since ``since``, in id order, without repeating what it has."""
     after = since
     while True:
@@ -365,26 +410,30 @@ async def _replay(hub: Hub, ws: web.WebSocketResponse, sub: Subscriber, new: set
             break
         for event in batch:
             if event.id > sub.cursor or new.intersection(event.topics):
-                await _send(ws, event, sub.topics)
+                await _send(ws, event, sub, audit)
             after = event.id
         sub.cursor = max(sub.cursor, after)
 
 
-async def _send(ws: web.WebSocketResponse, event: PublishedEvent, topics: set[str]) -> None:
+async def _send(ws: web.WebSocketResponse, event: PublishedEvent, sub: Subscriber, audit: events.DeliveryAudit) -> None:
     for topic in event.topics:
-        if topic in topics:
+        if topic in sub.topics:
             await ws.send_str(event.encoded(topic))
+            audit.delivered(sub.actor, event, topic)
             return
 
 
-async def _forward(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+async def _forward(ws: web.WebSocketResponse, sub: Subscriber, audit: events.DeliveryAudit) -> None:
     while not ws.closed:
         event = await sub.queue.get()
         if event is None:
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect with since")
             return
+        await sub.cleared.wait()  # a scope re-check after the last event is done
         async with sub.lock:
-            if event.id <= sub.cursor:
+            if event.id <= sub.cursor or ws.closed:
                 continue
-            await _send(ws, event, sub.topics)
+            await _send(ws, event, sub, audit)
             sub.cursor = event.id
+            if event.name in SCOPE_EVENTS:
+                sub.hold_for_recheck()

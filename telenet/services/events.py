@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, NotFound
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import AuditRecord, Hub, use_case, write_audit
 from telenet.store.models import Center, Event, EventTopic, Institution, Request
+
+log = logging.getLogger(__name__)
 
 # One PostgreSQL advisory lock serializes the event-writing part of transactions, so that event ids
 # become visible in id order and a reader that has seen id N never later finds a smaller id appear.
@@ -239,3 +243,66 @@ def _group(rows: Sequence[Any]) -> list[PublishedEvent]:
 
 def is_staff(actor: Actor) -> bool:
     return actor.role in (Role.READER, Role.COORDINATOR)
+
+
+# Events whose data carry clinical text (a critical finding's items, a read-back, a consultation message):
+# each delivery to a subscriber is a read of patient data, audited like one.
+CLINICAL_EVENTS = frozenset({"critical.raised", "critical.called", "critical.acknowledged", "consultation.message"})
+_OWNER_CACHE_SIZE = 10_000
+
+
+class DeliveryAudit:
+    """Audits the live channel's deliveries of clinical text: one ``events.deliver`` row per event and
+    subscriber, filed under the requesting institution (the patient's) as well as the reader's. Rows of one
+    loop turn go to the audit writer together; the fan-out never waits for them."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._pending: list[tuple[Actor, PublishedEvent, str]] = []
+        self._task: asyncio.Task[None] | None = None
+        # A request's requesting institution never changes: its path is cached.
+        self._owners: dict[int, str] = {}
+
+    def delivered(self, actor: Actor, event: PublishedEvent, topic: str) -> None:
+        if event.name not in CLINICAL_EVENTS:
+            return
+        self._pending.append((actor, event, topic))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush(), name="delivery-audit")
+
+    async def drain(self) -> None:
+        """Every delivery so far is audited (tests, shutdown)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._write(batch)
+            except Exception:
+                log.exception("could not audit %d live deliveries", len(batch))
+
+    async def _write(self, batch: list[tuple[Actor, PublishedEvent, str]]) -> None:
+        wanted = {rid for _a, e, _t in batch if isinstance(rid := e.data.get("request_id"), int)} - set(self._owners)
+        if wanted:
+            async with self.hub.reader() as session:
+                rows = (
+                    await session.execute(select(Request.id, Request.requesting_path).where(Request.id.in_(wanted)))
+                ).all()
+            if len(self._owners) > _OWNER_CACHE_SIZE:
+                self._owners.clear()
+            self._owners.update({int(r[0]): r[1] for r in rows})
+        records = []
+        for actor, event, topic in batch:
+            request_id = event.data.get("request_id")
+            record = AuditRecord(
+                "events.deliver",
+                "event",
+                str(event.id),
+                self._owners.get(request_id) if isinstance(request_id, int) else None,
+                {"name": event.name, "request_id": request_id, "topic": topic},
+            )
+            records.append(write_audit(self.hub, actor, record, "ok"))
+        await asyncio.gather(*records)

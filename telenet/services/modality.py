@@ -25,6 +25,7 @@ from telenet.services import studies
 from telenet.services.access import center_of, require_role
 from telenet.services.dicom_matching import all_of, datetime_range_clause, range_clause, value_clause
 from telenet.services.hub import Hub, read_use_case, use_case
+from telenet.services.study_search import audit_studies
 from telenet.services.transitions import apply_fields
 from telenet.store.models import (
     Center,
@@ -543,8 +544,47 @@ async def retrieve(hub: Hub, actor: Actor, query: StudyQuery, *, destination: st
             )
         )
         pairs = (await session.execute(sql.order_by(DicomInstance.id))).all()
-        uow.audit(object_path=_owner_path([study for _i, study in pairs], actor), detail={"count": len(pairs)})
+        sent = list({study.id: study for _i, study in pairs}.values())
+        # Each study retrieved, and each one asked for outside the caller's scope, has its own row filed under
+        # the institution that acquired it: its admins see who took (or tried to take) their patients' images.
+        # The use case's own row is the first study's; nothing sent, it is filed under the caller's institution.
+        if sent:
+            first = sent[0]
+            uow.audit(
+                object_id=first.study_instance_uid,
+                object_path=first.source_path,
+                detail={
+                    "count": len(pairs),
+                    "patient_id": first.patient_id,
+                    "accession_number": first.accession_number,
+                },
+            )
+        else:
+            uow.audit(detail={"count": 0})
+        audit_studies(uow, actor, action, sent[1:], destination=destination)
+        audit_studies(uow, actor, action, await _out_of_scope(session, query, sent), outcome="scope")
         return [RetrieveFile(i.path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid) for i, _s in pairs]
+
+
+async def _out_of_scope(session: AsyncSession, query: StudyQuery, allowed: Sequence[DicomStudy]) -> list[DicomStudy]:
+    """The studies a retrieve names (by study, series or instance UID) that exist but are not the caller's."""
+    # Distinct study ids first: PostgreSQL cannot DISTINCT over the study's JSON columns.
+    named = (
+        select(DicomStudy.id)
+        .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
+        .join(DicomInstance, DicomInstance.series_id == DicomSeries.id)
+        .where(
+            DicomStudy.id.not_in([s.id for s in allowed]) if allowed else DicomStudy.id.is_not(None),
+            all_of(
+                DicomStudy.study_instance_uid.in_(query.study_uids) if query.study_uids else None,
+                DicomSeries.series_instance_uid.in_(query.series_uids) if query.series_uids else None,
+                DicomInstance.sop_instance_uid.in_(query.sop_uids) if query.sop_uids else None,
+            ),
+        )
+        .distinct()
+        .limit(MAX_MATCHES)
+    )
+    return list((await session.execute(select(DicomStudy).where(DicomStudy.id.in_(named)))).scalars().all())
 
 
 async def move_destination(hub: Hub, actor: Actor, ae_title: str) -> tuple[str, str, int]:

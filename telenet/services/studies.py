@@ -3,8 +3,9 @@
 The DICOM gateway extracts plain records from what it received (it owns the files and pydicom) and calls
 these use cases on the event loop. Matching: AccessionNumber first (only requests of the sender's own
 subtree), else a StudyInstanceUID already known (an earlier instance or an MPPS); anything else waits in the
-reconciliation list. Completeness: an ECG instance completes an ``ecg`` request at once; an imaging request
-completes when an MPPS COMPLETED lists only instances that are present, or after a quiet time.
+reconciliation list, and so does a study whose patient (id, name, birth date, sex) contradicts the request's.
+Completeness: an ECG instance completes an ``ecg`` request at once; an imaging request completes when an MPPS
+COMPLETED lists only instances that are present, or after a quiet time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -206,8 +208,8 @@ async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[S
             uow.audit(detail={"duplicate": True})
             return StoreOutcome(True, existing[1], existing[2], None, existing_path=existing[0]), None
         now = hub.clock.now()
-        study = await _study_for(session, hub, actor, record, now)
-        uow.audit(object_path=study.source_path, detail={"study": study.study_instance_uid})
+        study, mismatch = await _study_for(session, hub, actor, record, now)
+        uow.audit(object_path=study.source_path, detail={"study": study.study_instance_uid, **mismatch})
         series = (
             await session.execute(
                 select(DicomSeries).where(DicomSeries.series_instance_uid == record.series_instance_uid)
@@ -292,8 +294,9 @@ def _ecg_row(instance_id: int, ecg: EcgSummary) -> EcgMeasurement:
 
 async def _study_for(
     session: AsyncSession, hub: Hub, actor: Actor, record: InstanceRecord, now: datetime
-) -> DicomStudy:
-    """The study row of this instance, created and matched on its first instance."""
+) -> tuple[DicomStudy, dict[str, Any]]:
+    """The study row of this instance, created and matched on its first instance; with what the audit row
+    says of a match refused for a contradicting patient (empty otherwise)."""
     study = (
         await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == record.study_instance_uid))
     ).scalar_one_or_none()
@@ -304,8 +307,11 @@ async def _study_for(
         if study.request_id is None and record.accession_number:
             request = await request_by_accession(session, actor, record.accession_number)
             if request is not None:
-                await link_to_request(session, hub, study, request, "accession", now, actor.username)
-        return study
+                mismatch = await _patient_mismatch(session, hub, actor, study, request)
+                if not mismatch:
+                    await link_to_request(session, hub, study, request, "accession", now, actor.username)
+                return study, mismatch
+        return study, {}
     study = DicomStudy(
         study_instance_uid=record.study_instance_uid,
         source_institution_id=actor.institution_id,
@@ -328,6 +334,9 @@ async def _study_for(
         request = await _request_by_study_uid(session, actor, record.study_instance_uid)
         how = "study-uid"
     if request is not None:
+        mismatch = await _patient_mismatch(session, hub, actor, study, request)
+        if mismatch:
+            return study, mismatch
         await link_to_request(session, hub, study, request, how, now, actor.username)
     else:
         inst_code = actor.institution_code
@@ -338,7 +347,36 @@ async def _study_for(
             [f"requests:{inst_code}"],
             {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number},
         )
-    return study
+    return study, {}
+
+
+async def _patient_mismatch(
+    session: AsyncSession, hub: Hub, actor: Actor, study: DicomStudy, request: Request
+) -> dict[str, Any]:
+    """The fields in which the study's patient contradicts the request it would be linked to automatically.
+    When any: not linked; the study waits in the reconciliation list with a warning (event, log, audit)."""
+    contradicted = await patient_contradictions(session, request, study_patient(study))
+    if not contradicted:
+        return {}
+    log.warning(
+        "study %s names accession %s but its patient differs in %s: not linked, left for reconciliation",
+        study.study_instance_uid,
+        request.accession_number,
+        ", ".join(contradicted),
+    )
+    await emit(
+        session,
+        hub,
+        "study.unmatched",
+        [f"requests:{actor.institution_code}"],
+        {
+            "study_instance_uid": study.study_instance_uid,
+            "accession_number": study.accession_number,
+            "request_id": request.id,
+            "patient_mismatch": contradicted,
+        },
+    )
+    return {"request_id": request.id, "patient_mismatch": contradicted}
 
 
 def _fill_study(study: DicomStudy, record: InstanceRecord) -> None:

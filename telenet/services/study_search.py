@@ -209,8 +209,11 @@ def _instance_conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def audit_studies(uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[DicomStudy], **detail: Any) -> None:
-    """One audit row per study (who, which study, which patient, from where), written with the use case."""
+def audit_studies(
+    uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[DicomStudy], *, outcome: str = "ok", **detail: Any
+) -> None:
+    """One audit row per study (who, which study, which patient, from where), written with the use case and
+    filed under the institution that acquired it, whose admins see who read (or tried to read) it."""
     now = uow.hub.clock.now()
     uow.session.add_all(
         AuditEntry(
@@ -223,7 +226,7 @@ def audit_studies(uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[
             object_id=study.study_instance_uid,
             object_path=study.source_path,
             remote_addr=actor.remote_addr,
-            outcome="ok",
+            outcome=outcome,
             detail={"patient_id": study.patient_id, "accession_number": study.accession_number, **detail},
         )
         for study in studies
@@ -364,6 +367,12 @@ async def locate(
             )
         ).scalar_one_or_none()
         if study is None:
+            # Outside the caller's scope (or unknown): the refusal is filed where the owner's admins see it.
+            owner = (
+                await session.execute(select(DicomStudy.source_path).where(DicomStudy.study_instance_uid == study_uid))
+            ).scalar_one_or_none()
+            if owner is not None:
+                uow.audit(object_path=owner)
             raise NotFound(f"no study {study_uid}", code="no-study")
         uow.audit(object_path=study.source_path, detail={"patient_id": study.patient_id})
         sql = (

@@ -3,6 +3,7 @@ and the ECG files with the hub's measurement as a suggestion. Every read is scop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -43,8 +44,34 @@ async def reconciliation_list(hub: Hub, actor: Actor, *, limit: int = 100) -> di
             .all()
         )
         codes = await _institution_codes(uow.session, {s.source_institution_id for s in rows})
+        warnings = await _mismatch_warnings(uow.session, actor, rows)
         uow.audit(object_path=actor.institution_path, detail={"count": len(rows)})
-        return {"items": [_study_summary(s, codes.get(s.source_institution_id)) for s in rows]}
+        return {
+            "items": [{**_study_summary(s, codes.get(s.source_institution_id)), **warnings.get(s.id, {})} for s in rows]
+        }
+
+
+async def _mismatch_warnings(session: AsyncSession, actor: Actor, rows: Sequence[DicomStudy]) -> dict[int, Any]:
+    """Why a study with a known accession number waits here: its patient contradicts that request's
+    (``warning``, ``accession_request_id``, ``patient_mismatch``), so it was not linked automatically."""
+    accessions = {s.accession_number for s in rows if s.accession_number}
+    if not accessions:
+        return {}
+    requests = (await session.execute(select(Request).where(Request.accession_number.in_(accessions)))).scalars().all()
+    by_accession = {r.accession_number: r for r in requests if is_within(r.requesting_path, actor.institution_path)}
+    warnings: dict[int, Any] = {}
+    for study in rows:
+        request = by_accession.get(study.accession_number or "")
+        if request is None:
+            continue
+        contradicted = await studies.patient_contradictions(session, request, studies.study_patient(study))
+        if contradicted:
+            warnings[study.id] = {
+                "warning": "patient-mismatch",
+                "accession_request_id": request.id,
+                "patient_mismatch": contradicted,
+            }
+    return warnings
 
 
 async def link_study(

@@ -44,6 +44,8 @@ def send_ecg(
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientID = patient_id
     ds.PatientName = patient_name
+    # The sample patient's birth date and sex are not this order's: left out rather than contradicting it.
+    ds.PatientBirthDate = ds.PatientSex = ""
     ds.AccessionNumber = accession
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()

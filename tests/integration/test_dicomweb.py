@@ -189,7 +189,7 @@ async def test_rendered_and_thumbnail(stored: dict[str, Any]) -> None:
 async def test_ecg_over_stow_is_measured_queued_and_rendered_as_the_twelve_lead_sheet(client: Any) -> None:
     view = await ordered(client, kind="ecg", modality="ECG")
     web = await web_for(client, "township_doc")
-    ecg = instance("waveform_ecg.dcm", patient_name="王^五", charset="ISO_IR 192", accession=view["accession_number"])
+    ecg = instance("waveform_ecg.dcm", patient_name="张^三", charset="ISO_IR 192", accession=view["accession_number"])
     await web.call(lambda c: c.store_instances([ecg]))
     state = await (
         await client.get(f"/api/v1/requests/{view['id']}", headers=await client.login("township_doc"))

@@ -4,6 +4,7 @@ tokens at once (the token cache included), the live channel closed on revocation
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,29 @@ async def test_the_live_channel_closes_when_the_reader_leaves_the_center(client:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
     assert "worklist:NL-C01-K01-IMG" in closed.value.rcvd.reason
+
+
+async def test_the_live_channel_closes_when_the_request_is_escalated_away(client: Any) -> None:
+    client.app[EXTRA]["ws_recheck_seconds"] = 60.0  # no periodic re-check in time: the escalation itself triggers it
+    from tests.integration.test_critical_when_found import claimed_by
+
+    view = await claimed_by(client.hub, "county_reader")
+    token = await token_of(client, "county_reader")
+    async with live_ws(client, token) as ws:
+        await subscribe(ws, [f"request:{view['id']}"])
+        resp = await client.post(
+            f"/api/v1/requests/{view['id']}/escalate",
+            json={"reason": "需要上级会诊"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 200, await resp.text()
+        seen = []
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            for _ in range(10):
+                seen.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["name"])
+    assert seen == ["request.escalated"], "the escalation is the last thing the county reader hears of it"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert f"request:{view['id']} is no longer permitted" in closed.value.rcvd.reason
 
 
 async def test_metrics_from_outside_the_configured_networks_need_an_admin_or_integration_token(client: Any) -> None:

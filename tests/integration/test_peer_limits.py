@@ -9,13 +9,20 @@ from typing import Any
 
 import pytest
 from pynetdicom import AE
+from pynetdicom.pdu_primitives import MaximumLengthNotification
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
+from gateways.dicom.node import running_node
+from telenet.api.fee_routes import metrics_registry
 from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
-from telenet.store.models import HL7DeadLetter
-from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered
+from telenet.domain.errors import Invalid
+from telenet.services import peers
+from telenet.services.metrics import Tally
+from telenet.store.models import DicomInstance, HL7DeadLetter
+from tests.conftest import require_tool
+from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered, run_tool
 from tests.integration.test_dicom_node import store
 
 
@@ -86,3 +93,99 @@ async def test_dicom_associations_per_peer_and_instance_size(client: Any, settin
         ds = instance("CT_small.dcm", accession=view["accession_number"])
         (status,) = await store(node.port, TOWNSHIP_AE, [ds])
         assert status.Status == 0xA700 and "larger than 1000 bytes" in str(status.ErrorComment)
+
+
+async def test_dicom_maximum_pdu_is_advertised_kept_by_storescu_and_enforced(
+    client: Any, settings: Settings, tmp_path: Path
+) -> None:
+    view = await ordered(client, modality="CT")
+    refusals = Tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    async with running_node(client.hub, settings.replace(dicom_max_pdu_bytes=16384), refusals) as node:
+        # dcmtk's storescu keeps to the advertised maximum: a 39 KB instance arrives in 16 KiB PDUs.
+        kept = instance("CT_small.dcm", accession=view["accession_number"])
+        path = tmp_path / "ct.dcm"
+        kept.save_as(path)
+        done = await run_tool(
+            [require_tool("storescu"), "-aet", TOWNSHIP_AE, "-aec", "TELENET", "127.0.0.1", str(node.port), str(path)]
+        )
+        assert done.returncode == 0, done.output
+
+        # A peer that ignores it sends the whole instance in one PDU: aborted before the PDU is read.
+        rogue = instance("CT_small.dcm", accession=view["accession_number"])
+
+        def one_big_pdu() -> tuple[int, Any]:
+            ae = AE(ae_title=TOWNSHIP_AE)
+            ae.add_requested_context(str(rogue.SOPClassUID))
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            assert assoc.is_established
+            advertised = int(assoc.acceptor.maximum_length)
+            for item in assoc.acceptor.user_information:  # forget the node's maximum: one P-DATA-TF
+                if isinstance(item, MaximumLengthNotification):
+                    item.maximum_length_received = 0
+            status = assoc.send_c_store(rogue)
+            if assoc.is_established:
+                assoc.abort()
+            return advertised, status
+
+        advertised, status = await asyncio.to_thread(one_big_pdu)
+    assert advertised == 16384
+    assert "Status" not in status, "no C-STORE response: the association was aborted"
+    assert refusals.values == {(("protocol", "dicom"), ("reason", "pdu-too-large")): 1.0}
+    async with client.hub.sessions() as session:
+        stored = set(
+            (
+                await session.execute(
+                    select(DicomInstance.sop_instance_uid).where(
+                        DicomInstance.sop_instance_uid.in_([str(kept.SOPInstanceUID), str(rogue.SOPInstanceUID)])
+                    )
+                )
+            ).scalars()
+        )
+    assert stored == {str(kept.SOPInstanceUID)}
+
+
+async def test_a_maximum_pdu_below_4096_is_refused(settings: Settings) -> None:
+    from gateways.dicom.node import DicomNode
+
+    with pytest.raises(Invalid, match="dicom_max_pdu_bytes"):
+        DicomNode(None, settings.replace(dicom_max_pdu_bytes=1000), asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
+async def test_plain_connections_from_beyond_loopback_are_refused_by_a_setting(
+    aiohttp_client: Any, demo_hub: Any, settings: Settings, database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every peer of a test is 127.0.0.1: here it counts as a host of the provincial network.
+    monkeypatch.setattr("telenet.api.proxy.is_loopback", lambda _address: False)
+    monkeypatch.setattr("telenet.tls.is_loopback", lambda _address: False)
+    configured = settings.replace(plain_loopback_only=True, hl7_enabled=True, hl7_port=0, hl7_workers=1)
+    app = build_app(configured, engine=database.engine)
+    api = await aiohttp_client(app)
+
+    resp = await api.get("/api/v1/centers")
+    assert resp.status == 403 and (await resp.json())["type"].endswith("tls-required")
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", app[HL7_GATEWAY].port)
+    writer.write(b"\x0bMSH|^~\\&|HIS|NL-C01-K01-T01|TELENET|HUB|20260302||ADT^A04|X1|P|2.5\r\x1c\x0d")
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    assert answer == b"", "closed without an answer"
+
+    refusals = Tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    async with running_node(demo_hub, configured, refusals) as node:
+
+        def echo() -> bool:
+            ae = AE(ae_title=TOWNSHIP_AE)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            established = bool(assoc.is_established)
+            if established:
+                assoc.release()
+            return established
+
+        assert await asyncio.to_thread(echo) is False
+    assert refusals.values == {(("protocol", "dicom"), ("reason", "plain-connection")): 1.0}
+    hl7 = metrics_registry(app).tally(peers.REFUSALS_METRIC, peers.REFUSALS_HELP, ("protocol", "reason"))
+    assert hl7.values[(("protocol", "hl7"), ("reason", "plain-connection"))] == 1.0  # /metrics itself is refused

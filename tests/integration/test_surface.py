@@ -628,6 +628,13 @@ def test_dicom_operations(surface: Observed, op: table.DicomOp) -> None:
         return
     for caller in table.DICOM_CALLERS:
         rows = [a for a in surface.audit[("DICOM " + op.name, caller, "-")] if a.action == op.audit.action]
+        # A retrieve naming a study outside the caller's scope leaves a refusal filed under that study's owner.
+        refused = [(a.object_path, a.actor) for a in rows if a.outcome == "scope"]
+        rows = [a for a in rows if a.outcome != "scope"]
+        retrieve = op.audit.action in ("dicom.get", "dicom.move")
+        if retrieve and caller != "own" and surface.dicom[(op.name, caller)] == "ok:0":
+            ae = table.STATIONS[op.station][caller]
+            assert refused == [(surface.paths[surface.sides["own"].institution], f"dicom:{ae}")], (op.name, caller)
         outcome = surface.dicom[(op.name, caller)]
         if not outcome.startswith("ok:"):
             assert [a for a in rows if a.outcome == "ok"] == [], (op.name, caller)

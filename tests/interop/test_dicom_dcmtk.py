@@ -91,6 +91,8 @@ async def test_storescu_ecg_queues_the_request_with_a_measured_rate(client: Any,
     view = await ordered(client, kind="ecg", modality="ECG")
     ecg = pydicom.dcmread(pydicom_file("waveform_ecg.dcm"))
     ecg.AccessionNumber = view["accession_number"]
+    ecg.PatientID, ecg.PatientBirthDate, ecg.PatientSex = "P0001", "19800101", "M"  # the order's patient
+    ecg.PatientName = ""  # the file's "Anonymous" would contradict 张三
     path = save(ecg, tmp_path / "ecg.dcm")
     result = await storescu(node, TOWNSHIP_AE, path)
     assert result.returncode == 0, result.output

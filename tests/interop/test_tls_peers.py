@@ -10,6 +10,7 @@ import os
 import ssl
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -310,3 +311,147 @@ async def test_https_from_aiohttp(settings: Settings, database: Any, pki: Pki) -
                     await resp.read()
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------------------------------------ TLS per destination
+
+
+@pytest.fixture(scope="module")
+def pacs_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Another CA than the network's: it signs a center PACS / HIS and the client certificate the hub shows it."""
+    return make_pki(tmp_path_factory.mktemp("pacs-pki"), ["PEER", "HUB"])
+
+
+def destination_file(path: Path, pacs_pki: Pki, pki: Pki, tls_port: int, wrong_ca_port: int) -> str:
+    hub = pacs_pki.clients["HUB"]
+    path.write_text(
+        f'["127.0.0.1:{tls_port}"]\nca_file = "{pacs_pki.ca}"\ncert_file = "{hub.cert}"\nkey_file = "{hub.key}"\n'
+        f'["127.0.0.1:{wrong_ca_port}"]\nca_file = "{pki.ca}"\ncert_file = "{hub.cert}"\nkey_file = "{hub.key}"\n'
+    )
+    return str(path)
+
+
+def peer_server_context(pacs_pki: Pki) -> ssl.SSLContext:
+    """The destination's side: its certificate from its own CA, and the hub's client certificate required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pacs_pki.ca))
+    context.load_cert_chain(str(pacs_pki.clients["PEER"].cert), str(pacs_pki.clients["PEER"].key))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+# The sender's and the forwarder's connections need no database: a hub stand-in (no engine fixture, so these
+# run once, not once per database).
+NO_HUB: Any = SimpleNamespace(clock=SimpleNamespace(now=lambda: None))
+
+
+async def test_each_his_is_reached_with_its_own_tls_settings(
+    settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
+) -> None:
+    from gateways.hl7.sender import ResultSender, TransportError
+
+    tls_his, wrong_ca_his, plain_his = (
+        TlsHIS(peer_server_context(pacs_pki)),
+        TlsHIS(peer_server_context(pacs_pki)),
+        None,
+    )
+    ports = [await tls_his.start(), await wrong_ca_his.start()]
+    plain_his = TlsHIS(None)  # type: ignore[arg-type]
+    plain_port = await plain_his.start()
+    # The global setting says TLS with the network's CA; the file overrides it for the two TLS destinations.
+    configured = tls_settings(
+        settings,
+        pki,
+        hl7_send_tls=False,
+        tls_destinations_file=destination_file(tmp_path / "destinations.toml", pacs_pki, pki, *ports),
+    )
+
+    async def no_worker(*_args: Any) -> Any:
+        raise AssertionError("messages are framed by the test itself")
+
+    sender = ResultSender(NO_HUB, configured, no_worker)
+    message = str(his_message("adt_a04.hl7")).replace("\n", "\r").encode()
+    try:
+        for port, his in ((ports[0], tls_his), (plain_port, plain_his)):
+            streams = await sender._connect("127.0.0.1", port)
+            try:
+                assert b"MSA|AA" in await sender._exchange(streams, message)
+            finally:
+                streams[1].close()
+            assert len(his.received) == 1
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            await sender._connect("127.0.0.1", ports[1])  # its entry names the network's CA, not the HIS's
+        assert wrong_ca_his.received == []
+    finally:
+        for his in (tls_his, wrong_ca_his, plain_his):
+            await his.stop()
+
+
+async def test_each_pacs_is_reached_with_its_own_tls_settings(
+    settings: Settings, pki: Pki, pacs_pki: Pki, tmp_path: Path
+) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from gateways.dicom.forwarder import Forwarder, SendError, send_study
+    from telenet.services.forwarding import ForwardFile, ForwardTask
+
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    def pacs(context: ssl.SSLContext | None) -> Any:
+        ae = AE(ae_title="PACS")
+        ae.add_supported_context(CTImageStorage)
+        return ae.start_server(
+            ("127.0.0.1", 0), block=False, ssl_context=context, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        )
+
+    servers = [pacs(peer_server_context(pacs_pki)), pacs(peer_server_context(pacs_pki)), pacs(None)]
+    tls_port, wrong_ca_port, plain_port = (int(s.server_address[1]) for s in servers)
+    configured = tls_settings(
+        settings,
+        pki,
+        dicom_forward_tls=False,
+        tls_destinations_file=destination_file(tmp_path / "destinations.toml", pacs_pki, pki, tls_port, wrong_ca_port),
+    )
+    forwarder = Forwarder.from_settings(NO_HUB, configured)
+    assert forwarder.outbound is not None
+    ds = instance("CT_small.dcm")
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path)
+    item = ForwardFile(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID))
+
+    def forward(port: int) -> int:
+        task = ForwardTask(1, 0, str(ds.StudyInstanceUID), "NL-C01-K01-IMG", "PACS", "127.0.0.1", port, (item,))
+        context, name = forwarder.outbound.for_destination(task.host, task.port)  # type: ignore[union-attr]
+        return send_study(task, "TELENET", context, timeout=10, server_name=name)
+
+    try:
+        assert await asyncio.to_thread(forward, tls_port) == 1
+        assert await asyncio.to_thread(forward, plain_port) == 1
+        with pytest.raises(SendError):
+            await asyncio.to_thread(forward, wrong_ca_port)
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.shutdown)
+    assert received == [str(ds.SOPInstanceUID)] * 2
+
+
+def test_a_broken_destinations_file_stops_the_start(settings: Settings, tmp_path: Path) -> None:
+    from telenet import tls
+    from telenet.domain.errors import Invalid
+
+    path = tmp_path / "destinations.toml"
+    for text in (
+        '["no-port"]\nverify = true\n',
+        '["127.0.0.1:104"]\nverify = "yes"\n',
+        '["127.0.0.1:104"]\nca = "x"\n',
+    ):
+        path.write_text(text)
+        with pytest.raises(Invalid, match="tls_destinations_file"):
+            tls.OutboundTLS(settings.replace(tls_destinations_file=str(path)), default_tls=False)
+    path.write_text('["127.0.0.1:104"]\nca_file = "/nonexistent/ca.pem"\n')
+    with pytest.raises(Invalid, match="TLS settings of a destination"):
+        tls.OutboundTLS(settings.replace(tls_destinations_file=str(path)), default_tls=False)
