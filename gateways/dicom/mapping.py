@@ -90,6 +90,7 @@ def instance_record(
         study_id=text(ds, "StudyID"),
         study_description=text(ds, "StudyDescription"),
         referring_physician=text(ds, "ReferringPhysicianName"),
+        operators_name=text(ds, "OperatorsName"),
         modality=text(ds, "Modality"),
         series_number=_int(ds, "SeriesNumber"),
         series_description=text(ds, "SeriesDescription"),

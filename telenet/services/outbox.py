@@ -25,6 +25,7 @@ from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case
 from telenet.store.models import (
     CriticalFinding,
+    DicomStudy,
     HL7DeadLetter,
     HL7Destination,
     HL7InboundMessage,
@@ -188,6 +189,15 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
             ).scalar_one(),
             "name": final.preliminary_author_name,
         }
+    # The technician (技师) who acquired the exam: OperatorsName of the request's first study (OBR-34).
+    operators = (
+        await session.execute(
+            select(DicomStudy.operators_name)
+            .where(DicomStudy.request_id == request.id, DicomStudy.operators_name.is_not(None))
+            .order_by(DicomStudy.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
     ordering = (
         {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
         if request.ordering_clinician_name
@@ -220,6 +230,7 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
         "ecg": final.structured if final is not None else None,
         "signer": {"id": signer_username, "name": report.author_name if report is not None else ""},
         "preliminary_author": preliminary_author,
+        "technician": {"name": operators.split("\\")[0]} if operators else None,
         "ordering_clinician": ordering,
         "signed_at": signed_at.isoformat(),
         "observed_at": request.queued_at.isoformat() if request.queued_at else None,

@@ -25,7 +25,7 @@ from telenet.store.models.registry import (
     NetworkMember,
     RoutingRule,
 )
-from telenet.store.models.registry_version import RegistryVersion
+from telenet.store.models.registry_version import RegistryRevision, RegistryVersion
 from telenet.store.models.requests import (
     CriticalFinding,
     Event,
@@ -72,6 +72,7 @@ __all__ = [
     "PatientMerge",
     "PractitionerRecord",
     "RecognitionDecision",
+    "RegistryRevision",
     "RegistryVersion",
     "Report",
     "Request",
