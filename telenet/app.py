@@ -25,6 +25,7 @@ from telenet.api import (
     fee_routes,
     hl7_routes,
     patient_routes,
+    registry_admin_routes,
     registry_routes,
     request_routes,
     signalling,
@@ -128,6 +129,7 @@ def route_sets() -> list[Routes]:
         attachment_routes.routes,
         clinical_routes.routes,
         signalling.routes,
+        registry_admin_routes.routes,
     ]
 
 

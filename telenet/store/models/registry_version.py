@@ -5,7 +5,6 @@ the registry's history: every change an admin makes is a revision with its valid
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, Index, Integer, String, UniqueConstraint

@@ -40,7 +40,9 @@ def upgrade() -> None:
         sa.Column("changed_at", _TS, nullable=False),
         sa.Column("changed_by", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=True),
-        sa.CheckConstraint("kind in ('institution','center','agreement','account')", name=op.f("ck_registry_revisions_kind")),
+        sa.CheckConstraint(
+            "kind in ('institution','center','agreement','account')", name=op.f("ck_registry_revisions_kind")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_registry_revisions")),
         sa.UniqueConstraint("kind", "object_id", "revision", name="uq_registry_revisions_object_revision"),
     )
