@@ -461,12 +461,32 @@ def revision_view(r: RegistryRevision) -> dict[str, Any]:
     }
 
 
+async def _path_of(session: AsyncSession, kind: str, key: str) -> str | None:
+    """The institution path a registry record belongs to (an agreement: its network's lead)."""
+    if kind == "institution":
+        query = select(Institution.path).where(Institution.code == key)
+    elif kind == "center":
+        query = select(Institution.path).join(Center, Center.institution_id == Institution.id).where(Center.code == key)
+    elif kind == "account":
+        query = select(Institution.path).join(User, User.institution_id == Institution.id).where(User.username == key)
+    else:
+        network = key.split("/", 1)[0]
+        query = select(Institution.path).join(Network, Network.lead_id == Institution.id).where(Network.code == network)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def history(hub: Hub, actor: Actor, kind: str, key: str) -> dict[str, Any]:
-    """Every version of one registry record, oldest first (admins of its subtree)."""
+    """Every version of one registry record, oldest first (admins of its subtree); empty before its first
+    change."""
     require_role(actor, Role.ADMIN, action="read the registry's history")
     if kind not in KINDS:
         raise Invalid(f"kind must be one of {', '.join(KINDS)}", code="bad-parameter")
     async with read_use_case(hub, actor, "registry.history", kind, key) as uow:
+        path = await _path_of(uow.session, kind, key)
+        if path is None:
+            raise NotFound(f"no {kind} {key!r}")
+        uow.audit(object_path=path)
+        _check_scope(actor, path, key)
         rows = list(
             (
                 await uow.session.execute(
@@ -476,9 +496,5 @@ async def history(hub: Hub, actor: Actor, kind: str, key: str) -> dict[str, Any]
                 )
             ).scalars()
         )
-        path = rows[0].object_path if rows else None
-        if path is not None:
-            uow.audit(object_path=path)
-            _check_scope(actor, path, key)
         uow.audit(detail={"count": len(rows)})
         return {"kind": kind, "key": key, "items": [revision_view(r) for r in rows]}
