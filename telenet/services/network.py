@@ -296,6 +296,21 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
         await session.execute(delete(InstitutionAETitle).where(InstitutionAETitle.ae_title.in_(chunk)))
     if missing:
         await session.execute(insert(InstitutionAETitle), missing)
+    charsets = {ae: cs for item in doc["institutions"] for ae, cs in (item.get("ae_charsets") or {}).items()}
+    stored = dict(
+        (
+            await session.execute(
+                select(InstitutionAETitle.ae_title, InstitutionAETitle.charset).where(
+                    InstitutionAETitle.charset.is_not(None)
+                )
+            )
+        ).all()
+    )
+    for ae in sorted(set(wanted) & (set(charsets) | set(stored))):
+        if stored.get(ae) != charsets.get(ae):
+            await session.execute(
+                update(InstitutionAETitle).where(InstitutionAETitle.ae_title == ae).values(charset=charsets.get(ae))
+            )
     for item in doc["institutions"]:
         for node in item.get("dicom_nodes") or []:
             if wanted.get(node["ae_title"]) == ids[item["code"]]:

@@ -49,6 +49,8 @@ class RegistrySnapshot:
     agreements_of_member: Mapping[int, tuple[Agreement, ...]]
     rules_of_member: Mapping[int, tuple[tuple[RoutingRule, str], ...]]
     ae_titles: Mapping[str, int]
+    # The character set registered for single AE titles (the others use their institution's dicom_charset).
+    ae_charsets: Mapping[str, str]
     facilities: Mapping[str, int]
     fee_schedule: tuple[FeeScheduleEntry, ...]
     # (kind, object id) -> its revisions that may differ from the live row: (valid_from, scheduled, revision,
@@ -112,9 +114,14 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
     )
     for member_id, rule, code in rows:
         rules.setdefault(member_id, []).append((rule, code))
-    ae_titles = dict(
-        (await session.execute(select(InstitutionAETitle.ae_title, InstitutionAETitle.institution_id))).all()
-    )
+    ae_titles: dict[str, int] = {}
+    ae_charsets: dict[str, str] = {}
+    for ae, inst_id, charset in await session.execute(
+        select(InstitutionAETitle.ae_title, InstitutionAETitle.institution_id, InstitutionAETitle.charset)
+    ):
+        ae_titles[ae] = inst_id
+        if charset:
+            ae_charsets[ae] = charset
     fees = tuple((await session.execute(select(FeeScheduleEntry).order_by(FeeScheduleEntry.id))).scalars())
     revisions: dict[tuple[str, int], list[tuple[datetime, bool, int, Mapping[str, Any]]]] = {}
     for r in (
@@ -140,6 +147,7 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         agreements_of_member=MappingProxyType({k: tuple(v) for k, v in agreements.items()}),
         rules_of_member=MappingProxyType({k: tuple(v) for k, v in rules.items()}),
         ae_titles=MappingProxyType(ae_titles),
+        ae_charsets=MappingProxyType(ae_charsets),
         facilities=MappingProxyType({i.hl7_facility: i.id for i in institutions.values() if i.hl7_facility}),
         fee_schedule=fees,
         revisions=MappingProxyType({k: tuple(v) for k, v in revisions.items() if any(s for _, s, _, _ in v)}),
