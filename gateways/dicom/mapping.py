@@ -150,7 +150,8 @@ def assume_charset(ds: Dataset, registered: str | None) -> None:
     term = DICOM_TERMS[registered]
     ds.SpecificCharacterSet = term
     # pydicom decodes a dataset read from bytes in the set it was read with, not the one it names later.
-    ds.set_original_encoding(*ds.original_encoding, character_encoding=convert_encodings(term))
+    implicit, little = ds.original_encoding
+    ds.set_original_encoding(implicit, little, convert_encodings(term))
 
 
 def worklist_response(item: Mapping[str, Any], identifier: Dataset, charset: str = UTF8) -> Dataset:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pynetdicom import AE, build_context
 from pydicom.valuerep import PersonName
+from pynetdicom import AE, build_context
 from pynetdicom.sop_class import ModalityWorklistInformationFind, StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import select, update
 

@@ -24,7 +24,17 @@ def field(segment: hl7.Segment, n: int) -> str:
 ROWS = [
     # (status, assistant, ordering clinician, OBR-25, ORC-5, OBR-33, ORC-12, technician, OBR-34)
     ("F", None, None, "F", "CM", "", "", None, ""),
-    ("F", ("R0101", "赵晓雨"), Clinician("D0101", "李建国"), "F", "CM", "R0101&赵晓雨", "D0101^李建国", "孙^技师", "&孙&技师"),  # noqa: E501
+    (
+        "F",
+        ("R0101", "赵晓雨"),
+        Clinician("D0101", "李建国"),
+        "F",
+        "CM",
+        "R0101&赵晓雨",
+        "D0101^李建国",
+        "孙^技师",
+        "&孙&技师",
+    ),
     ("F", ("R0201", "王五"), None, "F", "CM", "", "", "Zhou^Ming^^Dr", "&Zhou&Ming&&&Dr"),  # signer wrote it too
     ("P", None, Clinician(None, "李建国"), "P", "IP", "", "^李建国", "孙", "&孙"),
     ("C", ("R0101", "赵晓雨"), None, "C", "CM", "R0101&赵晓雨", "", "孙^技师", "&孙&技师"),
