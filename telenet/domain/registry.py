@@ -80,9 +80,14 @@ def check_network(doc: Mapping[str, Any], existing_tiers: Mapping[str, str] | No
                 )
             ae_seen[ae] = str(inst["code"])
         own = set(inst.get("ae_titles", []))
-        for ae in inst.get("ae_charsets") or {}:
-            if ae not in own:
-                errors.append(LocatedError(f"{where}/ae_charsets/{ae}", f"AE title {ae!r} is not one of its ae_titles"))
+        for j, entry in enumerate(inst.get("ae_charsets") or []):
+            if entry["ae_title"] not in own:
+                errors.append(
+                    LocatedError(
+                        f"{where}/ae_charsets/{j}/ae_title",
+                        f"AE title {entry['ae_title']!r} is not one of its ae_titles",
+                    )
+                )
         facility = inst.get("hl7_facility")
         if facility:
             if facility in facility_seen:

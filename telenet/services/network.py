@@ -296,7 +296,7 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
         await session.execute(delete(InstitutionAETitle).where(InstitutionAETitle.ae_title.in_(chunk)))
     if missing:
         await session.execute(insert(InstitutionAETitle), missing)
-    charsets = {ae: cs for item in doc["institutions"] for ae, cs in (item.get("ae_charsets") or {}).items()}
+    charsets = {e["ae_title"]: e["charset"] for item in doc["institutions"] for e in item.get("ae_charsets") or []}
     stored = dict(
         (
             await session.execute(

@@ -152,8 +152,18 @@ async def _add(
 
 async def _result_payload(session: AsyncSession, request: Request, report: Report | None) -> dict[str, Any]:
     """What the ORU is built from; ``report`` None for a critical finding raised from the claim alone."""
-    patient = await session.get(Patient, request.patient_id)
-    assert patient is not None
+    # The technician (技师) who acquired the exam: OperatorsName of the request's first study (OBR-34), read
+    # with the patient (no statement of its own on the signing path).
+    operators_of_study = (
+        select(DicomStudy.operators_name)
+        .where(DicomStudy.request_id == request.id, DicomStudy.operators_name.is_not(None))
+        .order_by(DicomStudy.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    patient, operators = (
+        await session.execute(select(Patient, operators_of_study).where(Patient.id == request.patient_id))
+    ).one()
     addendum = report is not None and report.status == "addendum"
     final = report
     if addendum:
@@ -189,15 +199,6 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
             ).scalar_one(),
             "name": final.preliminary_author_name,
         }
-    # The technician (技师) who acquired the exam: OperatorsName of the request's first study (OBR-34).
-    operators = (
-        await session.execute(
-            select(DicomStudy.operators_name)
-            .where(DicomStudy.request_id == request.id, DicomStudy.operators_name.is_not(None))
-            .order_by(DicomStudy.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
     ordering = (
         {"id": request.ordering_clinician_id, "name": request.ordering_clinician_name}
         if request.ordering_clinician_name

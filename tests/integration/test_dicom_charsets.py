@@ -105,7 +105,7 @@ def with_charsets(doc: dict[str, Any], institution: str | None, ae: str | None) 
     patched = copy.deepcopy(doc)
     township = next(i for i in patched["institutions"] if i["code"] == "NL-C01-K01-T01")
     township["dicom_charset"] = institution
-    township["ae_charsets"] = {TOWNSHIP_AE: ae} if ae else {}
+    township["ae_charsets"] = [{"ae_title": TOWNSHIP_AE, "charset": ae}] if ae else []
     return patched
 
 
