@@ -8,7 +8,7 @@ registry version, so every hub process reloads its snapshot."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -404,6 +404,82 @@ async def apply_account(session: AsyncSession, user: User, state: Mapping[str, A
     if rows:
         await session.execute(insert(UserCenter), rows)
     user.auth_epoch = (user.auth_epoch or 0) + 1  # its tokens are checked again with the new scope
+
+
+@dataclass
+class LoadHistory:
+    """The versions a network file load writes: every record it changes gets a new revision as an admin's
+    change would (the record before it first, when it has no history yet), so a later change through the API
+    starts from what the file set. A change of a record with a change scheduled later is refused (the file
+    would be undone when that change comes into force)."""
+
+    now: datetime
+    by: str
+    # (kind, object id, key, institution id of its path, before, after, location in the file)
+    entries: list[tuple[str, int, str, int, dict[str, Any], dict[str, Any], str]] = field(default_factory=list)
+
+    def changed(
+        self, kind: str, object_id: int, key: str, institution_id: int, before: dict[str, Any], after: dict[str, Any],
+        location: str,
+    ) -> None:  # fmt: skip
+        if before != after:
+            self.entries.append((kind, object_id, key, institution_id, before, after, location))
+
+    async def write(self, session: AsyncSession) -> None:
+        if not self.entries:
+            return
+        open_rows: dict[tuple[str, int], RegistryRevision] = {}
+        for kind in {e[0] for e in self.entries}:
+            ids = [e[1] for e in self.entries if e[0] == kind]
+            for chunk in range(0, len(ids), 500):
+                for r in (
+                    await session.execute(
+                        select(RegistryRevision).where(
+                            RegistryRevision.kind == kind,
+                            RegistryRevision.valid_to.is_(None),
+                            RegistryRevision.object_id.in_(ids[chunk : chunk + 500]),
+                        )
+                    )
+                ).scalars():
+                    open_rows[(kind, r.object_id)] = r
+        scheduled = [
+            {"location": e[6], "message": f"{e[2]} has a change scheduled from {pending.valid_from.isoformat()}"}
+            for e in self.entries
+            if (pending := open_rows.get((e[0], e[1]))) is not None and pending.valid_from > self.now
+        ]
+        if scheduled:
+            raise Invalid(
+                f"the network file changes {len(scheduled)} record(s) with a change scheduled later",
+                code="bad-network-file",
+                details=scheduled,
+            )
+        inst_ids = sorted({e[3] for e in self.entries})
+        paths: dict[int, str] = {}
+        for chunk in range(0, len(inst_ids), 500):
+            rows = await session.execute(
+                select(Institution.id, Institution.path).where(Institution.id.in_(inst_ids[chunk : chunk + 500]))
+            )
+            paths.update({i: p for i, p in rows.all()})
+        for kind, object_id, key, inst_id, before, after, _ in self.entries:
+            latest = open_rows.get((kind, object_id))
+            common = {"kind": kind, "object_id": object_id, "object_key": key, "object_path": paths.get(inst_id)}
+            if latest is None:
+                session.add(
+                    RegistryRevision(
+                        **common, revision=1, valid_from=_EPOCH, valid_to=self.now, data=before, changed=None,
+                        changed_at=self.now, changed_by="registry", reason="the record before its first change",
+                    )
+                )  # fmt: skip
+            else:
+                latest.valid_to = self.now
+            session.add(
+                RegistryRevision(
+                    **common, revision=(latest.revision if latest is not None else 1) + 1, valid_from=self.now,
+                    valid_to=None, data=after, changed=sorted(k for k in after if after[k] != before.get(k)),
+                    changed_at=self.now, changed_by=self.by, reason="network file",
+                )
+            )  # fmt: skip
+        await session.flush()
 
 
 _MODELS: Mapping[str, Any] = {"institution": Institution, "center": Center, "agreement": Agreement, "account": User}

@@ -5,14 +5,17 @@ live row. Both engines."""
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from telenet.domain.errors import Invalid
 from telenet.services import requests
 from telenet.services.auth import actor_for_username
+from telenet.services.network import load_network
 from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import sweep_once
 from telenet.store.db import read_session_factory
@@ -249,3 +252,32 @@ async def test_agreements_end_never_deleted_and_a_later_change_waits_for_the_sch
         (25, True),
     ]
     assert [i["valid_to"] for i in items] == [later, after, None]
+
+
+async def test_a_network_file_reload_is_a_version_too(client: Any, clock: Any, demo_doc: dict[str, Any]) -> None:
+    hub, admin = client.hub, await client.login("county_admin")
+    path = "/api/v1/centers/NL-C01-K01-IMG"
+    assert (await client.patch(path, json={"capacity": 35}, headers=admin)).status == 200
+    doc = copy.deepcopy(demo_doc)
+    idx = next(i for i, c in enumerate(doc["centers"]) if c["code"] == COUNTY_IMG)
+    doc["centers"][idx]["capacity"] = 45
+    await load_network(hub, doc)
+    items = await history(client, "center", COUNTY_IMG)
+    assert [(i["data"]["capacity"], i["changed_by"]) for i in items] == [
+        (20, "registry"),
+        (35, "county_admin"),
+        (45, "network-file"),
+    ]
+    assert (await sweep_once(hub)).registry_changes_applied == 0, "the file's version is the live row's"
+    assert (await client.patch(path, json={"note": "扩建"}, headers=admin)).status == 200
+    async with hub.sessions() as session:
+        center = (await session.execute(select(Center).where(Center.code == COUNTY_IMG))).scalar_one()
+    assert (center.capacity, center.note) == (45, "扩建"), "the API change starts from what the file set"
+
+    later = (clock.now() + timedelta(days=1)).isoformat()
+    assert (await client.patch(path, json={"capacity": 25, "effective_from": later}, headers=admin)).status == 200
+    doc["centers"][idx]["capacity"] = 50
+    with pytest.raises(Invalid) as refused:
+        await load_network(hub, doc)
+    assert [d["location"] for d in refused.value.details] == [f"/centers/{idx}"]
+    assert len(await history(client, "center", COUNTY_IMG)) == 5, "nothing of the refused load was written"
