@@ -75,7 +75,9 @@ async def history(client: Any, kind: str, key: str, user: str = "county_admin") 
     return items
 
 
-async def test_a_change_is_a_new_version_and_the_history_is_kept(client: Any) -> None:
+async def test_a_change_is_a_new_version_and_the_history_is_kept(
+    client: Any, clock: Any, demo_doc: dict[str, Any]
+) -> None:
     admin = await client.login("county_admin")
     for path, body, kind, key, after in CHANGES:
         before = await history(client, kind, key)
@@ -120,11 +122,45 @@ async def test_a_change_is_a_new_version_and_the_history_is_kept(client: Any) ->
         "赵晓雨（进修）",
     ), "the live rows hold the versions in force"
 
+    reader = await client.login("county_reader")
+    assert (await client.get("/api/v1/centers", headers=reader)).status == 200
+    disabled = await client.patch("/api/v1/users/county_reader", json={"active": False}, headers=admin)
+    assert (await disabled.json())["changed"] == ["active"]
+    assert (await client.get("/api/v1/centers", headers=reader)).status == 401, (
+        "disabled, never deleted: its token ends"
+    )
+
+    # A network file reload is a version too, and the API's next change starts from it.
+    hub, path = client.hub, "/api/v1/centers/NL-C01-K01-IMG"
+    doc = copy.deepcopy(demo_doc)
+    idx = next(i for i, c in enumerate(doc["centers"]) if c["code"] == COUNTY_IMG)
+    doc["centers"][idx]["capacity"] = 45
+    await load_network(hub, doc)
+    items = await history(client, "center", COUNTY_IMG)
+    assert [(i["data"]["capacity"], i["changed_by"]) for i in items] == [
+        (20, "registry"),
+        (35, "county_admin"),
+        (35, "county_admin"),
+        (45, "network-file"),
+    ]
+    assert (await sweep_once(hub)).registry_changes_applied == 0, "the file's version is the live row's"
+    assert (await client.patch(path, json={"note": "扩建"}, headers=admin)).status == 200
+    async with hub.sessions() as session:
+        center = (await session.execute(select(Center).where(Center.code == COUNTY_IMG))).scalar_one()
+    assert (center.capacity, center.note) == (45, "扩建"), "the API change starts from what the file set"
+
+    later = (clock.now() + timedelta(days=1)).isoformat()
+    assert (await client.patch(path, json={"capacity": 25, "effective_from": later}, headers=admin)).status == 200
+    doc["centers"][idx]["capacity"] = 50
+    with pytest.raises(Invalid) as refused:
+        await load_network(hub, doc)
+    assert [d["location"] for d in refused.value.details] == [f"/centers/{idx}"]
+    assert len(await history(client, "center", COUNTY_IMG)) == 6, "nothing of the refused load was written"
+
 
 # (what is changed, how: PATCH path and body) -- each stops the county center from taking the township's CT.
 ROUTING = [
     ("agreement ended", AGREEMENT, {"valid_to": "2026-03-01"}),
-    ("center stops reading CT", "/api/v1/centers/NL-C01-K01-IMG", {"modalities": ["DX", "CR", "US"]}),
     (
         "center closed on weekdays",
         "/api/v1/centers/NL-C01-K01-IMG",
@@ -163,8 +199,8 @@ async def test_routing_uses_the_version_in_force(
     assert await routed(4) != COUNTY_IMG
     async with hub.sessions() as session:
         center = (await session.execute(select(Center).where(Center.code == COUNTY_IMG))).scalar_one()
-    if "modalities" in body:
-        assert center.modalities == body["modalities"], "the live row follows"
+    if "opening_hours" in body:
+        assert center.opening_hours == body["opening_hours"], "the live row follows"
 
 
 # (who, method, path, body, status, problem code) -- nothing is written for any of them
@@ -205,7 +241,7 @@ REFUSED = [
 ]  # fmt: skip
 
 
-async def test_bad_changes_are_refused_with_problem_json_and_write_nothing(client: Any) -> None:
+async def test_bad_changes_are_refused_and_a_later_change_waits_for_the_scheduled_one(client: Any, clock: Any) -> None:
     for who, method, path, body, status, code in REFUSED:
         resp = await client.request(method, path, json=body, headers=await client.login(who))
         assert resp.status == status, (who, path, body, await resp.text())
@@ -219,10 +255,6 @@ async def test_bad_changes_are_refused_with_problem_json_and_write_nothing(clien
     assert (center.capacity, inst.tier, admin.role) == (20, "township", "admin")
     assert await history(client, "center", COUNTY_IMG) == []
 
-
-async def test_agreements_end_never_deleted_and_a_later_change_waits_for_the_scheduled_one(
-    client: Any, clock: Any
-) -> None:
     admin = await client.login("county_admin")
     path = "/api/v1/networks/NET-NL-C01-K01/agreements"
     new = {
@@ -252,32 +284,3 @@ async def test_agreements_end_never_deleted_and_a_later_change_waits_for_the_sch
         (25, True),
     ]
     assert [i["valid_to"] for i in items] == [later, after, None]
-
-
-async def test_a_network_file_reload_is_a_version_too(client: Any, clock: Any, demo_doc: dict[str, Any]) -> None:
-    hub, admin = client.hub, await client.login("county_admin")
-    path = "/api/v1/centers/NL-C01-K01-IMG"
-    assert (await client.patch(path, json={"capacity": 35}, headers=admin)).status == 200
-    doc = copy.deepcopy(demo_doc)
-    idx = next(i for i, c in enumerate(doc["centers"]) if c["code"] == COUNTY_IMG)
-    doc["centers"][idx]["capacity"] = 45
-    await load_network(hub, doc)
-    items = await history(client, "center", COUNTY_IMG)
-    assert [(i["data"]["capacity"], i["changed_by"]) for i in items] == [
-        (20, "registry"),
-        (35, "county_admin"),
-        (45, "network-file"),
-    ]
-    assert (await sweep_once(hub)).registry_changes_applied == 0, "the file's version is the live row's"
-    assert (await client.patch(path, json={"note": "扩建"}, headers=admin)).status == 200
-    async with hub.sessions() as session:
-        center = (await session.execute(select(Center).where(Center.code == COUNTY_IMG))).scalar_one()
-    assert (center.capacity, center.note) == (45, "扩建"), "the API change starts from what the file set"
-
-    later = (clock.now() + timedelta(days=1)).isoformat()
-    assert (await client.patch(path, json={"capacity": 25, "effective_from": later}, headers=admin)).status == 200
-    doc["centers"][idx]["capacity"] = 50
-    with pytest.raises(Invalid) as refused:
-        await load_network(hub, doc)
-    assert [d["location"] for d in refused.value.details] == [f"/centers/{idx}"]
-    assert len(await history(client, "center", COUNTY_IMG)) == 5, "nothing of the refused load was written"
