@@ -490,12 +490,30 @@ async def apply_due(hub: Hub) -> int:
     a row already holding the revision's state is left alone)."""
     now = hub.clock.now()
     applied = 0
+    async with hub.reader() as reader:  # most sweeps find nothing: no write transaction for them
+        scheduled = (
+            await reader.execute(
+                select(RegistryRevision.id)
+                .where(
+                    RegistryRevision.valid_to.is_(None),
+                    RegistryRevision.valid_from <= now,
+                    RegistryRevision.valid_from > RegistryRevision.changed_at,
+                )
+                .limit(1)
+            )
+        ).first()
+    if scheduled is None:
+        return 0
     async with use_case(hub, None, "registry.apply_due", "registry") as uow:
         session = uow.session
         due = (
             await session.execute(
                 select(RegistryRevision)
-                .where(RegistryRevision.valid_to.is_(None), RegistryRevision.valid_from <= now)
+                .where(
+                    RegistryRevision.valid_to.is_(None),
+                    RegistryRevision.valid_from <= now,
+                    RegistryRevision.valid_from > RegistryRevision.changed_at,
+                )
                 .order_by(RegistryRevision.id)
             )
         ).scalars()

@@ -110,6 +110,8 @@ async def rules_for(session: AsyncSession, requester: Institution) -> list[Route
 
 
 async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: Institution) -> RouteDecision:
+    """The center for ``query``, from the registry versions in force now (the snapshot holds the changes an
+    admin scheduled; without a snapshot the live rows, which the sweeper brings up to date)."""
     now = hub.clock.now()
     snap = await snapshot(hub)
     if snap is None:
