@@ -26,6 +26,7 @@ from telenet.api import (
     fee_routes,
     hl7_routes,
     patient_routes,
+    registry_admin_routes,
     registry_routes,
     request_routes,
     signalling,
@@ -130,6 +131,7 @@ def route_sets() -> list[Routes]:
         clinical_routes.routes,
         signalling.routes,
         consultation_routes.routes,
+        registry_admin_routes.routes,
     ]
 
 

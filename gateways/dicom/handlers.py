@@ -84,6 +84,7 @@ class Handlers:
             sop_class_uid=str(_req(event).AffectedSOPClassUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             affected_sop_instance_uid=str(_req(event).AffectedSOPInstanceUID or ""),
+            calling_ae=event.assoc.requestor.ae_title,
         )
         return SUCCESS
 
@@ -93,7 +94,11 @@ class Handlers:
         try:
             actor = self.actor(event)
             identifier = event.identifier
-            charset = mapping.answer_charset(identifier, self.bridge.call(modality.answer_charset, self.hub, actor))
+            calling = event.assoc.requestor.ae_title
+            registered = self.bridge.call(modality.registered_charset, self.hub, actor, calling)
+            # A query without SpecificCharacterSet is read in the set the calling AE is registered with.
+            mapping.assume_charset(identifier, registered)
+            charset = mapping.answer_charset(identifier, registered or "UTF-8")
             if str(_req(event).AffectedSOPClassUID) == ModalityWorklistInformationFind:
                 items = self.bridge.call(modality.worklist, self.hub, actor, mapping.worklist_query(identifier))
                 responses = [mapping.worklist_response(item, identifier, charset) for item in items]

@@ -18,7 +18,7 @@ from gateways.dicom.status import BadDataset
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
-from telenet.services import studies
+from telenet.services import modality, studies
 from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
 
@@ -40,14 +40,18 @@ def ingest(
     transfer_syntax_uid: str,
     affected_sop_instance_uid: str = "",
     expected_study_uid: str | None = None,
+    calling_ae: str | None = None,
 ) -> studies.StoreOutcome:
     """Store the dataset in ``received`` (a temporary file the store now owns) and index it; idempotent per
-    SOP Instance UID. Raises BadDataset for an unreadable or incomplete dataset."""
+    SOP Instance UID. Raises BadDataset for an unreadable or incomplete dataset. A dataset from ``calling_ae``
+    without SpecificCharacterSet is read in the set that AE is registered with."""
     is_ecg = sop_class_uid in ECG_SOP_CLASSES
     try:
         ds = dcmread(received, stop_before_pixels=not is_ecg)
     except Exception as exc:  # pydicom raises many kinds on damaged input
         raise BadDataset(f"unreadable dataset: {exc}") from exc
+    if calling_ae and "SpecificCharacterSet" not in ds:
+        mapping.assume_charset(ds, bridge.call(modality.registered_charset, hub, actor, calling_ae))
     record = mapping.instance_record(
         ds,
         path="",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -90,6 +91,7 @@ def instance_record(
         study_id=text(ds, "StudyID"),
         study_description=text(ds, "StudyDescription"),
         referring_physician=text(ds, "ReferringPhysicianName"),
+        operators_name=text(ds, "OperatorsName"),
         modality=text(ds, "Modality"),
         series_number=_int(ds, "SeriesNumber"),
         series_description=text(ds, "SeriesDescription"),
@@ -137,6 +139,19 @@ def answer_charset(identifier: Dataset, configured: str = "UTF-8") -> str:
         if value in DICOM_TERMS.values():
             return value
     return DICOM_TERMS.get(configured, UTF8)
+
+
+def assume_charset(ds: Dataset, registered: str | None) -> None:
+    """A dataset that names no SpecificCharacterSet is read in the set its sender is registered with (PS3.3
+    C.12.1.1.2: absent means the default repertoire, which cannot carry Chinese; a modality registered as GBK
+    or GB18030 sends those bytes without saying so). Call before any text attribute is read."""
+    if registered not in DICOM_TERMS or "SpecificCharacterSet" in ds:
+        return
+    term = DICOM_TERMS[registered]
+    ds.SpecificCharacterSet = term
+    # pydicom decodes a dataset read from bytes in the set it was read with, not the one it names later.
+    implicit, little = ds.original_encoding
+    ds.set_original_encoding(implicit, little, convert_encodings(term))
 
 
 def worklist_response(item: Mapping[str, Any], identifier: Dataset, charset: str = UTF8) -> Dataset:

@@ -308,6 +308,7 @@ def report_result(payload: dict[str, Any]) -> ReportResult:
         modality=payload.get("modality"),
         assistant_name=(payload.get("preliminary_author") or {}).get("name"),
         assistant_id=(payload.get("preliminary_author") or {}).get("id"),
+        technician_name=(payload.get("technician") or {}).get("name"),
         ordering_clinician=(
             Clinician(id=ordering.get("id"), name=ordering.get("name") or "")
             if (ordering := payload.get("ordering_clinician"))

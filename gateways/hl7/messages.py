@@ -202,8 +202,8 @@ class ReportResult:
     ``ecg`` keys (all optional): rate_bpm, pr_ms, qrs_ms, qt_ms, qtc_ms, axis_deg (numbers) and
     rhythm (text). ``status`` is F for a final report, C for a correction or addendum, P for a critical
     finding sent the moment it is found (before any report is signed). ``assistant_*`` is the author of the
-    preliminary report (报告医师, OBR-33) when someone else signed (审核医师, OBR-32); ``ordering_clinician``
-    is echoed in ORC-12 / OBR-16.
+    preliminary report (报告医师, OBR-33) when someone else signed (审核医师, OBR-32); ``technician_name`` the
+    images' OperatorsName (技师, OBR-34); ``ordering_clinician`` is echoed in ORC-12 / OBR-16.
     """
 
     accession_number: str
@@ -225,6 +225,8 @@ class ReportResult:
     modality: str | None = None
     assistant_name: str | None = None
     assistant_id: str | None = None
+    # The technician (技师) who acquired the exam, as the images name them (DICOM PN, OBR-34).
+    technician_name: str | None = None
     ordering_clinician: Clinician | None = None
     # The Study Instance UID the worklist handed out (or the order's IPC-3 fixed): the images carry it too.
     study_instance_uid: str | None = None

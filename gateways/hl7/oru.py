@@ -33,6 +33,14 @@ def _text_lines(value: str | None) -> list[str]:
     return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
+def _cnn_of_person_name(name: str) -> str:
+    """A DICOM person name (``Family^Given^Middle^Prefix^Suffix``) as the name part of a CNN (no ID):
+    ``&Family&Given&Middle&Suffix&Prefix``."""
+    parts = [escape(p) for p in (name.split("=")[0].split("^") + [""] * 5)[:5]]
+    family, given, middle, prefix, suffix = parts
+    return "&" + "&".join((family, given, middle, suffix, prefix)).rstrip("&")
+
+
 def build_oru(
     result: ReportResult,
     *,
@@ -49,7 +57,8 @@ def build_oru(
     OBX (TX) per line of findings, impression, critical items and addendum,
     one OBX (NM) per ECG measurement. OBR-25/OBX-11 carry the status (P: a critical finding sent when found),
     OBX-8 ``AA`` marks critical. OBR-32 is the signer (审核医师, principal result interpreter), OBR-33 the
-    author of the preliminary (报告医师, assistant result interpreter) when that is someone else; ORC-12 and
+    author of the preliminary (报告医师, assistant result interpreter) when that is someone else, OBR-34 the
+    technician (技师) the images name in OperatorsName; ORC-12 and
     OBR-16 echo the ordering clinician; in a report (F, C) a last OBX (HD, ``113014^DICOM Study^DCM``) names
     the Study Instance UID that the worklist, the images and the MPPS share."""
     if result.status not in ("F", "C", "P"):
@@ -92,12 +101,13 @@ def build_oru(
         if result.assistant_name and result.assistant_id != result.signer_id
         else None
     )
+    technician = _cnn_of_person_name(result.technician_name) if result.technician_name else None
     observed = format_ts(result.observed_at) if result.observed_at else None
     section = _DIAGNOSTIC_SECTION.get(result.modality or "", "RAD" if result.modality else "")
     for n, obr_value in (
         (1, "1"), (2, placer), (3, accession), (4, procedure), (7, observed),
         (16, ordering_xcn), (22, format_ts(result.signed_at)), (24, section), (25, result.status),
-        (32, signer), (33, assistant),
+        (32, signer), (33, assistant), (34, technician),
     ):  # fmt: skip
         set_field(obr, n, obr_value)
 

@@ -128,3 +128,23 @@ async def forwarding_queue(request: web.Request) -> web.Response:
     return web.json_response(
         await forwarding.list_jobs(hub_of(request), actor_of(request), state=request.query.get("state"), limit=limit)
     )
+
+
+@routes.add(
+    "POST",
+    "/api/v1/forwarding/{id}/replay",
+    summary="Send a dead-lettered forward again (due now, a fresh attempt budget)",
+    tag="dicom",
+    roles="coordinators of the destination center, admins of its subtree",
+    responses={
+        "200": "queued again",
+        "403": "not a coordinator of the destination center (nor an admin above it)",
+        "404": "no such job",
+        "409": "the job is not dead-lettered, or the study is queued for that center already",
+    },
+)
+async def replay_forward(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Invalid("the job id is a number", code="bad-parameter")
+    return web.json_response(await forwarding.replay(hub_of(request), actor_of(request), int(raw)))

@@ -79,6 +79,15 @@ def check_network(doc: Mapping[str, Any], existing_tiers: Mapping[str, str] | No
                     LocatedError(f"{where}/ae_titles/{j}", f"AE title {ae!r} already belongs to {ae_seen[ae]}")
                 )
             ae_seen[ae] = str(inst["code"])
+        own = set(inst.get("ae_titles", []))
+        for j, entry in enumerate(inst.get("ae_charsets") or []):
+            if entry["ae_title"] not in own:
+                errors.append(
+                    LocatedError(
+                        f"{where}/ae_charsets/{j}/ae_title",
+                        f"AE title {entry['ae_title']!r} is not one of its ae_titles",
+                    )
+                )
         facility = inst.get("hl7_facility")
         if facility:
             if facility in facility_seen:

@@ -17,8 +17,9 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Invalid
+from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.tiers import is_within
+from telenet.services.access import denied
 from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import (
@@ -298,8 +299,6 @@ def _iso(value: Any) -> str | None:
 async def list_jobs(hub: Hub, actor: Actor, *, state: str | None = None, limit: int = 100) -> dict[str, Any]:
     """The forwarding queue of the centers the actor coordinates (admins: the centers of their subtree)."""
     if actor.role not in (Role.COORDINATOR, Role.ADMIN):
-        from telenet.domain.errors import Forbidden
-
         raise Forbidden("only coordinators and admins see the forwarding queue", code="role")
     if state is not None and state not in STATES:
         raise Invalid(f"state must be one of {', '.join(STATES)}", code="bad-parameter")
@@ -348,3 +347,59 @@ async def list_jobs(hub: Hub, actor: Actor, *, state: str | None = None, limit: 
         ]
         uow.audit(object_path=actor.institution_path, detail={"count": len(items)})
         return {"items": items, "outages": outages}
+
+
+async def replay(hub: Hub, actor: Actor, job_id: int) -> dict[str, Any]:
+    """Put a dead-lettered forward back in the queue, due now with a fresh attempt budget: a coordinator of the
+    center it goes to, or an admin of that center's subtree (audited with the attempts and error it had)."""
+    if actor.role not in (Role.COORDINATOR, Role.ADMIN):
+        raise Forbidden("only the destination center's coordinators and admins replay a forward", code="role")
+    async with use_case(hub, actor, "dicom.forward.replay", "dicom_forward_job", str(job_id)) as uow:
+        session = uow.session
+        row = (
+            await session.execute(
+                select(ForwardJob, Center.code, Institution.path)
+                .join(Center, Center.id == ForwardJob.center_id)
+                .join(Institution, Institution.id == Center.institution_id)
+                .where(ForwardJob.id == job_id)
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no forwarding job {job_id}")
+        job, center_code, center_path = row
+        uow.audit(object_path=center_path)
+        coordinates = actor.role is Role.COORDINATOR and center_code in actor.center_codes
+        administers = actor.role is Role.ADMIN and is_within(center_path, actor.institution_path)
+        if not (coordinates or administers):
+            raise denied(
+                Forbidden(f"the forward goes to {center_code}, not a center you coordinate", code="scope"), center_path
+            )
+        if job.state != "dead":
+            raise Conflict(f"forwarding job {job_id} is {job.state}: only a dead letter is replayed", code="state")
+        waiting = (
+            await session.execute(
+                select(ForwardJob.id).where(
+                    ForwardJob.study_id == job.study_id,
+                    ForwardJob.center_id == job.center_id,
+                    ForwardJob.state.in_(("pending", "sending")),
+                )
+            )
+        ).first()
+        if waiting is not None:
+            raise Conflict(f"job {waiting[0]} already forwards this study to {center_code}", code="already-queued")
+        now = hub.clock.now()
+        uow.audit(detail={"attempts": job.attempts, "last_error": job.last_error, "center": center_code})
+        job.state = "pending"
+        job.attempts = 0
+        job.next_attempt_at = now
+        job.lease_until = None
+        job.done_at = None
+        job.updated_at = now
+        await emit(
+            session,
+            hub,
+            "forwarding.replayed",
+            [f"worklist:{center_code}"],
+            {"job_id": job.id, "center": center_code, "by": actor.username},
+        )
+        return {"id": job.id, "state": job.state, "center": center_code, "next_attempt_at": _iso(now)}

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Invalid, NotFound
 from telenet.domain.identity import PatientFacts
-from telenet.services import studies
+from telenet.services import peer_charsets, studies
 from telenet.services.access import center_of, require_role
 from telenet.services.dicom_matching import all_of, datetime_range_clause, range_clause, value_clause
 from telenet.services.hub import Hub, read_use_case, use_case
@@ -48,13 +48,18 @@ _PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
 CHARSETS = ("UTF-8", "GB18030", "GBK")
 
 
-async def answer_charset(hub: Hub, actor: Actor) -> str:
-    """The character set the caller's institution registered for its DICOM peers (UTF-8 by default)."""
+async def registered_charset(hub: Hub, actor: Actor, ae_title: str | None = None) -> str | None:
+    """The character set the calling AE title is registered with, else the one its institution registered for
+    its DICOM peers; None when neither is (the gateway answers in UTF-8 then)."""
+    if ae_title:
+        found = await peer_charsets.ae_charset(hub, ae_title)
+        if found is not None:
+            return found
     async with hub.reader() as session:
         charset = (
             await session.execute(select(Institution.dicom_charset).where(Institution.id == actor.institution_id))
         ).scalar_one_or_none()
-    return charset if charset in CHARSETS else "UTF-8"
+    return charset if charset in CHARSETS else None
 
 
 def study_uid_for(secret: bytes, accession_number: str) -> str:

@@ -22,7 +22,9 @@ from telenet.schemas import load_schema
 from telenet.services import practitioners
 from telenet.services.fees import local_day
 from telenet.services.hub import Hub, use_case
+from telenet.services.registry_admin import LoadHistory
 from telenet.services.registry_snapshot import bump_version
+from telenet.services.registry_state import state_of
 from telenet.store.models import (
     Agreement,
     Center,
@@ -157,11 +159,13 @@ async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadRe
                 details=[e.as_dict() for e in located],
             )
         report = LoadReport()
-        institutions = await _load_institutions(hub, session, doc, existing, report)
-        centers = await _load_centers(session, doc, institutions, report)
-        await _load_networks(session, doc, institutions, centers, report, local_day(hub.clock.now()))
+        history = LoadHistory(hub.clock.now(), actor.username if actor is not None else "network-file")
+        institutions = await _load_institutions(hub, session, doc, existing, report, history)
+        centers = await _load_centers(session, doc, institutions, report, history)
+        await _load_networks(session, doc, institutions, centers, report, local_day(hub.clock.now()), history)
         await _load_fee_schedule(session, doc, report)
-        await _load_users(hub, session, doc, institutions, centers, report)
+        await _load_users(hub, session, doc, institutions, centers, report, history)
+        await history.write(session)  # every record the file changed has a new version
         uow.audit(detail={"counts": report.counts})
         await bump_version(session, hub.clock.now())  # every hub process reloads its registry snapshot
     if hub.registry is not None:
@@ -212,6 +216,7 @@ async def _load_institutions(
     doc: Mapping[str, Any],
     existing: dict[str, Institution],
     report: LoadReport,
+    history: LoadHistory,
 ) -> dict[str, int]:
     """Upsert the institutions and their AE titles; returns the id of every institution by code.
 
@@ -219,7 +224,7 @@ async def _load_institutions(
     stored rows are compared and only the differing ones are written."""
     now = hub.clock.now()
     created: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
-    for item in doc["institutions"]:
+    for idx, item in enumerate(doc["institutions"]):
         dest = item.get("hl7_destination") or {}
         values = {
             "name": item["name"],
@@ -238,12 +243,16 @@ async def _load_institutions(
             "peer_networks": (item.get("peers") or {}).get("networks"),
         }
         row = existing.get(item["code"])
+        before = state_of("institution", row) if row is not None else {}
         if row is None:
             created.append((item, values))
             report.count("institutions", "created")
         elif _assign(row, values):
             row.updated_at = now
             report.count("institutions", "updated")
+            history.changed(
+                "institution", row.id, row.code, row.id, before, state_of("institution", row), f"/institutions/{idx}"
+            )
         else:
             report.count("institutions", "unchanged")
     await session.flush()  # updates first, as the ORM would: a new row may take a value an old one gives up
@@ -296,6 +305,21 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
         await session.execute(delete(InstitutionAETitle).where(InstitutionAETitle.ae_title.in_(chunk)))
     if missing:
         await session.execute(insert(InstitutionAETitle), missing)
+    charsets = {e["ae_title"]: e["charset"] for item in doc["institutions"] for e in item.get("ae_charsets") or []}
+    stored = dict(
+        (
+            await session.execute(
+                select(InstitutionAETitle.ae_title, InstitutionAETitle.charset).where(
+                    InstitutionAETitle.charset.is_not(None)
+                )
+            )
+        ).all()
+    )
+    for ae in sorted(set(wanted) & (set(charsets) | set(stored))):
+        if stored.get(ae) != charsets.get(ae):
+            await session.execute(
+                update(InstitutionAETitle).where(InstitutionAETitle.ae_title == ae).values(charset=charsets.get(ae))
+            )
     for item in doc["institutions"]:
         for node in item.get("dicom_nodes") or []:
             if wanted.get(node["ae_title"]) == ids[item["code"]]:
@@ -307,10 +331,14 @@ async def _load_ae_titles(session: AsyncSession, doc: Mapping[str, Any], ids: Ma
 
 
 async def _load_centers(
-    session: AsyncSession, doc: Mapping[str, Any], institutions: Mapping[str, int], report: LoadReport
+    session: AsyncSession,
+    doc: Mapping[str, Any],
+    institutions: Mapping[str, int],
+    report: LoadReport,
+    history: LoadHistory,
 ) -> dict[str, int]:
     by_code = {c.code: c for c in (await session.execute(select(Center))).scalars()}
-    for item in doc.get("centers", []):
+    for idx, item in enumerate(doc.get("centers", [])):
         node = item.get("dicom_node") or {}
         values = {
             "name": item["name"],
@@ -334,7 +362,12 @@ async def _load_centers(
             by_code[item["code"]] = row
             report.count("centers", "created")
         else:
-            report.count("centers", "updated" if _assign(row, values) else "unchanged")
+            before = state_of("center", row)
+            changed = _assign(row, values)
+            report.count("centers", "updated" if changed else "unchanged")
+            if changed:
+                after = state_of("center", row)
+                history.changed("center", row.id, row.code, row.institution_id, before, after, f"/centers/{idx}")
     await session.flush()
     return {code: row.id for code, row in by_code.items()}
 
@@ -350,6 +383,7 @@ async def _load_networks(
     centers: Mapping[str, int],
     report: LoadReport,
     today: date,
+    history: LoadHistory,
 ) -> None:
     """Upsert networks, then make members and rules exactly the file's and agreements the file's: one query
     per table to read what is stored, bulk statements to write the difference. An agreement the file no
@@ -402,10 +436,20 @@ async def _load_networks(
     new_agreements: list[dict[str, Any]] = []
     changed_agreements: list[dict[str, Any]] = []
     stale: list[tuple[Any, ...]] = []
-    for net_id, item in zip(net_ids, items, strict=True):
+    code_of = {inst_id: code for code, inst_id in institutions.items()}
+    net_code = {n.id: n.code for n in by_code.values()}
+
+    def wire(row: tuple[Any, ...]) -> dict[str, Any]:
+        _, _, valid_from, valid_to, services, share = row
+        return state_of(
+            "agreement",
+            Agreement(valid_from=valid_from, valid_to=valid_to, services=services, invited_share_bp=share),
+        )
+
+    for n, (net_id, item) in enumerate(zip(net_ids, items, strict=True)):
         lead_id = institutions[item["lead"]]
         wanted_agreements = set()
-        for a in item.get("agreements", []):
+        for j, a in enumerate(item.get("agreements", [])):
             member_id = institutions[a["member"]]
             wanted_agreements.add(member_id)
             values = {
@@ -422,16 +466,25 @@ async def _load_networks(
             elif tuple(values.values()) != row[1:]:
                 changed_agreements.append({"id": row[0], **values})
                 report.count("agreements", "updated")
+                history.changed(
+                    "agreement", row[0], f"{item['code']}/{a['member']}", lead_id, wire(row),
+                    wire((row[0], *values.values())), f"/networks/{n}/agreements/{j}",
+                )  # fmt: skip
             else:
                 report.count("agreements", "unchanged")
-        stale += [row for m, row in stored[net_id].items() if m not in wanted_agreements]
+        stale += [(net_id, m, row) for m, row in stored[net_id].items() if m not in wanted_agreements]
     ended = today - timedelta(days=1)
-    for stale_row in stale:
+    for net_id, member_id, stale_row in stale:
         agreement_id, valid_from, valid_to = stale_row[0], stale_row[2], stale_row[3]
         if valid_to <= ended:
             continue  # ended already
         changed_agreements.append({"id": agreement_id, "valid_from": min(valid_from, ended), "valid_to": ended})
         report.count("agreements", "ended")
+        after = (*stale_row[:2], min(valid_from, ended), ended, *stale_row[4:])
+        history.changed(
+            "agreement", agreement_id, f"{net_code[net_id]}/{code_of.get(member_id, member_id)}", stale_row[1],
+            wire(stale_row), wire(after), f"/networks/{net_ids.index(net_id)}/agreements",
+        )  # fmt: skip
     if changed_agreements:
         await session.execute(update(Agreement), changed_agreements)
     if new_agreements:
@@ -492,8 +545,10 @@ async def _load_users(
     institutions: Mapping[str, int],
     centers: Mapping[str, int],
     report: LoadReport,
+    history: LoadHistory,
 ) -> None:
     by_name = {u.username: u for u in (await session.execute(select(User))).scalars()}
+    before: dict[str, dict[str, Any]] = {}
     items = doc.get("users", [])
     ids: dict[str, int] = {}
     created: list[dict[str, Any]] = []
@@ -511,6 +566,7 @@ async def _load_users(
             report.count("users", "created")
         else:
             ids[row.username] = row.id
+            before[row.username] = state_of("account", row)
             report.count("users", "updated" if _assign(row, values) else "unchanged")
     if created:
         await session.execute(insert(User), created)
@@ -519,9 +575,16 @@ async def _load_users(
     for user_id, center_id in await session.execute(select(UserCenter.user_id, UserCenter.center_id)):
         have[user_id].add(center_id)
     new_links: list[dict[str, int]] = []
-    for item in items:
+    center_code = {center_id: code for code, center_id in centers.items()}
+    for idx, item in enumerate(items):
         user_id = ids[item["username"]]
         wanted = {centers[c] for c in item.get("centers", [])}
+        old = before.get(item["username"])
+        if old is not None:
+            user = by_name[item["username"]]
+            old["centers"] = sorted(center_code[c] for c in have[user_id] if c in center_code)
+            after = state_of("account", user, sorted(center_code[c] for c in wanted))
+            history.changed("account", user_id, user.username, user.institution_id, old, after, f"/users/{idx}")
         if have[user_id] - wanted:
             await session.execute(
                 delete(UserCenter).where(UserCenter.user_id == user_id, UserCenter.center_id.not_in(wanted))

@@ -25,6 +25,7 @@ from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case
 from telenet.store.models import (
     CriticalFinding,
+    DicomStudy,
     HL7DeadLetter,
     HL7Destination,
     HL7InboundMessage,
@@ -151,8 +152,18 @@ async def _add(
 
 async def _result_payload(session: AsyncSession, request: Request, report: Report | None) -> dict[str, Any]:
     """What the ORU is built from; ``report`` None for a critical finding raised from the claim alone."""
-    patient = await session.get(Patient, request.patient_id)
-    assert patient is not None
+    # The technician (技师) who acquired the exam: OperatorsName of the request's first study (OBR-34), read
+    # with the patient (no statement of its own on the signing path).
+    operators_of_study = (
+        select(DicomStudy.operators_name)
+        .where(DicomStudy.request_id == request.id, DicomStudy.operators_name.is_not(None))
+        .order_by(DicomStudy.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    patient, operators = (
+        await session.execute(select(Patient, operators_of_study).where(Patient.id == request.patient_id))
+    ).one()
     addendum = report is not None and report.status == "addendum"
     final = report
     if addendum:
@@ -220,6 +231,7 @@ async def _result_payload(session: AsyncSession, request: Request, report: Repor
         "ecg": final.structured if final is not None else None,
         "signer": {"id": signer_username, "name": report.author_name if report is not None else ""},
         "preliminary_author": preliminary_author,
+        "technician": {"name": operators.split("\\")[0]} if operators else None,
         "ordering_clinician": ordering,
         "signed_at": signed_at.isoformat(),
         "observed_at": request.queued_at.isoformat() if request.queued_at else None,

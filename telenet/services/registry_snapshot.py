@@ -2,20 +2,26 @@
 the fee schedule as one immutable snapshot held by the process, so that routing reads no registry table per
 request. The snapshot carries the database's registry version; every process checks that version at most
 every ``CHECK_SECONDS`` (one one-row read) and reloads when it moved. A change in this process (``network
-load``) invalidates at once."""
+load``, an admin's change) invalidates at once.
+
+Changes an admin scheduled for later (``registry_revisions`` with ``valid_from`` after the time they were
+made) are held beside the rows: :meth:`RegistrySnapshot.center`, ``institution`` and ``agreements_of`` answer
+with the version in force at the time they are asked about."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from telenet.services.registry_state import apply_state
 from telenet.store.models import (
     Agreement,
     Center,
@@ -23,6 +29,7 @@ from telenet.store.models import (
     Institution,
     InstitutionAETitle,
     NetworkMember,
+    RegistryRevision,
     RegistryVersion,
     RoutingRule,
 )
@@ -42,19 +49,54 @@ class RegistrySnapshot:
     agreements_of_member: Mapping[int, tuple[Agreement, ...]]
     rules_of_member: Mapping[int, tuple[tuple[RoutingRule, str], ...]]
     ae_titles: Mapping[str, int]
+    # The character set registered for single AE titles (the others use their institution's dicom_charset).
+    ae_charsets: Mapping[str, str]
     facilities: Mapping[str, int]
     fee_schedule: tuple[FeeScheduleEntry, ...]
+    # (kind, object id) -> its revisions that may differ from the live row: (valid_from, scheduled, revision,
+    # state), in revision order.
+    revisions: Mapping[tuple[str, int], tuple[tuple[datetime, bool, int, Mapping[str, Any]], ...]] = field(
+        default_factory=dict
+    )
+    _copies: dict[tuple[str, int, int], Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def center(self, center_id: int) -> tuple[Center, Institution]:
-        center = self.centers[center_id]
-        return center, self.institutions[center.institution_id]
+    def in_force(self, kind: str, row: Any, at: datetime | None) -> Any:
+        """``row`` as the version in force at ``at``: the live row unless a scheduled revision holds then
+        (a detached copy with that revision's state, made once per snapshot)."""
+        timeline = self.revisions.get((kind, row.id)) if at is not None else None
+        if not timeline:
+            return row
+        chosen = None
+        for valid_from, scheduled, number, state in timeline:
+            if valid_from <= at:  # type: ignore[operator]
+                chosen = (scheduled, number, state)
+        if chosen is None or not chosen[0]:
+            return row  # applied to the live row when it was made
+        key = (kind, row.id, chosen[1])
+        copy = self._copies.get(key)
+        if copy is None:
+            copy = type(row)(**{c.key: getattr(row, c.key) for c in row.__table__.columns})
+            apply_state(kind, copy, chosen[2])
+            self._copies[key] = copy
+        return copy
 
-    def center_by_code(self, code: str) -> tuple[Center, Institution] | None:
+    def institution(self, institution_id: int, at: datetime | None = None) -> Institution | None:
+        inst = self.institutions.get(institution_id)
+        return self.in_force("institution", inst, at) if inst is not None else None
+
+    def center(self, center_id: int, at: datetime | None = None) -> tuple[Center, Institution]:
+        center = self.in_force("center", self.centers[center_id], at)
+        return center, self.in_force("institution", self.institutions[center.institution_id], at)
+
+    def center_by_code(self, code: str, at: datetime | None = None) -> tuple[Center, Institution] | None:
         center_id = self.center_ids.get(code)
-        return self.center(center_id) if center_id is not None else None
+        return self.center(center_id, at) if center_id is not None else None
 
-    def centers_of_service(self, service: str) -> list[tuple[Center, Institution]]:
-        return [(c, self.institutions[c.institution_id]) for c in self.centers.values() if c.service == service]
+    def centers_of_service(self, service: str, at: datetime | None = None) -> list[tuple[Center, Institution]]:
+        return [self.center(c.id, at) for c in self.centers.values() if c.service == service]
+
+    def agreements_of(self, member_id: int, at: datetime | None = None) -> list[Agreement]:
+        return [self.in_force("agreement", a, at) for a in self.agreements_of_member.get(member_id, ())]
 
 
 async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot:
@@ -72,10 +114,29 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
     )
     for member_id, rule, code in rows:
         rules.setdefault(member_id, []).append((rule, code))
-    ae_titles = dict(
-        (await session.execute(select(InstitutionAETitle.ae_title, InstitutionAETitle.institution_id))).all()
-    )
+    ae_titles: dict[str, int] = {}
+    ae_charsets: dict[str, str] = {}
+    for ae, inst_id, charset in await session.execute(
+        select(InstitutionAETitle.ae_title, InstitutionAETitle.institution_id, InstitutionAETitle.charset)
+    ):
+        ae_titles[ae] = inst_id
+        if charset:
+            ae_charsets[ae] = charset
     fees = tuple((await session.execute(select(FeeScheduleEntry).order_by(FeeScheduleEntry.id))).scalars())
+    revisions: dict[tuple[str, int], list[tuple[datetime, bool, int, Mapping[str, Any]]]] = {}
+    for r in (
+        await session.execute(
+            select(RegistryRevision)
+            .where(
+                RegistryRevision.kind.in_(("institution", "center", "agreement")),
+                or_(RegistryRevision.valid_to.is_(None), RegistryRevision.valid_from > RegistryRevision.changed_at),
+            )
+            .order_by(RegistryRevision.kind, RegistryRevision.object_id, RegistryRevision.revision)
+        )
+    ).scalars():
+        revisions.setdefault((r.kind, r.object_id), []).append(
+            (r.valid_from, r.valid_from > r.changed_at, r.revision, MappingProxyType(dict(r.data)))
+        )
     session.expunge_all()
     return RegistrySnapshot(
         version=version,
@@ -86,8 +147,10 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         agreements_of_member=MappingProxyType({k: tuple(v) for k, v in agreements.items()}),
         rules_of_member=MappingProxyType({k: tuple(v) for k, v in rules.items()}),
         ae_titles=MappingProxyType(ae_titles),
+        ae_charsets=MappingProxyType(ae_charsets),
         facilities=MappingProxyType({i.hl7_facility: i.id for i in institutions.values() if i.hl7_facility}),
         fee_schedule=fees,
+        revisions=MappingProxyType({k: tuple(v) for k, v in revisions.items() if any(s for _, s, _, _ in v)}),
     )
 
 

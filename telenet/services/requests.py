@@ -138,7 +138,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
     async with use_case(hub, actor, "request.create", "request") as uow:
         session = uow.session
         snap = await routing.snapshot(hub)
-        requester = snap.institutions.get(actor.institution_id) if snap else None
+        requester = snap.institution(actor.institution_id, hub.clock.now()) if snap else None
         requester = requester or await session.get(Institution, actor.institution_id)
         assert requester is not None
         uow.audit(object_path=requester.path)
@@ -162,7 +162,7 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
         decision = await routing.decide(hub, session, query, requester)
         if decision.center_code is None:
             raise Invalid(decision.reason, code="no-route", details=routing.considered_json(decision))
-        found = snap.center_by_code(decision.center_code) if snap else None
+        found = snap.center_by_code(decision.center_code, hub.clock.now()) if snap else None
         if found is None:
             center_id = await routing.center_id_by_code(session, decision.center_code)
             center, _ = await center_of(session, center_id)

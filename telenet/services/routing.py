@@ -3,7 +3,7 @@ and store the decision with its reasons in the route history."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -110,6 +110,8 @@ async def rules_for(session: AsyncSession, requester: Institution) -> list[Route
 
 
 async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: Institution) -> RouteDecision:
+    """The center for ``query``, from the registry versions in force now (the snapshot holds the changes an
+    admin scheduled; without a snapshot the live rows, which the sweeper brings up to date)."""
     now = hub.clock.now()
     snap = await snapshot(hub)
     if snap is None:
@@ -118,7 +120,7 @@ async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: 
     # The registry from memory: the only statement left is the centers' current load.
     load = await _load(session)
     return choose_center(
-        query, snapshot_candidates(snap, query.kind, requester, now.date(), load), snapshot_rules(snap, requester), now
+        query, snapshot_candidates(snap, query.kind, requester, now, load), snapshot_rules(snap, requester), now
     )
 
 
@@ -134,12 +136,14 @@ async def _load(session: AsyncSession) -> dict[int, int]:
 
 
 def snapshot_candidates(
-    snap: RegistrySnapshot, kind: str, requester: Institution, today: date, load: dict[int, int]
+    snap: RegistrySnapshot, kind: str, requester: Institution, at: datetime, load: dict[int, int]
 ) -> list[CenterCandidate]:
-    """As :func:`candidates`, from the registry snapshot."""
+    """As :func:`candidates`, from the registry snapshot: the centers, institutions and agreements in the
+    versions in force at ``at`` (the time of the routing decision)."""
+    today = at.date()
     covering = {
         a.lead_id
-        for a in snap.agreements_of_member.get(requester.id, ())
+        for a in snap.agreements_of(requester.id, at)
         if a.valid_from <= today <= a.valid_to and kind in a.services
     }
     return [
@@ -157,7 +161,7 @@ def snapshot_candidates(
             load=load.get(center.id, 0),
             agreement_in_force=inst.id == requester.id or inst.id in covering,
         )
-        for center, inst in snap.centers_of_service(kind)
+        for center, inst in snap.centers_of_service(kind, at)
     ]
 
 

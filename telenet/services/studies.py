@@ -126,6 +126,7 @@ class InstanceRecord:
     study_id: str | None = None
     study_description: str | None = None
     referring_physician: str | None = None
+    operators_name: str | None = None
     modality: str | None = None
     series_number: int | None = None
     series_description: str | None = None
@@ -392,6 +393,7 @@ def _fill_study(study: DicomStudy, record: InstanceRecord) -> None:
         "study_id": _cut(record.study_id, 16),
         "study_description": _cut(record.study_description, 64),
         "referring_physician": _cut(record.referring_physician, 200),
+        "operators_name": _cut(record.operators_name, 200),
         "character_set": _cut(record.character_set, 64),
     }
     for key, value in values.items():

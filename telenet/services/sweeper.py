@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from telenet.services.coordination import release_breached_claims
 from telenet.services.hub import Hub
 from telenet.services.queue import escalate_breaches, expire_leases
+from telenet.services.registry_admin import apply_due
 from telenet.services.reports import escalate_unacknowledged
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,12 @@ class SweepResult:
     breaches: int
     criticals_escalated: int
     breached_claims_released: int = 0
+    registry_changes_applied: int = 0
 
 
 async def sweep_once(hub: Hub) -> SweepResult:
+    # Registry changes scheduled for now first (routing already uses them; the live rows follow).
+    applied = await apply_due(hub)
     # Breached claims first, so a claim cut short by its capped lease is released with its reason.
     released = await release_breached_claims(hub)
     return SweepResult(
@@ -31,6 +35,7 @@ async def sweep_once(hub: Hub) -> SweepResult:
         breaches=await escalate_breaches(hub),
         criticals_escalated=await escalate_unacknowledged(hub),
         breached_claims_released=released,
+        registry_changes_applied=applied,
     )
 
 

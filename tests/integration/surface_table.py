@@ -661,6 +661,7 @@ HL7: list[HL7Message] = [
 
 # The DICOMweb, attachment, console and clinical rows live next door (this module would pass 600 lines otherwise).
 from tests.integration.surface_clinical import CLINICAL  # noqa: E402
+from tests.integration.surface_registry import REGISTRY  # noqa: E402
 from tests.integration.surface_web import WEB_ROUTES  # noqa: E402
 
-ROUTES += WEB_ROUTES + CLINICAL
+ROUTES += WEB_ROUTES + CLINICAL + REGISTRY

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 from sqlalchemy import select
 
 from telenet.config import Settings
 from telenet.services.network import load_network
-from telenet.store.models import Event
+from telenet.store.models import AuditEntry, Event
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, free_port, instance, wait_for
 from tests.factories import order
 
@@ -108,3 +108,67 @@ async def test_escalation_forwards_to_the_new_center(
     assert resp.status == 200, await resp.text()
     centers = {i["center"] for i in (await jobs(client, "province_admin"))["items"]}
     assert centers == {"NL-C01-K01-IMG", "NL-C01-IMG"}
+
+
+async def test_a_coordinator_replays_a_dead_letter_and_the_pacs_receives_it(
+    client: Any, node: Any, clock: Any, demo_doc: dict[str, Any]
+) -> None:
+    port = free_port()
+    await load_network(client.hub, with_nodes(demo_doc, {"NL-C01-K01-IMG": port}))  # nobody listens yet
+    view = await queued_study(client, node, clock)
+
+    async def state() -> str:
+        [item] = (await jobs(client))["items"]
+        return str(item["state"])
+
+    async def tried(attempts: int) -> bool:
+        [item] = (await jobs(client))["items"]
+        return bool(item["attempts"] >= attempts and item["state"] != "sending")
+
+    for attempts in (1, 2, 3):  # the attempt limit (dicom_forward_max_attempts=3), each past its backoff
+        await wait_for(lambda attempts=attempts: tried(attempts))
+        clock.advance(seconds=30)
+    assert await state() == "dead"
+    [dead] = (await jobs(client, state="dead"))["items"]
+    assert dead["request_id"] == view["id"] and dead["attempts"] == 3
+
+    received: list[str] = []
+    pacs = AE(ae_title="PACSC01K01IMG")
+    pacs.supported_contexts = StoragePresentationContexts
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    server = pacs.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        url = f"/api/v1/forwarding/{dead['id']}/replay"
+        assert (await client.post(url, headers=await client.login("city_coord"))).status == 403, "another center's"
+        assert (await client.post(url, headers=await client.login("township_doc"))).status == 403
+        resp = await client.post(url, headers=await client.login("county_coord"))
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["state"] == "pending"
+        again = await client.post(url, headers=await client.login("county_coord"))
+        assert again.status == 409, "only a dead letter is replayed"
+        await wait_for(lambda: _is(state, "done"))
+        assert len(received) == 1
+    finally:
+        server.shutdown()
+    async with client.hub.sessions() as session:
+        audit = (
+            (await session.execute(select(AuditEntry).where(AuditEntry.action == "dicom.forward.replay")))
+            .scalars()
+            .all()
+        )
+    # Refusals are written on their own (after the rollback), so ids need not follow the order of the calls.
+    assert sorted((a.actor, a.outcome) for a in audit) == [
+        ("city_coord", "scope"),
+        ("county_coord", "ok"),
+        ("county_coord", "state"),
+    ]
+    [replayed] = [a for a in audit if a.outcome == "ok"]
+    assert replayed.detail["attempts"] == 3 and replayed.detail["last_error"]
+
+
+async def _is(state: Any, wanted: str) -> bool:
+    return bool(await state() == wanted)

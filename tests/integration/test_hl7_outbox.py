@@ -15,11 +15,13 @@ import hl7.mllp
 import pytest
 from sqlalchemy import select, update
 
+from gateways.hl7.codec import build_oru
+from gateways.hl7.mapping import report_result
 from gateways.hl7.sender import ResultSender
 from gateways.hl7.server import WorkerPool
 from telenet.app import build_app
 from telenet.config import Settings
-from telenet.services import auth, hl7_inbound, outbox, queue, reports, requests
+from telenet.services import auth, hl7_inbound, outbox, queue, reports, requests, studies
 from telenet.services.outbox import control_id
 from telenet.store.models import Event, HL7DeadLetter, HL7OutboxItem, Institution
 from tests.conftest import DEFAULT_NOW
@@ -169,6 +171,37 @@ async def test_final_reports_and_addenda_are_queued_with_what_the_oru_needs(demo
         await session.commit()
     await final_report(demo_hub, "P2", 2)
     assert len(await outbox_rows(demo_hub)) == 2
+
+
+@SQLITE_ONLY
+async def test_the_oru_names_the_technician_the_images_name(demo_hub: Any) -> None:
+    """OBR-34: the OperatorsName of the request's study, beside OBR-32 (signer)."""
+    doc = await auth.actor_for_username(demo_hub, "township_doc")
+    view = await requests.submit(demo_hub, doc, order(modality="CT", patient_id="P9", serial=9, name="张三"))
+    modality = await studies.ae_actor(demo_hub, "C01K01T01")
+    assert modality is not None
+    record = studies.InstanceRecord(
+        sop_instance_uid="2.25.901",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_instance_uid="2.25.900",
+        series_instance_uid="2.25.902",
+        path="/nonexistent/for/this/test.dcm",
+        size_bytes=1,
+        accession_number=view["accession_number"],
+        operators_name="孙^技师\\李^技师",
+        modality="CT",
+    )
+    await studies.store_instance(demo_hub, modality, record)
+    await requests.data_complete(demo_hub, await auth.actor_for_username(demo_hub, "his_t01"), view["id"], "api")
+    reader = await auth.actor_for_username(demo_hub, "county_reader")
+    await queue.claim(demo_hub, reader, view["id"])
+    await reports.report(demo_hub, reader, view["id"], FINAL)
+    [row] = await outbox_rows(demo_hub)
+    assert row.payload["technician"] == {"name": "孙^技师"}, "the first operator"
+    oru = build_oru(report_result(row.payload), message_control_id="X", receiving_facility=TOWNSHIP, now=DEFAULT_NOW)
+    obr = hl7.parse(oru.decode()).segment("OBR")
+    assert (str(obr[32]), str(obr[34])) == ("county_reader&陈立明", "&孙&技师")
 
 
 # ------------------------------------------------------------------------------------------------ sender

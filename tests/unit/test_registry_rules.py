@@ -78,6 +78,7 @@ def test_every_cross_reference_error_is_reported_with_its_location(demo_doc: dic
     doc["centers"][0]["institution"] = "GHOST"
     doc["networks"][0]["agreements"][0]["valid_to"] = "2000-01-01"
     doc["users"][0]["centers"] = ["NL-PROV-IMG"]  # a requester bound to a center
+    doc["institutions"][9]["ae_charsets"] = [{"ae_title": "NOT-ITS-AE", "charset": "GBK"}]
     errors = {e.location for e in check_network(doc)}
     assert {
         "/institutions/5/parent",
@@ -87,6 +88,7 @@ def test_every_cross_reference_error_is_reported_with_its_location(demo_doc: dic
         "/centers/0/institution",
         "/networks/0/agreements/0/valid_to",
         "/users/0/centers",
+        "/institutions/9/ae_charsets/0/ae_title",
     } <= errors
 
 

@@ -26,7 +26,7 @@ from telenet.store.models.registry import (
     NetworkMember,
     RoutingRule,
 )
-from telenet.store.models.registry_version import RegistryVersion
+from telenet.store.models.registry_version import RegistryRevision, RegistryVersion
 from telenet.store.models.requests import (
     CriticalFinding,
     Event,
@@ -76,6 +76,7 @@ __all__ = [
     "PatientMerge",
     "PractitionerRecord",
     "RecognitionDecision",
+    "RegistryRevision",
     "RegistryVersion",
     "Report",
     "Request",

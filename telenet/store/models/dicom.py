@@ -36,6 +36,8 @@ class DicomStudy(Base):
     study_id: Mapped[str | None] = mapped_column(String(16))
     study_description: Mapped[str | None] = mapped_column(String(64))
     referring_physician: Mapped[str | None] = mapped_column(String(200))
+    # OperatorsName (0008,1070) of the first instance: the technician (技师) who acquired it, OBR-34 in the ORU.
+    operators_name: Mapped[str | None] = mapped_column(String(200))
     modalities: Mapped[list[str]] = mapped_column(JSON, default=list)
     character_set: Mapped[str | None] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer, default=0)

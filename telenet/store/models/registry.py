@@ -58,6 +58,8 @@ class InstitutionAETitle(Base):
     # Where the modality listens (network file ``dicom_nodes``): storage commitment reports on a new association.
     host: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int | None] = mapped_column(Integer)
+    # The character set this AE understands (UTF-8, GB18030, GBK); None: the institution's ``dicom_charset``.
+    charset: Mapped[str | None] = mapped_column(String(16))
 
 
 class Network(Base):
