@@ -4,6 +4,11 @@ the one store path of C-STORE (``gateways.dicom.ingest``) and the answer is the 
 The whole body is received into temporary files first, so a malformed body (400), a wrong content type
 (415) or an over-size instance (413) stores nothing. Each instance then succeeds or fails on its own with
 the standard FailureReason; a failed instance leaves nothing behind.
+
+The instances of one request are stored together: their files are read (header only), fsynced and renamed
+into place by a few worker threads, their directories fsynced once each, and all of them indexed as one
+member of the group commit (each instance its own use case in a SAVEPOINT, in the order of the parts): one
+durable COMMIT per request, not one per instance.
 """
 
 from __future__ import annotations
@@ -12,30 +17,28 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
 
-from gateways.dicom.bridge import LoopBridge
-from gateways.dicom.ingest import StudyMismatch, ingest
+from gateways.dicom.ingest import Prepared, StudyMismatch, discard, log_duplicate, prepare
 from gateways.dicom.node import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
 from gateways.dicom.status import BadDataset, Busy
-from gateways.dicom.storage import FileStore
+from gateways.dicom.storage import FileStore, fsync_dir
 from gateways.dicomweb.media import negotiate_json, parse_media_type
 from gateways.dicomweb.multipart import ReceivedPart, receive_parts
 from gateways.dicomweb.qido import base_url
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, Invalid, TelenetError
+from telenet.services import studies
+from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
+from telenet.services.studies import InstanceRecord, StoreOutcome
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # FailureReason (0008,1197) values PS3.18 Table 10.5.3-2 refers to (PS3.4 Annex B status codes).
 PROCESSING_FAILURE: Final = 0x0110
@@ -46,42 +49,9 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED: Final = 0xC122
 
-PARALLEL_PARTS: Final = 8
-WAIT_S: Final = 300.0  # a part may wait for the index writes of the parts before it
+PARALLEL_PARTS: Final = 4  # worker threads reading and placing the files of one request
 _SUPPORTED_CLASSES: Final = frozenset(storage_sop_classes())
 _SUPPORTED_SYNTAXES: Final = frozenset(STORAGE_TRANSFER_SYNTAXES)
-
-
-class OrderedBridge(LoopBridge):
-    """The loop bridge for the parts of one body: their files are read, fsynced and renamed in parallel
-    threads, their index writes run one at a time and in the order of the parts (so the index keeps the
-    order the client sent, and SQLite's busy handler never has to arbitrate)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
-        super().__init__(loop, timeout=WAIT_S)
-        self._turns = [asyncio.Event() for _ in range(parts)]
-        self._local = threading.local()
-
-    def bind(self, index: int) -> None:
-        """On the worker thread: the following calls are part ``index``'s."""
-        self._local.index = index
-
-    def done(self, index: int) -> None:
-        """On the loop: part ``index`` has no (more) index writes."""
-        self._turns[index].set()
-
-    def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        index: int = self._local.index
-
-        async def in_turn() -> T:
-            if index:
-                await self._turns[index - 1].wait()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                self._turns[index].set()
-
-        return super().call(in_turn)
 
 
 @dataclass(frozen=True)
@@ -113,10 +83,9 @@ def failure_reason(exc: BaseException) -> int:
     return PROCESSING_FAILURE
 
 
-def _store_part(
-    hub: Hub, bridge: LoopBridge, store: FileStore, actor: Actor, part: ReceivedPart, expected_study: str | None
-) -> Outcome:
-    """One part through the C-STORE path; runs on a worker thread and never raises."""
+def _prepare_part(store: FileStore, part: ReceivedPart, expected_study: str | None) -> Outcome | Prepared:
+    """One part checked, read and placed on disk (not yet indexed); runs on a worker thread, never raises:
+    a failure is the part's Outcome."""
     media = parse_media_type(part.content_type)
     if media.type != "application/dicom":
         return Outcome("", "", None, None, CANNOT_UNDERSTAND, f"a part of type {media.type} is not a DICOM instance")
@@ -137,24 +106,47 @@ def _store_part(
     if outcome.failure is not None:
         return outcome
     try:
-        stored = ingest(
-            hub,
-            bridge,
+        return prepare(
             store,
-            actor,
             part.path,
             sop_class_uid=sop_class,
             transfer_syntax_uid=syntax,
             affected_sop_instance_uid=sop_instance,
             expected_study_uid=expected_study,
+            sync_dir=False,
         )
-        outcome.study_instance_uid = stored.study_instance_uid
     except Exception as exc:
-        outcome.failure = failure_reason(exc)
-        outcome.comment = exc.message if isinstance(exc, TelenetError) else str(exc) or type(exc).__name__
-        if outcome.failure == PROCESSING_FAILURE:
-            log.error("STOW-RS of %s failed", sop_instance, exc_info=exc)
+        return _failed(outcome, exc)
+
+
+def _failed(outcome: Outcome, exc: BaseException) -> Outcome:
+    outcome.failure = failure_reason(exc)
+    outcome.comment = exc.message if isinstance(exc, TelenetError) else str(exc) or type(exc).__name__
+    if outcome.failure == PROCESSING_FAILURE:
+        log.error("STOW-RS of %s failed", outcome.sop_instance_uid, exc_info=exc)
     return outcome
+
+
+def _sync_dirs(prepared: list[Prepared]) -> None:
+    """One fsync per directory that received files (the renames durable before the index names them)."""
+    for directory in sorted({p.final.parent for p in prepared if p.placed}):
+        fsync_dir(directory)
+
+
+async def index_all(hub: Hub, actor: Actor, records: list[InstanceRecord]) -> list[StoreOutcome | Exception]:
+    """All ``records`` as one member of the hub's group commit: each its own use case (a SAVEPOINT; one
+    failure rolls back only itself), in order; returns once the one COMMIT is durable."""
+
+    async def each(joined: Hub) -> list[StoreOutcome | Exception]:
+        results: list[StoreOutcome | Exception] = []
+        for record in records:
+            try:
+                results.append(await studies.store_instance(joined, actor, record))
+            except Exception as exc:  # this instance fails alone (its savepoint is rolled back)
+                results.append(exc)
+        return results
+
+    return await in_group(hub, each)
 
 
 def _sequence_item(outcome: Outcome, root: str) -> dict[str, Any]:
@@ -189,6 +181,35 @@ def store_response(outcomes: list[Outcome], root: str, study_uid: str | None) ->
     return status, body
 
 
+async def _index(hub: Hub, actor: Actor, store: FileStore, ready: list[Outcome | Prepared]) -> list[Outcome]:
+    """The placed parts indexed together; a part that fails to index has its file removed."""
+    prepared = [item for item in ready if isinstance(item, Prepared)]
+    try:
+        if prepared:
+            await asyncio.to_thread(_sync_dirs, prepared)
+        results = await index_all(hub, actor, [p.record for p in prepared]) if prepared else []
+    except Exception as exc:  # the shared commit failed: nothing of this request is indexed
+        log.error("STOW-RS of %d instances failed", len(prepared), exc_info=exc)
+        results = [exc] * len(prepared)
+    indexed = dict(zip((id(p) for p in prepared), results, strict=True))
+    outcomes = []
+    for item in ready:
+        if isinstance(item, Outcome):
+            outcomes.append(item)
+            continue
+        record = item.record
+        outcome = Outcome(record.sop_class_uid, record.sop_instance_uid, None, None)
+        result = indexed[id(item)]
+        if isinstance(result, Exception):
+            discard(store, item)
+            outcomes.append(_failed(outcome, result))
+        else:
+            log_duplicate(result, record, actor)
+            outcome.study_instance_uid = result.study_instance_uid
+            outcomes.append(outcome)
+    return outcomes
+
+
 async def stow(
     request: web.Request,
     hub: Hub,
@@ -203,28 +224,17 @@ async def stow(
         request, tmp_dir, max_part_bytes=limits.max_instance_bytes, max_total_bytes=limits.max_request_bytes
     )
     parts = received.parts
-    bridge = OrderedBridge(asyncio.get_running_loop(), len(parts))
-    # A pool of its own, as large as the parts in flight: the lowest part in flight always has a thread,
-    # so waiting for turns cannot starve it.
-    pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="stow")
-    slots = asyncio.Semaphore(PARALLEL_PARTS)
     loop = asyncio.get_running_loop()
-
-    def run(index: int, part: ReceivedPart) -> Outcome:
-        bridge.bind(index)
-        return _store_part(hub, bridge, store, actor, part, study_uid)
-
-    async def store_one(index: int, part: ReceivedPart) -> Outcome:
-        async with slots:
-            try:
-                return await loop.run_in_executor(pool, run, index, part)
-            finally:
-                bridge.done(index)
-
     try:
-        outcomes = list(await asyncio.gather(*(store_one(i, part) for i, part in enumerate(parts))))
+        pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="stow")
+        try:
+            ready = await asyncio.gather(
+                *(loop.run_in_executor(pool, _prepare_part, store, part, study_uid) for part in parts)
+            )
+        finally:
+            pool.shutdown(wait=False)
+        outcomes = await _index(hub, actor, store, list(ready))
     finally:
-        pool.shutdown(wait=False)
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)
     return web.Response(

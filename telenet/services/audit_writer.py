@@ -43,7 +43,7 @@ class AuditWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, journal_dir: Path | None = None) -> None:
         self._sessions = sessions
         self._journal_dir = journal_dir
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._journal_fd: int | None = None
         self._journaled: list[dict[str, Any]] = []
@@ -52,10 +52,11 @@ class AuditWriter:
         # How many rows each committed batch held (the group-commit evidence tests and /metrics look at).
         self.batches: list[int] = []
 
-    async def write(self, row: dict[str, Any]) -> None:
+    async def write(self, row: dict[str, Any], *more: dict[str, Any]) -> None:
+        """Returns once ``row`` (and ``more``, in the same batch) is durable."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((row, done))
+        self._pending.append(([row, *more], done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="audit-writer")
         # Shielded: a cancelled request (client gone) still gets its row written.
@@ -75,7 +76,7 @@ class AuditWriter:
         await asyncio.sleep(0)  # let the requests of this loop turn join the batch
         while self._pending:
             batch, self._pending = self._pending, []
-            rows = [row for row, _ in batch]
+            rows = [row for group in batch for row in group[0]]
             try:
                 await self._commit(rows)
             except Exception as exc:  # each waiter learns it; the next batch tries again
