@@ -134,17 +134,12 @@ def _sync_dirs(prepared: list[Prepared]) -> None:
 
 
 async def index_all(hub: Hub, actor: Actor, records: list[InstanceRecord]) -> list[StoreOutcome | Exception]:
-    """All ``records`` as one member of the hub's group commit: each its own use case (a SAVEPOINT; one
-    failure rolls back only itself), in order; returns once the one COMMIT is durable."""
+    """All ``records`` as one member of the hub's group commit (``studies.store_instances``: the instances of
+    a series in one SAVEPOINT; a failure rolls back only its own), in order; returns once the one COMMIT is
+    durable."""
 
     async def each(joined: Hub) -> list[StoreOutcome | Exception]:
-        results: list[StoreOutcome | Exception] = []
-        for record in records:
-            try:
-                results.append(await studies.store_instance(joined, actor, record))
-            except Exception as exc:  # this instance fails alone (its savepoint is rolled back)
-                results.append(exc)
-        return results
+        return await studies.store_instances(joined, actor, records)
 
     return await in_group(hub, each)
 

@@ -136,6 +136,12 @@ def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> Aud
     return AuditEntry(**_audit_values(hub, actor, record, outcome))
 
 
+def audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str = "ok") -> dict[str, Any]:
+    """The values of the audit row a use case with ``record`` writes (for a multi-row insert by use cases
+    that index many objects at once)."""
+    return _audit_values(hub, actor, record, outcome)
+
+
 @asynccontextmanager
 async def use_case(
     hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
