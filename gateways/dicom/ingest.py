@@ -9,7 +9,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
+from pydicom.filereader import read_partial
+from pydicom.tag import BaseTag
 
 from gateways.dicom import mapping
 from gateways.dicom.bridge import LoopBridge
@@ -38,7 +40,21 @@ class Prepared:
     placed: bool  # this call placed the file (a failure to index removes it); False: it was there already
 
 
-def prepare(
+@dataclasses.dataclass(frozen=True)
+class Parsed:
+    """A received instance read and validated, not yet in place."""
+
+    record: studies.InstanceRecord
+    final: Path
+    dataset: Dataset
+    is_ecg: bool
+
+
+def _before_group_0028(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag.group > 0x0020)
+
+
+def parse(
     store: FileStore,
     received: Path,
     *,
@@ -46,14 +62,17 @@ def prepare(
     transfer_syntax_uid: str,
     affected_sop_instance_uid: str = "",
     expected_study_uid: str | None = None,
-    sync_dir: bool = True,
-) -> Prepared:
-    """Read and validate the dataset in ``received`` (a temporary file the store now owns), move it into
-    place durably (the directory's fsync left to the caller when ``sync_dir`` is False) and measure an ECG.
-    The received bytes are kept as they are (no re-encoding); pixel data is not parsed. Raises BadDataset."""
+    header_only: bool = False,
+) -> Parsed:
+    """Read and validate the dataset in ``received``; pixel data is never parsed. With ``header_only`` (an
+    image, not an ECG) reading stops after group 0020, the last the index needs. Raises BadDataset."""
     is_ecg = sop_class_uid in ECG_SOP_CLASSES
     try:
-        ds = dcmread(received, stop_before_pixels=not is_ecg)
+        if header_only and not is_ecg:
+            with open(received, "rb") as fh:
+                ds: Dataset = read_partial(fh, stop_when=_before_group_0028)
+        else:
+            ds = dcmread(received, stop_before_pixels=not is_ecg)
     except Exception as exc:  # pydicom raises many kinds on damaged input
         raise BadDataset(f"unreadable dataset: {exc}") from exc
     record = mapping.instance_record(
@@ -66,12 +85,41 @@ def prepare(
     if expected_study_uid is not None and record.study_instance_uid != expected_study_uid:
         raise StudyMismatch(f"the instance belongs to study {record.study_instance_uid}, not {expected_study_uid}")
     final = store.instance_path(record.study_instance_uid, record.sop_instance_uid)
+    return Parsed(record, final, ds, is_ecg)
+
+
+def place(store: FileStore, parsed: Parsed, received: Path, *, synced: bool = False, sync_dir: bool = True) -> Prepared:
+    """Move a parsed instance into place durably (``synced``: its file is fsynced already; ``sync_dir``
+    False: the caller fsyncs the directory, once for many files) and measure an ECG. The received bytes are
+    kept as they are (no re-encoding)."""
+    record, final = parsed.record, parsed.final
     if final.exists():  # a duplicate, or a file whose indexing was interrupted
         record = dataclasses.replace(record, path=str(final), size_bytes=final.stat().st_size)
         return Prepared(record, final, placed=False)
-    size = store.place(received, final, sync_dir=sync_dir)
-    ecg = process_ecg(ds, store, final) if is_ecg else None
+    size = store.place(received, final, synced=synced, sync_dir=sync_dir)
+    ecg = process_ecg(parsed.dataset, store, final) if parsed.is_ecg else None
     return Prepared(dataclasses.replace(record, path=str(final), size_bytes=size, ecg=ecg), final, placed=True)
+
+
+def prepare(
+    store: FileStore,
+    received: Path,
+    *,
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    affected_sop_instance_uid: str = "",
+    expected_study_uid: str | None = None,
+) -> Prepared:
+    """Parse and place (see ``parse`` and ``place``)."""
+    parsed = parse(
+        store,
+        received,
+        sop_class_uid=sop_class_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        affected_sop_instance_uid=affected_sop_instance_uid,
+        expected_study_uid=expected_study_uid,
+    )
+    return place(store, parsed, received)
 
 
 def discard(store: FileStore, prepared: Prepared) -> None:

@@ -24,10 +24,10 @@ from typing import Any, Final
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
 
-from gateways.dicom.ingest import Prepared, StudyMismatch, discard, log_duplicate, prepare
+from gateways.dicom.ingest import Parsed, Prepared, StudyMismatch, discard, log_duplicate, parse, place
 from gateways.dicom.node import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
 from gateways.dicom.status import BadDataset, Busy
-from gateways.dicom.storage import FileStore, fsync_dir
+from gateways.dicom.storage import FileStore, fsync_dir, fsync_file
 from gateways.dicomweb.media import negotiate_json, parse_media_type
 from gateways.dicomweb.multipart import ReceivedPart, receive_parts
 from gateways.dicomweb.qido import base_url
@@ -49,7 +49,7 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED: Final = 0xC122
 
-PARALLEL_PARTS: Final = 4  # worker threads reading and placing the files of one request
+FSYNC_THREADS: Final = 16  # the fsyncs of a request's files overlap (the filesystem commits them together)
 _SUPPORTED_CLASSES: Final = frozenset(storage_sop_classes())
 _SUPPORTED_SYNTAXES: Final = frozenset(STORAGE_TRANSFER_SYNTAXES)
 
@@ -68,6 +68,7 @@ class Outcome:
     series_instance_uid: str | None
     failure: int | None = None
     comment: str | None = None
+    syntax: str = ""
 
 
 def failure_reason(exc: BaseException) -> int:
@@ -83,9 +84,8 @@ def failure_reason(exc: BaseException) -> int:
     return PROCESSING_FAILURE
 
 
-def _prepare_part(store: FileStore, part: ReceivedPart, expected_study: str | None) -> Outcome | Prepared:
-    """One part checked, read and placed on disk (not yet indexed); runs on a worker thread, never raises:
-    a failure is the part's Outcome."""
+def _check_part(part: ReceivedPart) -> Outcome:
+    """The part's media type and file meta information; ``failure`` set when it cannot be stored."""
     media = parse_media_type(part.content_type)
     if media.type != "application/dicom":
         return Outcome("", "", None, None, CANNOT_UNDERSTAND, f"a part of type {media.type} is not a DICOM instance")
@@ -96,27 +96,64 @@ def _prepare_part(store: FileStore, part: ReceivedPart, expected_study: str | No
         syntax = str(meta.get("TransferSyntaxUID", "") or "")
     except Exception as exc:  # pydicom raises many kinds on input that is not a Part 10 file
         return Outcome("", "", None, None, CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}"[:200])
-    outcome = Outcome(sop_class, sop_instance, None, None)
+    outcome = Outcome(sop_class, sop_instance, None, None, syntax=syntax)
     if not sop_class or not syntax:
         outcome.failure, outcome.comment = CANNOT_UNDERSTAND, "the file meta information is incomplete"
     elif sop_class not in _SUPPORTED_CLASSES:
         outcome.failure, outcome.comment = SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} is not stored here"
     elif syntax not in _SUPPORTED_SYNTAXES:
         outcome.failure, outcome.comment = TRANSFER_SYNTAX_NOT_SUPPORTED, f"transfer syntax {syntax} is not accepted"
-    if outcome.failure is not None:
-        return outcome
-    try:
-        return prepare(
-            store,
-            part.path,
-            sop_class_uid=sop_class,
-            transfer_syntax_uid=syntax,
-            affected_sop_instance_uid=sop_instance,
-            expected_study_uid=expected_study,
-            sync_dir=False,
-        )
-    except Exception as exc:
-        return _failed(outcome, exc)
+    return outcome
+
+
+def _parse_parts(
+    store: FileStore, parts: list[ReceivedPart], expected_study: str | None
+) -> list[tuple[Outcome, Parsed | None]]:
+    """Every part checked and parsed, one after another on one worker thread (parsing holds the GIL: more
+    threads would only take turns); a part that fails has its Outcome's failure set and no Parsed."""
+    out: list[tuple[Outcome, Parsed | None]] = []
+    for part in parts:
+        outcome = _check_part(part)
+        if outcome.failure is not None:
+            out.append((outcome, None))
+            continue
+        try:
+            parsed = parse(
+                store,
+                part.path,
+                sop_class_uid=outcome.sop_class_uid,
+                transfer_syntax_uid=outcome.syntax,
+                affected_sop_instance_uid=outcome.sop_instance_uid,
+                expected_study_uid=expected_study,
+                header_only=True,
+            )
+        except Exception as exc:
+            out.append((_failed(outcome, exc), None))
+            continue
+        out.append((outcome, parsed))
+    return out
+
+
+def _place_parts(
+    store: FileStore,
+    parts: list[ReceivedPart],
+    parsed: list[tuple[Outcome, Parsed | None]],
+    synced: list[BaseException | None],
+) -> list[Outcome | Prepared]:
+    """The parsed parts renamed into place (their files fsynced already), then one fsync per directory."""
+    ready: list[Outcome | Prepared] = []
+    for part, (outcome, item), sync_error in zip(parts, parsed, synced, strict=True):
+        if item is None:
+            ready.append(outcome)
+        elif sync_error is not None:
+            ready.append(_failed(outcome, sync_error))
+        else:
+            try:
+                ready.append(place(store, item, part.path, synced=True, sync_dir=False))
+            except Exception as exc:
+                ready.append(_failed(outcome, exc))
+    _sync_dirs([p for p in ready if isinstance(p, Prepared)])
+    return ready
 
 
 def _failed(outcome: Outcome, exc: BaseException) -> Outcome:
@@ -180,8 +217,6 @@ async def _index(hub: Hub, actor: Actor, store: FileStore, ready: list[Outcome |
     """The placed parts indexed together; a part that fails to index has its file removed."""
     prepared = [item for item in ready if isinstance(item, Prepared)]
     try:
-        if prepared:
-            await asyncio.to_thread(_sync_dirs, prepared)
         results = await index_all(hub, actor, [p.record for p in prepared]) if prepared else []
     except Exception as exc:  # the shared commit failed: nothing of this request is indexed
         log.error("STOW-RS of %d instances failed", len(prepared), exc_info=exc)
@@ -221,14 +256,18 @@ async def stow(
     parts = received.parts
     loop = asyncio.get_running_loop()
     try:
-        pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="stow")
+        # The received files are fsynced by many threads at once (the filesystem commits them together)
+        # while one thread parses them; then they are renamed into place and indexed together.
+        pool = concurrent.futures.ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="stow-fsync")
         try:
-            ready = await asyncio.gather(
-                *(loop.run_in_executor(pool, _prepare_part, store, part, study_uid) for part in parts)
-            )
+            syncs = [loop.run_in_executor(pool, fsync_file, part.path) for part in parts]
+            parsed = await asyncio.to_thread(_parse_parts, store, parts, study_uid)
+            synced = await asyncio.gather(*syncs, return_exceptions=True)
         finally:
             pool.shutdown(wait=False)
-        outcomes = await _index(hub, actor, store, list(ready))
+        errors = [r if isinstance(r, BaseException) else None for r in synced]
+        ready = await asyncio.to_thread(_place_parts, store, parts, parsed, errors)
+        outcomes = await _index(hub, actor, store, ready)
     finally:
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)
