@@ -35,6 +35,7 @@ class Part:
     length: int | None = None
     data: bytes | None = None
     location: str | None = None
+    size: int | None = None  # the file's size when known (the index has it): no stat to decide how to read
 
 
 def _read_slice(path: str, offset: int, length: int | None) -> list[bytes]:
@@ -82,30 +83,35 @@ def _read_small(parts: list[Part]) -> list[bytes]:
     return out
 
 
-def _is_small(part: Part) -> bool:
-    if part.path is None:
-        return False
-    size = part.length if part.length is not None else os.stat(part.path).st_size - part.offset
-    return size <= SMALL
+def _part_size(part: Part) -> int:
+    assert part.path is not None
+    if part.length is not None:
+        return part.length
+    size = part.size if part.size is not None else os.stat(part.path).st_size
+    return size - part.offset
 
 
 async def _batches(parts: AsyncIterator[Part]) -> AsyncIterator[list[tuple[Part, bytes | None]]]:
-    """Parts with their bytes: small files (at most 1 MiB) read together, up to 8 MiB per thread hop; larger
-    files are left to be streamed in chunks (None)."""
+    """Parts with their bytes: small files (at most 1 MiB each) read together, up to 8 MiB per thread hop;
+    larger files are left to be streamed in chunks (None)."""
     batch: list[Part] = []
+    batch_bytes = 0
 
     async def flush() -> list[tuple[Part, bytes | None]]:
-        nonlocal batch
-        taken, batch = batch, []
+        nonlocal batch, batch_bytes
+        taken, batch, batch_bytes = batch, [], 0
         data = await asyncio.to_thread(_read_small, taken) if taken else []
         return list(zip(taken, data, strict=True))
 
     async for part in parts:
         if part.data is not None:
             yield [*await flush(), (part, part.data)]
-        elif _is_small(part):
+            continue
+        size = _part_size(part)
+        if size <= SMALL:
             batch.append(part)
-            if len(batch) * SMALL >= BATCH:
+            batch_bytes += size
+            if batch_bytes >= BATCH:
                 yield await flush()
         else:
             yield [*await flush(), (part, None)]
