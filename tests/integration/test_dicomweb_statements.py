@@ -97,7 +97,8 @@ async def test_stow_run_with_a_duplicate_is_indexed_one_by_one(client: Any, data
 async def test_qido_study_search_is_one_select_without_the_write_lock(client: Any, database: Any) -> None:
     web = await web_for(client, "township_doc")
     for n in range(3):
-        await web.call(lambda c, n=n: c.store_instances(study(2, patient_id=f"P-Q{n}")))
+        datasets = study(2, patient_id=f"P-Q{n}")
+        await web.call(lambda c: c.store_instances(datasets))  # noqa: B023 - awaited at once
     with statements(database.engine) as seen:
         found = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "P-Q*"}))
     assert len(found) == 3 and all(f["00201206"]["Value"] == [1] for f in found), "series counted in the query"
