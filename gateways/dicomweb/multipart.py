@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 CHUNK: Final = 1 << 20
 SMALL: Final = 1 << 20
 BATCH: Final = 8 << 20
+WRITE: Final = 256 << 10
 CRLF: Final = b"\r\n"
 
 
@@ -119,31 +120,57 @@ async def _batches(parts: AsyncIterator[Part]) -> AsyncIterator[list[tuple[Part,
         yield await flush()
 
 
+class _Writer:
+    """Response bytes in writes of about ``WRITE`` bytes: small pieces joined, large ones sliced. One huge
+    write would sit in the transport's buffer, which asyncio (3.11) shifts down after every partial send:
+    a copy of the rest of the buffer per send. Writes of this size are sent at once, each awaiting drain."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    async def add(self, data: bytes) -> None:
+        if len(data) >= WRITE:
+            await self.flush()
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE):
+                await self.response.write(view[start : start + WRITE])
+            return
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= WRITE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            data, self.pending, self.size = b"".join(self.pending), [], 0
+            await self.response.write(data)
+
+
 async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], part_type: str) -> web.StreamResponse:
     """A ``multipart/related; type=part_type`` response written while the parts are produced."""
     boundary = uuid.uuid4().hex
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = f'multipart/related; type="{part_type}"; boundary={boundary}'
     await response.prepare(request)
+    out = _Writer(response)
     async for batch in _batches(parts):
-        pieces: list[bytes] = []
         for part, data in batch:
             head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
             if part.location:
                 head += f"Content-Location: {part.location}\r\n"
-            pieces.append(head.encode() + CRLF)
+            await out.add(head.encode() + CRLF)
             if data is not None:
-                pieces += [data, CRLF]
+                await out.add(data)
+                await out.add(CRLF)
                 continue
-            await response.write(b"".join(pieces))
-            pieces = []
             assert part.path is not None
             async for chunk in _file_chunks(part.path, part.offset, part.length):
-                await response.write(chunk)
-            pieces.append(CRLF)
-        if pieces:
-            await response.write(b"".join(pieces))
-    await response.write(f"--{boundary}--\r\n".encode())
+                await out.add(chunk)
+            await out.add(CRLF)
+    await out.add(f"--{boundary}--\r\n".encode())
+    await out.flush()
     await response.write_eof()
     return response
 
