@@ -61,7 +61,7 @@ async def _instance_count(client: Any, uid: str) -> int:
         )
 
 
-async def test_stow_of_a_series_is_one_insert_per_table(client: Any, database: Any) -> None:
+async def test_stow_of_a_series_is_one_insert_per_table_and_a_duplicate_one_by_one(client: Any, database: Any) -> None:
     web = await web_for(client, "township_doc")
     series = study(6, patient_id="P-BULK")
     uid = str(series[0].StudyInstanceUID)
@@ -80,9 +80,7 @@ async def test_stow_of_a_series_is_one_insert_per_table(client: Any, database: A
         ).scalar_one()
     assert audited == 6, "one audit row per instance, as one by one"
 
-
-async def test_stow_run_with_a_duplicate_is_indexed_one_by_one(client: Any, database: Any) -> None:
-    web = await web_for(client, "township_doc")
+    # A run with a duplicate is indexed one by one, as before.
     series = study(4, patient_id="P-DUP")
     uid = str(series[0].StudyInstanceUID)
     await web.call(lambda c: c.store_instances(series[:2]))
@@ -94,7 +92,7 @@ async def test_stow_run_with_a_duplicate_is_indexed_one_by_one(client: Any, data
     assert await _instance_count(client, uid) == 4, "the duplicate counted once"
 
 
-async def test_qido_study_search_is_one_select_without_the_write_lock(client: Any, database: Any) -> None:
+async def test_qido_search_and_wado_locate_read_without_the_write_lock(client: Any, database: Any) -> None:
     web = await web_for(client, "township_doc")
     for n in range(3):
         datasets = study(2, patient_id=f"P-Q{n}")
@@ -110,9 +108,7 @@ async def test_qido_study_search_is_one_select_without_the_write_lock(client: An
         # the search reads on a deferred transaction: it never waits for (or holds) the write lock
         assert seen.begun_with(searches[0]) == "BEGIN"
 
-
-async def test_wado_locate_is_two_queries(client: Any, database: Any) -> None:
-    web = await web_for(client, "township_doc")
+    # WADO-RS: the study in scope, then all its instances' files, on a read transaction.
     series = study(5, patient_id="P-W")
     await web.call(lambda c: c.store_instances(series))
     uid = str(series[0].StudyInstanceUID)
@@ -120,7 +116,7 @@ async def test_wado_locate_is_two_queries(client: Any, database: Any) -> None:
         retrieved = await web.call(lambda c: c.retrieve_study(uid))
     assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(ds.SOPInstanceUID for ds in series)
     reads = [s for s in seen if s.startswith("SELECT") and "dicom_" in s]
-    assert len(reads) == 2, reads  # the study in scope, then all its instances' files
+    assert len(reads) == 2, reads
     assert count(seen, "INSERT INTO audit") <= 2 and count(seen, "UPDATE") == 0
     if database.kind == "sqlite":
         assert all(seen.begun_with(s) == "BEGIN" for s in reads), "the locate reads without the write lock"
