@@ -3,11 +3,15 @@
 - STOW-RS of 100 small instances (CT_small, ~39 KB) in one multipart request: instances/s.
 - WADO-RS retrieve of that 100-instance study (``transfer-syntax=*``), 5 times: MB/s.
 - QIDO-RS study search (PatientID exact, one client, sequential): p50/p99 ms and queries/s, on both with the
-  same content; then the hub alone with ``--studies`` extra studies bulk-inserted into its index.
+  same content; then both again with ``--studies`` more studies (one per patient): the hub's bulk-inserted
+  into its index, Orthanc's uploaded over its REST API by four clients (at most ``--seed-seconds``; the
+  number it reached is printed).
 
+Besides the rates, each server's own CPU time per operation (``/proc/<pid>/stat``, all its threads) is
+printed: on a shared machine the rates move with the load, the CPU a request costs much less.
 The servers take turns, ``--rounds`` times (each round stores a new study); figures are the medians.
 
-    .venv/bin/python -m bench.dicomweb [--studies 100000] [--queries 500] [--rounds 3]
+    .venv/bin/python -m bench.dicomweb [--studies 100000] [--queries 500] [--rounds 3] [--seed-seconds 900]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import tempfile
 import time
@@ -87,6 +92,26 @@ def multipart(files: list[bytes]) -> tuple[bytes, str]:
         chunks += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), data, b"\r\n"]
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU seconds a server spent between ``start()`` and ``stop()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.began = 0.0
+
+    def start(self) -> None:
+        self.began = cpu_seconds(self.pid)
+
+    def stop(self) -> float:
+        return cpu_seconds(self.pid) - self.began
 
 
 def stow(session: requests.Session, root: str, files: list[bytes]) -> float:
@@ -173,13 +198,59 @@ def seed_hub(database_url: str, count: int) -> tuple[float, list[str]]:
     return time.perf_counter() - start, ids
 
 
-def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    import statistics
+def tiny_instance(patient_id: str) -> bytes:
+    """A small CT instance without pixel data (one study of its own) for loading Orthanc."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = patient_id, f"PATIENT^{patient_id}", "CT"
+    ds.StudyDate = "20260101"
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return bytes(buffer.getvalue())
+
+
+def seed_orthanc(rest: str, ids: list[str], budget_s: float) -> tuple[float, int]:
+    """One study per id uploaded to Orthanc's REST API (POST /instances) by four clients, for at most
+    ``budget_s`` seconds; the time taken and how many were stored."""
+    import concurrent.futures
+    import threading
+
+    deadline = time.monotonic() + budget_s
+    lock = threading.Lock()
+    stored = 0
+    start = time.perf_counter()
+
+    def load(chunk: list[str]) -> None:
+        nonlocal stored
+        with requests.Session() as session:
+            for pid in chunk:
+                if time.monotonic() > deadline:
+                    return
+                resp = session.post(f"{rest}/instances", data=tiny_instance(pid), timeout=60)
+                assert resp.status_code == 200, resp.text[:200]
+                with lock:
+                    stored += 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(load, [ids[i::4] for i in range(4)]))
+    return time.perf_counter() - start, stored
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "stow": statistics.median(r["stow"] for r in rounds),
         "wado": statistics.median(r["wado"] for r in rounds),
         "qido": {k: statistics.median(r["qido"][k] for r in rounds) for k in ("p50", "p99", "qps")},
+        "cpu": {k: statistics.median(r["cpu"][k] for r in rounds) for k in ("stow", "wado", "qido")},
     }
 
 
@@ -188,6 +259,7 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed-seconds", type=float, default=900.0, help="at most this long loading Orthanc")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dicomweb-bench-"))
     hub = HubProcess()
@@ -203,25 +275,55 @@ def main() -> None:
         hub_session.headers["Authorization"] = f"Bearer {token}"
         orthanc_session = requests.Session()
         hub_root = f"{hub.url}/dicom-web"
-        targets = (("telenet", hub_session, hub_root), ("Orthanc", orthanc_session, orthanc_root))
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
+
+        def hub_pid() -> int:
+            assert hub.proc is not None  # restarted after the bulk insert: ask each time
+            return hub.proc.pid
+
+        targets = (
+            ("telenet", hub_session, hub_root, hub_pid),
+            ("Orthanc", orthanc_session, orthanc_root, lambda: orthanc_proc.pid),
+        )
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in targets}
         # Rounds alternate between the two servers so that both see the same load on a shared machine;
         # each figure is the median of the rounds.
         for _ in range(args.rounds):
-            for name, session, root in targets:
+            for name, session, root, process in targets:
                 study, files = instances(100)
+                cpu = Cpu(process())
+                cpu.start()
+                stow_rate = stow(session, root, files)
+                stow_cpu = cpu.stop() * 1000 / len(files)
+                cpu.start()
+                wado_rate = wado(session, root, study)
+                wado_cpu = cpu.stop() * 1000 / 5
+                cpu.start()
+                qido_figures = qido(session, root, ["BENCH0001", "NOBODY"], args.queries)
+                qido_cpu = cpu.stop() * 1000 / args.queries
                 runs[name].append(
                     {
-                        "stow": stow(session, root, files),
-                        "wado": wado(session, root, study),
-                        "qido": qido(session, root, ["BENCH0001", "NOBODY"], args.queries),
+                        "stow": stow_rate,
+                        "wado": wado_rate,
+                        "qido": qido_figures,
+                        "cpu": {"stow": stow_cpu, "wado": wado_cpu, "qido": qido_cpu},
                     }
                 )
         results = {name: _median(rounds) for name, rounds in runs.items()}
         hub.stop()
         seconds, ids = seed_hub(hub.env["TELENET_DATABASE_URL"], args.studies)
         hub.start()
-        large = qido(hub_session, hub_root, ids, args.queries)
+        orthanc_seconds, orthanc_count = seed_orthanc(orthanc_root.removesuffix("/dicom-web"), ids, args.seed_seconds)
+        large: dict[str, dict[str, list[float]]] = {name: {} for name, *_ in targets}
+        for _ in range(args.rounds):
+            for name, session, root, process in targets:
+                pool = ids if name == "telenet" else ids[:orthanc_count]
+                cpu = Cpu(process())
+                cpu.start()
+                figures = qido(session, root, pool, args.queries)
+                figures["cpu"] = cpu.stop() * 1000 / args.queries
+                for key, value in figures.items():
+                    large[name].setdefault(key, []).append(value)
+        big = {name: {k: statistics.median(v) for k, v in figures.items()} for name, figures in large.items()}
     finally:
         hub.stop()
         orthanc_proc.terminate()
@@ -237,9 +339,15 @@ def main() -> None:
     row("WADO-RS retrieve of the 100-instance study, MB/s", t["wado"], o["wado"])
     for key, label in (("p50", "QIDO-RS p50 ms"), ("p99", "QIDO-RS p99 ms"), ("qps", "QIDO-RS queries/s")):
         row(f"{label} (2 studies)", t["qido"][key], o["qido"][key], 1)
+    for key, label in (("p50", "QIDO-RS p50 ms"), ("p99", "QIDO-RS p99 ms"), ("qps", "QIDO-RS queries/s")):
+        row(f"{label} ({args.studies:,} / {orthanc_count:,} studies)", big["telenet"][key], big["Orthanc"][key], 1)
+    row("server CPU ms per STOW-RS instance", t["cpu"]["stow"], o["cpu"]["stow"], 2)
+    row("server CPU ms per WADO-RS study retrieve", t["cpu"]["wado"], o["cpu"]["wado"], 1)
+    row("server CPU ms per QIDO-RS query (2 studies)", t["cpu"]["qido"], o["cpu"]["qido"], 2)
+    row("server CPU ms per QIDO-RS query (large)", big["telenet"]["cpu"], big["Orthanc"]["cpu"], 2)
     print(
-        f"\ntelenet alone with {args.studies:,} more studies (bulk insert {seconds:.1f} s): "
-        f"QIDO-RS PatientID p50 {large['p50']:.1f} ms, p99 {large['p99']:.1f} ms, {large['qps']:.0f} queries/s"
+        f"\nloaded: telenet {args.studies:,} studies bulk-inserted into its index in {seconds:.1f} s; "
+        f"Orthanc {orthanc_count:,} studies over REST in {orthanc_seconds:.1f} s"
     )
 
 

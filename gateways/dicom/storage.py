@@ -55,18 +55,22 @@ class FileStore:
     def instance_path(self, study_uid: str, sop_uid: str) -> Path:
         return self.study_dir(study_uid) / f"{sop_uid}.dcm"
 
-    def place(self, received: Path, final: Path) -> int:
+    def place(self, received: Path, final: Path, *, synced: bool = False, sync_dir: bool = True) -> int:
         """Move a received temporary file to ``final`` durably (fsync file, rename, fsync directory); a copy
-        through a temporary file in the store when the two are on different filesystems. Returns its size."""
+        through a temporary file in the store when the two are on different filesystems. Returns its size.
+        ``synced``: the received file is fsynced already; with ``sync_dir`` False the caller fsyncs
+        ``final.parent`` (once for many files) before indexing."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        fsync_file(received)
+        if not synced:
+            fsync_file(received)
         try:
             os.replace(received, final)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
             self._copy_into(received, final)
-        fsync_dir(final.parent)
+        if sync_dir:
+            fsync_dir(final.parent)
         return final.stat().st_size
 
     def _copy_into(self, source: Path, final: Path) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 CHUNK: Final = 1 << 20
 SMALL: Final = 1 << 20
 BATCH: Final = 8 << 20
+WRITE: Final = 256 << 10
 CRLF: Final = b"\r\n"
 
 
@@ -35,6 +36,7 @@ class Part:
     length: int | None = None
     data: bytes | None = None
     location: str | None = None
+    size: int | None = None  # the file's size when known (the index has it): no stat to decide how to read
 
 
 def _read_slice(path: str, offset: int, length: int | None) -> list[bytes]:
@@ -82,35 +84,68 @@ def _read_small(parts: list[Part]) -> list[bytes]:
     return out
 
 
-def _is_small(part: Part) -> bool:
-    if part.path is None:
-        return False
-    size = part.length if part.length is not None else os.stat(part.path).st_size - part.offset
-    return size <= SMALL
+def _part_size(part: Part) -> int:
+    assert part.path is not None
+    if part.length is not None:
+        return part.length
+    size = part.size if part.size is not None else os.stat(part.path).st_size
+    return size - part.offset
 
 
 async def _batches(parts: AsyncIterator[Part]) -> AsyncIterator[list[tuple[Part, bytes | None]]]:
-    """Parts with their bytes: small files (at most 1 MiB) read together, up to 8 MiB per thread hop; larger
-    files are left to be streamed in chunks (None)."""
+    """Parts with their bytes: small files (at most 1 MiB each) read together, up to 8 MiB per thread hop;
+    larger files are left to be streamed in chunks (None)."""
     batch: list[Part] = []
+    batch_bytes = 0
 
     async def flush() -> list[tuple[Part, bytes | None]]:
-        nonlocal batch
-        taken, batch = batch, []
+        nonlocal batch, batch_bytes
+        taken, batch, batch_bytes = batch, [], 0
         data = await asyncio.to_thread(_read_small, taken) if taken else []
         return list(zip(taken, data, strict=True))
 
     async for part in parts:
         if part.data is not None:
             yield [*await flush(), (part, part.data)]
-        elif _is_small(part):
+            continue
+        size = _part_size(part)
+        if size <= SMALL:
             batch.append(part)
-            if len(batch) * SMALL >= BATCH:
+            batch_bytes += size
+            if batch_bytes >= BATCH:
                 yield await flush()
         else:
             yield [*await flush(), (part, None)]
     if batch:
         yield await flush()
+
+
+class _Writer:
+    """Response bytes in writes of about ``WRITE`` bytes: small pieces joined, large ones sliced. One huge
+    write would sit in the transport's buffer, which asyncio (3.11) shifts down after every partial send:
+    a copy of the rest of the buffer per send. Writes of this size are sent at once, each awaiting drain."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    async def add(self, data: bytes) -> None:
+        if len(data) >= WRITE:
+            await self.flush()
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE):
+                await self.response.write(view[start : start + WRITE])
+            return
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= WRITE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            data, self.pending, self.size = b"".join(self.pending), [], 0
+            await self.response.write(data)
 
 
 async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], part_type: str) -> web.StreamResponse:
@@ -119,25 +154,23 @@ async def stream_multipart(request: web.Request, parts: AsyncIterator[Part], par
     response = web.StreamResponse(status=200)
     response.headers["Content-Type"] = f'multipart/related; type="{part_type}"; boundary={boundary}'
     await response.prepare(request)
+    out = _Writer(response)
     async for batch in _batches(parts):
-        pieces: list[bytes] = []
         for part, data in batch:
             head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
             if part.location:
                 head += f"Content-Location: {part.location}\r\n"
-            pieces.append(head.encode() + CRLF)
+            await out.add(head.encode() + CRLF)
             if data is not None:
-                pieces += [data, CRLF]
+                await out.add(data)
+                await out.add(CRLF)
                 continue
-            await response.write(b"".join(pieces))
-            pieces = []
             assert part.path is not None
             async for chunk in _file_chunks(part.path, part.offset, part.length):
-                await response.write(chunk)
-            pieces.append(CRLF)
-        if pieces:
-            await response.write(b"".join(pieces))
-    await response.write(f"--{boundary}--\r\n".encode())
+                await out.add(chunk)
+            await out.add(CRLF)
+    await out.add(f"--{boundary}--\r\n".encode())
+    await out.flush()
     await response.write_eof()
     return response
 

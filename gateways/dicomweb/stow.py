@@ -4,6 +4,11 @@ the one store path of C-STORE (``gateways.dicom.ingest``) and the answer is the 
 The whole body is received into temporary files first, so a malformed body (400), a wrong content type
 (415) or an over-size instance (413) stores nothing. Each instance then succeeds or fails on its own with
 the standard FailureReason; a failed instance leaves nothing behind.
+
+The instances of one request are stored together: their files are read (header only), fsynced and renamed
+into place by a few worker threads, their directories fsynced once each, and all of them indexed as one
+member of the group commit (each instance its own use case in a SAVEPOINT, in the order of the parts): one
+durable COMMIT per request, not one per instance.
 """
 
 from __future__ import annotations
@@ -12,30 +17,28 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
 
-from gateways.dicom.bridge import LoopBridge
-from gateways.dicom.ingest import StudyMismatch, ingest
+from gateways.dicom.ingest import Parsed, Prepared, StudyMismatch, discard, log_duplicate, parse, place
 from gateways.dicom.node import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
 from gateways.dicom.status import BadDataset, Busy
-from gateways.dicom.storage import FileStore
+from gateways.dicom.storage import FileStore, fsync_dir, fsync_file
 from gateways.dicomweb.media import negotiate_json, parse_media_type
 from gateways.dicomweb.multipart import ReceivedPart, receive_parts
 from gateways.dicomweb.qido import base_url
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, Invalid, TelenetError
+from telenet.services import studies
+from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
+from telenet.services.studies import InstanceRecord, StoreOutcome
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # FailureReason (0008,1197) values PS3.18 Table 10.5.3-2 refers to (PS3.4 Annex B status codes).
 PROCESSING_FAILURE: Final = 0x0110
@@ -46,42 +49,9 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED: Final = 0xC122
 
-PARALLEL_PARTS: Final = 8
-WAIT_S: Final = 300.0  # a part may wait for the index writes of the parts before it
+FSYNC_THREADS: Final = 16  # the fsyncs of a request's files overlap (the filesystem commits them together)
 _SUPPORTED_CLASSES: Final = frozenset(storage_sop_classes())
 _SUPPORTED_SYNTAXES: Final = frozenset(STORAGE_TRANSFER_SYNTAXES)
-
-
-class OrderedBridge(LoopBridge):
-    """The loop bridge for the parts of one body: their files are read, fsynced and renamed in parallel
-    threads, their index writes run one at a time and in the order of the parts (so the index keeps the
-    order the client sent, and SQLite's busy handler never has to arbitrate)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
-        super().__init__(loop, timeout=WAIT_S)
-        self._turns = [asyncio.Event() for _ in range(parts)]
-        self._local = threading.local()
-
-    def bind(self, index: int) -> None:
-        """On the worker thread: the following calls are part ``index``'s."""
-        self._local.index = index
-
-    def done(self, index: int) -> None:
-        """On the loop: part ``index`` has no (more) index writes."""
-        self._turns[index].set()
-
-    def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        index: int = self._local.index
-
-        async def in_turn() -> T:
-            if index:
-                await self._turns[index - 1].wait()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                self._turns[index].set()
-
-        return super().call(in_turn)
 
 
 @dataclass(frozen=True)
@@ -98,6 +68,7 @@ class Outcome:
     series_instance_uid: str | None
     failure: int | None = None
     comment: str | None = None
+    syntax: str = ""
 
 
 def failure_reason(exc: BaseException) -> int:
@@ -113,10 +84,8 @@ def failure_reason(exc: BaseException) -> int:
     return PROCESSING_FAILURE
 
 
-def _store_part(
-    hub: Hub, bridge: LoopBridge, store: FileStore, actor: Actor, part: ReceivedPart, expected_study: str | None
-) -> Outcome:
-    """One part through the C-STORE path; runs on a worker thread and never raises."""
+def _check_part(part: ReceivedPart) -> Outcome:
+    """The part's media type and file meta information; ``failure`` set when it cannot be stored."""
     media = parse_media_type(part.content_type)
     if media.type != "application/dicom":
         return Outcome("", "", None, None, CANNOT_UNDERSTAND, f"a part of type {media.type} is not a DICOM instance")
@@ -127,34 +96,89 @@ def _store_part(
         syntax = str(meta.get("TransferSyntaxUID", "") or "")
     except Exception as exc:  # pydicom raises many kinds on input that is not a Part 10 file
         return Outcome("", "", None, None, CANNOT_UNDERSTAND, f"not a DICOM Part 10 file: {exc}"[:200])
-    outcome = Outcome(sop_class, sop_instance, None, None)
+    outcome = Outcome(sop_class, sop_instance, None, None, syntax=syntax)
     if not sop_class or not syntax:
         outcome.failure, outcome.comment = CANNOT_UNDERSTAND, "the file meta information is incomplete"
     elif sop_class not in _SUPPORTED_CLASSES:
         outcome.failure, outcome.comment = SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} is not stored here"
     elif syntax not in _SUPPORTED_SYNTAXES:
         outcome.failure, outcome.comment = TRANSFER_SYNTAX_NOT_SUPPORTED, f"transfer syntax {syntax} is not accepted"
-    if outcome.failure is not None:
-        return outcome
-    try:
-        stored = ingest(
-            hub,
-            bridge,
-            store,
-            actor,
-            part.path,
-            sop_class_uid=sop_class,
-            transfer_syntax_uid=syntax,
-            affected_sop_instance_uid=sop_instance,
-            expected_study_uid=expected_study,
-        )
-        outcome.study_instance_uid = stored.study_instance_uid
-    except Exception as exc:
-        outcome.failure = failure_reason(exc)
-        outcome.comment = exc.message if isinstance(exc, TelenetError) else str(exc) or type(exc).__name__
-        if outcome.failure == PROCESSING_FAILURE:
-            log.error("STOW-RS of %s failed", sop_instance, exc_info=exc)
     return outcome
+
+
+def _parse_parts(
+    store: FileStore, parts: list[ReceivedPart], expected_study: str | None
+) -> list[tuple[Outcome, Parsed | None]]:
+    """Every part checked and parsed, one after another on one worker thread (parsing holds the GIL: more
+    threads would only take turns); a part that fails has its Outcome's failure set and no Parsed."""
+    out: list[tuple[Outcome, Parsed | None]] = []
+    for part in parts:
+        outcome = _check_part(part)
+        if outcome.failure is not None:
+            out.append((outcome, None))
+            continue
+        try:
+            parsed = parse(
+                store,
+                part.path,
+                sop_class_uid=outcome.sop_class_uid,
+                transfer_syntax_uid=outcome.syntax,
+                affected_sop_instance_uid=outcome.sop_instance_uid,
+                expected_study_uid=expected_study,
+                header_only=True,
+            )
+        except Exception as exc:
+            out.append((_failed(outcome, exc), None))
+            continue
+        out.append((outcome, parsed))
+    return out
+
+
+def _place_parts(
+    store: FileStore,
+    parts: list[ReceivedPart],
+    parsed: list[tuple[Outcome, Parsed | None]],
+    synced: list[BaseException | None],
+) -> list[Outcome | Prepared]:
+    """The parsed parts renamed into place (their files fsynced already), then one fsync per directory."""
+    ready: list[Outcome | Prepared] = []
+    for part, (outcome, item), sync_error in zip(parts, parsed, synced, strict=True):
+        if item is None:
+            ready.append(outcome)
+        elif sync_error is not None:
+            ready.append(_failed(outcome, sync_error))
+        else:
+            try:
+                ready.append(place(store, item, part.path, synced=True, sync_dir=False))
+            except Exception as exc:
+                ready.append(_failed(outcome, exc))
+    _sync_dirs([p for p in ready if isinstance(p, Prepared)])
+    return ready
+
+
+def _failed(outcome: Outcome, exc: BaseException) -> Outcome:
+    outcome.failure = failure_reason(exc)
+    outcome.comment = exc.message if isinstance(exc, TelenetError) else str(exc) or type(exc).__name__
+    if outcome.failure == PROCESSING_FAILURE:
+        log.error("STOW-RS of %s failed", outcome.sop_instance_uid, exc_info=exc)
+    return outcome
+
+
+def _sync_dirs(prepared: list[Prepared]) -> None:
+    """One fsync per directory that received files (the renames durable before the index names them)."""
+    for directory in sorted({p.final.parent for p in prepared if p.placed}):
+        fsync_dir(directory)
+
+
+async def index_all(hub: Hub, actor: Actor, records: list[InstanceRecord]) -> list[StoreOutcome | Exception]:
+    """All ``records`` as one member of the hub's group commit (``studies.store_instances``: the instances of
+    a series in one SAVEPOINT; a failure rolls back only its own), in order; returns once the one COMMIT is
+    durable."""
+
+    async def each(joined: Hub) -> list[StoreOutcome | Exception]:
+        return await studies.store_instances(joined, actor, records)
+
+    return await in_group(hub, each)
 
 
 def _sequence_item(outcome: Outcome, root: str) -> dict[str, Any]:
@@ -189,6 +213,33 @@ def store_response(outcomes: list[Outcome], root: str, study_uid: str | None) ->
     return status, body
 
 
+async def _index(hub: Hub, actor: Actor, store: FileStore, ready: list[Outcome | Prepared]) -> list[Outcome]:
+    """The placed parts indexed together; a part that fails to index has its file removed."""
+    prepared = [item for item in ready if isinstance(item, Prepared)]
+    try:
+        results = await index_all(hub, actor, [p.record for p in prepared]) if prepared else []
+    except Exception as exc:  # the shared commit failed: nothing of this request is indexed
+        log.error("STOW-RS of %d instances failed", len(prepared), exc_info=exc)
+        results = [exc] * len(prepared)
+    indexed = dict(zip((id(p) for p in prepared), results, strict=True))
+    outcomes = []
+    for item in ready:
+        if isinstance(item, Outcome):
+            outcomes.append(item)
+            continue
+        record = item.record
+        outcome = Outcome(record.sop_class_uid, record.sop_instance_uid, None, None)
+        result = indexed[id(item)]
+        if isinstance(result, Exception):
+            discard(store, item)
+            outcomes.append(_failed(outcome, result))
+        else:
+            log_duplicate(result, record, actor)
+            outcome.study_instance_uid = result.study_instance_uid
+            outcomes.append(outcome)
+    return outcomes
+
+
 async def stow(
     request: web.Request,
     hub: Hub,
@@ -203,28 +254,21 @@ async def stow(
         request, tmp_dir, max_part_bytes=limits.max_instance_bytes, max_total_bytes=limits.max_request_bytes
     )
     parts = received.parts
-    bridge = OrderedBridge(asyncio.get_running_loop(), len(parts))
-    # A pool of its own, as large as the parts in flight: the lowest part in flight always has a thread,
-    # so waiting for turns cannot starve it.
-    pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="stow")
-    slots = asyncio.Semaphore(PARALLEL_PARTS)
     loop = asyncio.get_running_loop()
-
-    def run(index: int, part: ReceivedPart) -> Outcome:
-        bridge.bind(index)
-        return _store_part(hub, bridge, store, actor, part, study_uid)
-
-    async def store_one(index: int, part: ReceivedPart) -> Outcome:
-        async with slots:
-            try:
-                return await loop.run_in_executor(pool, run, index, part)
-            finally:
-                bridge.done(index)
-
     try:
-        outcomes = list(await asyncio.gather(*(store_one(i, part) for i, part in enumerate(parts))))
+        # The received files are fsynced by many threads at once (the filesystem commits them together)
+        # while one thread parses them; then they are renamed into place and indexed together.
+        pool = concurrent.futures.ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="stow-fsync")
+        try:
+            syncs = [loop.run_in_executor(pool, fsync_file, part.path) for part in parts]
+            parsed = await asyncio.to_thread(_parse_parts, store, parts, study_uid)
+            synced = await asyncio.gather(*syncs, return_exceptions=True)
+        finally:
+            pool.shutdown(wait=False)
+        errors = [r if isinstance(r, BaseException) else None for r in synced]
+        ready = await asyncio.to_thread(_place_parts, store, parts, parsed, errors)
+        outcomes = await _index(hub, actor, store, ready)
     finally:
-        pool.shutdown(wait=False)
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)
     return web.Response(

@@ -60,7 +60,7 @@ async def retrieve(request: web.Request, items: list[StoredInstance]) -> web.Str
             location = instance_url(root, item)
             if syntax in ("*", item.transfer_syntax_uid):
                 content_type = f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}"
-                yield Part(content_type, path=item.path, location=location)
+                yield Part(content_type, path=item.path, location=location, size=item.size_bytes)
             else:
                 data = await asyncio.to_thread(_transcoded, item.path, syntax)
                 yield Part(f"{DICOM}; transfer-syntax={syntax}", data=data, location=location)

@@ -136,6 +136,12 @@ def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> Aud
     return AuditEntry(**_audit_values(hub, actor, record, outcome))
 
 
+def audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str = "ok") -> dict[str, Any]:
+    """The values of the audit row a use case with ``record`` writes (for a multi-row insert by use cases
+    that index many objects at once)."""
+    return _audit_values(hub, actor, record, outcome)
+
+
 @asynccontextmanager
 async def use_case(
     hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
@@ -190,6 +196,11 @@ def _audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> 
 class ReadUnit(UnitOfWork):
     """The unit of a read use case: a read session (no write lock) and an audit record; nothing to commit."""
 
+    def __init__(self, hub: Hub, session: AsyncSession, actor: Actor | None, record: AuditRecord | None) -> None:
+        super().__init__(hub, session, actor, record)
+        # More audit rows (values of AuditEntry) written with the use case's own row when it succeeds.
+        self.more_audit: list[dict[str, Any]] = []
+
     async def commit(self) -> None:
         raise RuntimeError(f"{self.record.action if self.record else 'a read'} is a read use case: it cannot commit")
 
@@ -204,7 +215,8 @@ async def read_use_case(
     record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
     try:
         async with hub.reader() as session:
-            yield ReadUnit(hub, session, actor, record)
+            unit = ReadUnit(hub, session, actor, record)
+            yield unit
     except TelenetError as exc:
         if actor is not None and record is not None:
             record.object_path = record.object_path or getattr(exc, "object_path", None)
@@ -214,14 +226,18 @@ async def read_use_case(
                 log.exception("could not audit failed %s", record.action)
         raise
     if actor is not None and record is not None:
-        await write_audit(hub, actor, record, "ok")
+        await write_audit(hub, actor, record, "ok", unit.more_audit)
 
 
-async def write_audit(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> None:
-    """One audit row outside any use case's transaction: through the audit writer, else on its own."""
+async def write_audit(
+    hub: Hub, actor: Actor, record: AuditRecord, outcome: str, more: list[dict[str, Any]] | None = None
+) -> None:
+    """One audit row (and ``more`` rows) outside any use case's transaction: through the audit writer, else
+    on its own."""
     if hub.audit_writer is not None:
-        await hub.audit_writer.write(_audit_values(hub, actor, record, outcome))
+        await hub.audit_writer.write(_audit_values(hub, actor, record, outcome), *(more or ()))
         return
     async with hub.sessions() as session:
         session.add(_audit_row(hub, actor, record, outcome))
+        session.add_all(AuditEntry(**row) for row in more or ())
         await session.commit()

@@ -11,11 +11,12 @@ COMPLETED lists only instances that are present, or after a quiet time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,8 +27,9 @@ from telenet.domain.tiers import is_within
 from telenet.services import forwarding
 from telenet.services.access import center_of, require_role
 from telenet.services.events import emit, request_topics
-from telenet.services.hub import Hub, use_case
+from telenet.services.hub import AuditRecord, Hub, audit_values, use_case
 from telenet.store.models import (
+    AuditEntry,
     Center,
     DicomInstance,
     DicomSeries,
@@ -186,6 +188,143 @@ async def store_instance(hub: Hub, actor: Actor, record: InstanceRecord) -> Stor
             outcome.duplicate, outcome.study_instance_uid, outcome.request_id, outcome.matched_by, signal
         )
     return outcome
+
+
+async def store_instances(hub: Hub, actor: Actor, records: Sequence[InstanceRecord]) -> list[StoreOutcome | Exception]:
+    """Index many received instances (their files in place), in order, with the outcomes and audit rows that
+    ``store_instance`` gives one by one; an instance that fails is its exception in the list.
+
+    Each run of consecutive instances of one series (none an ECG, none indexed yet) is one use case with
+    multi-row statements: a handful of statements for the run instead of nine per instance. Anything else,
+    and a run that fails for any reason, goes through ``store_instance`` one instance at a time."""
+    results: list[StoreOutcome | Exception] = []
+    start = 0
+    while start < len(records):
+        end = start + 1
+        key = (records[start].study_instance_uid, records[start].series_instance_uid)
+        while end < len(records) and (records[end].study_instance_uid, records[end].series_instance_uid) == key:
+            end += 1
+        run = list(records[start:end])
+        start = end
+        if len(run) > 1 and all(r.ecg is None for r in run):
+            try:
+                results.extend(await _store_run(hub, actor, run))
+                continue
+            except Exception as exc:  # the run's transaction is rolled back: one at a time, with their errors
+                log.debug("bulk index of %d instances fell back to one by one: %s", len(run), exc)
+        for record in run:
+            try:
+                results.append(await store_instance(hub, actor, record))
+            except Exception as exc:
+                results.append(exc)
+    return results
+
+
+class _NotBulk(Exception):
+    """The run is not for the bulk path (duplicates, mixed accessions): index it one instance at a time."""
+
+
+async def _store_run(hub: Hub, actor: Actor, run: list[InstanceRecord]) -> list[StoreOutcome]:
+    """The instances of one series in one transaction. Without an actor the use case audits nothing on a
+    failure (the one-by-one retry does); the success rows, one per instance as store_instance writes, are
+    added here."""
+    require_role(actor, Role.INTEGRATION, Role.REQUESTER, action="store DICOM instances")
+    uids = [r.sop_instance_uid for r in run]
+    if len(set(uids)) != len(uids) or len({r.accession_number for r in run}) != 1:
+        raise _NotBulk("duplicates or several accession numbers")
+    for record in run:
+        _check_record(record)
+    async with use_case(hub, None, "dicom.store", "dicom_instance") as uow:
+        session = uow.session
+        known = (
+            await session.execute(
+                select(func.count()).select_from(DicomInstance).where(DicomInstance.sop_instance_uid.in_(uids))
+            )
+        ).scalar_one()
+        if known:
+            raise _NotBulk("some instances are indexed already")
+        now = hub.clock.now()
+        first = run[0]
+        study, mismatch = await _study_for(session, hub, actor, first, now)
+        for record in run[1:]:
+            _fill_study(study, record)
+        series = (
+            await session.execute(
+                select(DicomSeries).where(DicomSeries.series_instance_uid == first.series_instance_uid)
+            )
+        ).scalar_one_or_none()
+        if series is None:
+            series = DicomSeries(
+                study_id=study.id,
+                series_instance_uid=first.series_instance_uid,
+                modality=first.modality,
+                series_number=first.series_number,
+                series_description=_cut(first.series_description, 64),
+                body_part=_cut(first.body_part, 64),
+                instance_count=0,
+            )
+            session.add(series)
+            await session.flush()
+        elif series.study_id != study.id:
+            raise Invalid("the series belongs to another study", code="bad-dicom")
+        calling_ae = _ae_of(actor)
+        await session.execute(
+            insert(DicomInstance),
+            [
+                {
+                    "study_id": study.id,
+                    "series_id": series.id,
+                    "sop_instance_uid": r.sop_instance_uid,
+                    "sop_class_uid": r.sop_class_uid,
+                    "transfer_syntax_uid": r.transfer_syntax_uid,
+                    "instance_number": r.instance_number,
+                    "path": r.path,
+                    "size_bytes": r.size_bytes,
+                    "calling_ae": calling_ae,
+                    "received_at": now,
+                }
+                for r in run
+            ],
+        )
+        await session.execute(
+            update(DicomSeries)
+            .where(DicomSeries.id == series.id)
+            .values(instance_count=DicomSeries.instance_count + len(run))
+        )
+        modalities = list(study.modalities or [])
+        for record in run:
+            if record.modality and record.modality not in modalities:
+                modalities.append(record.modality)
+        await session.execute(
+            update(DicomStudy)
+            .where(DicomStudy.id == study.id)
+            .values(
+                instance_count=DicomStudy.instance_count + len(run),
+                total_bytes=DicomStudy.total_bytes + sum(r.size_bytes for r in run),
+                last_received_at=now,
+                modalities=modalities,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        completion = await _completion_after_store(session, hub, study, run[-1])
+        detail = {"study": study.study_instance_uid, **mismatch}
+        await session.execute(
+            insert(AuditEntry),
+            [
+                audit_values(
+                    hub,
+                    actor,
+                    AuditRecord("dicom.store", "dicom_instance", r.sop_instance_uid, study.source_path, detail),
+                )
+                for r in run
+            ],
+        )
+        outcome = StoreOutcome(False, study.study_instance_uid, study.request_id, study.matched_by)
+    outcomes = [outcome] * len(run)
+    if completion is not None:
+        signal = await complete_request(hub, completion)
+        outcomes[-1] = StoreOutcome(False, outcome.study_instance_uid, outcome.request_id, outcome.matched_by, signal)
+    return outcomes
 
 
 def _check_record(record: InstanceRecord) -> None:

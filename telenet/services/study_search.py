@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, exists, false, literal, or_, select
+from sqlalchemy import ColumnElement, exists, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid, NotFound
-from telenet.services.hub import Hub, UnitOfWork, use_case
+from telenet.services.hub import Hub, ReadUnit, UnitOfWork, read_use_case
 from telenet.store.models import (
     AuditEntry,
     Center,
@@ -210,72 +210,101 @@ def _instance_conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
 
 
 def audit_studies(
-    uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[DicomStudy], *, outcome: str = "ok", **detail: Any
+    uow: UnitOfWork, actor: Actor, action: str, studies: Sequence[Any], *, outcome: str = "ok", **detail: Any
 ) -> None:
-    """One audit row per study (who, which study, which patient, from where), written with the use case and
-    filed under the institution that acquired it, whose admins see who read (or tried to read) it."""
+    """One audit row per study (who, which study, which patient, from where), written with the use case (a
+    read use case's audit batch) and filed under the institution that acquired it, whose admins see who read
+    (or tried to read) it. ``studies`` have ``study_instance_uid``, ``source_path``, ``patient_id`` and
+    ``accession_number``."""
     now = uow.hub.clock.now()
-    uow.session.add_all(
-        AuditEntry(
-            at=now,
-            actor_id=actor.user_id or None,
-            actor=actor.username,
-            actor_institution_path=actor.institution_path,
-            action=action,
-            object_type="dicom_study",
-            object_id=study.study_instance_uid,
-            object_path=study.source_path,
-            remote_addr=actor.remote_addr,
-            outcome=outcome,
-            detail={"patient_id": study.patient_id, "accession_number": study.accession_number, **detail},
-        )
+    rows = [
+        {
+            "at": now,
+            "actor_id": actor.user_id or None,
+            "actor": actor.username,
+            "actor_institution_path": actor.institution_path,
+            "action": action,
+            "object_type": "dicom_study",
+            "object_id": study.study_instance_uid,
+            "object_path": study.source_path,
+            "remote_addr": actor.remote_addr,
+            "outcome": outcome,
+            "detail": {"patient_id": study.patient_id, "accession_number": study.accession_number, **detail},
+        }
         for study in studies
-    )
+    ]
+    if isinstance(uow, ReadUnit):
+        uow.more_audit.extend(rows)
+    else:
+        uow.session.add_all(AuditEntry(**row) for row in rows)
 
 
 # --------------------------------------------------------------------------------------------------
 # QIDO-RS
 # --------------------------------------------------------------------------------------------------
 
+# Columns, not ORM objects: a search hydrates nothing (the rows go straight to DICOM JSON).
+_STUDY_COLUMNS: Final = (
+    DicomStudy.id.label("study_pk"),
+    DicomStudy.study_instance_uid,
+    DicomStudy.source_path,
+    DicomStudy.patient_name,
+    DicomStudy.patient_id,
+    DicomStudy.patient_birth_date,
+    DicomStudy.patient_sex,
+    DicomStudy.study_date,
+    DicomStudy.study_time,
+    DicomStudy.accession_number,
+    DicomStudy.study_id,
+    DicomStudy.study_description,
+    DicomStudy.referring_physician,
+    DicomStudy.modalities,
+    DicomStudy.instance_count,
+    DicomStudy.character_set,
+)
+_SERIES_COLUMNS: Final = (
+    DicomSeries.series_instance_uid,
+    DicomSeries.modality,
+    DicomSeries.series_number,
+    DicomSeries.series_description,
+    DicomSeries.body_part,
+    DicomSeries.instance_count.label("series_instance_count"),
+)
+_INSTANCE_COLUMNS: Final = (
+    DicomInstance.sop_instance_uid,
+    DicomInstance.sop_class_uid,
+    DicomInstance.instance_number,
+    DicomInstance.transfer_syntax_uid,
+)
+_STUDY_KEYS: Final = (
+    "study_instance_uid",
+    "patient_name",
+    "patient_id",
+    "patient_birth_date",
+    "patient_sex",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician",
+    "instance_count",
+    "character_set",
+)
+_SERIES_KEYS: Final = tuple(c.key for c in _SERIES_COLUMNS)
+_INSTANCE_KEYS: Final = tuple(c.key for c in _INSTANCE_COLUMNS)
 
-def _study_row(study: DicomStudy, series_count: int | None = None) -> dict[str, Any]:
-    return {
-        "study_instance_uid": study.study_instance_uid,
-        "patient_name": study.patient_name,
-        "patient_id": study.patient_id,
-        "patient_birth_date": study.patient_birth_date,
-        "patient_sex": study.patient_sex,
-        "study_date": study.study_date,
-        "study_time": study.study_time,
-        "accession_number": study.accession_number,
-        "study_id": study.study_id,
-        "study_description": study.study_description,
-        "referring_physician": study.referring_physician,
-        "modalities": list(study.modalities or []),
-        "series_count": series_count,
-        "instance_count": study.instance_count,
-        "character_set": study.character_set,
-    }
 
-
-def _series_row(series: DicomSeries) -> dict[str, Any]:
-    return {
-        "series_instance_uid": series.series_instance_uid,
-        "modality": series.modality,
-        "series_number": series.series_number,
-        "series_description": series.series_description,
-        "body_part": series.body_part,
-        "series_instance_count": series.instance_count,
-    }
-
-
-def _instance_row(instance: DicomInstance) -> dict[str, Any]:
-    return {
-        "sop_instance_uid": instance.sop_instance_uid,
-        "sop_class_uid": instance.sop_class_uid,
-        "instance_number": instance.instance_number,
-        "transfer_syntax_uid": instance.transfer_syntax_uid,
-    }
+def _row(row: Any, level: str) -> dict[str, Any]:
+    values = row._mapping
+    out = {key: values[key] for key in _STUDY_KEYS}
+    out["modalities"] = list(values["modalities"] or [])
+    out["series_count"] = values["series_count"] if level == "study" else None
+    if level in ("series", "instance"):
+        out.update((key, values[key]) for key in _SERIES_KEYS)
+    if level == "instance":
+        out.update((key, values[key]) for key in _INSTANCE_KEYS)
+    return out
 
 
 def _check(query: SearchQuery) -> None:
@@ -287,38 +316,42 @@ def _check(query: SearchQuery) -> None:
 
 async def search(hub: Hub, actor: Actor, query: SearchQuery) -> list[dict[str, Any]]:
     """QIDO-RS at study, series or instance level within the caller's scope: each match as a dict of study
-    (and series, instance) values, in arrival order, paged in the query."""
+    (and series, instance) values, in arrival order, paged in the query. One SELECT on a read session (no
+    write lock); the audit rows (the search's and one per study) are durable before this returns."""
     _check(query)
-    async with use_case(hub, actor, f"dicomweb.search.{query.level}", "dicom_study") as uow:
+    async with read_use_case(hub, actor, f"dicomweb.search.{query.level}", "dicom_study") as uow:
         rows = await _search(uow.session, hub.dialect, actor, query)
-        seen: dict[str, DicomStudy] = {}
+        seen: dict[str, Any] = {}
         for row in rows:
-            seen.setdefault(row[0].study_instance_uid, row[0])
+            seen.setdefault(row.study_instance_uid, row)
         uow.audit(object_path=actor.institution_path, detail={"level": query.level, "matches": len(rows)})
         audit_studies(uow, actor, "dicomweb.search", list(seen.values()), level=query.level)
-        if query.level == "study":
-            counts = await _series_counts(uow.session, [s.id for s in seen.values()])
-            return [_study_row(row[0], counts.get(row[0].id, 0)) for row in rows]
-        if query.level == "series":
-            return [{**_study_row(row[0]), **_series_row(row[1])} for row in rows]
-        return [{**_study_row(row[0]), **_series_row(row[1]), **_instance_row(row[2])} for row in rows]
+        return [_row(row, query.level) for row in rows]
 
 
 async def _search(session: AsyncSession, dialect: str, actor: Actor, query: SearchQuery) -> list[Any]:
     conditions = [visible_studies(actor), *_study_conditions(query, dialect)]
     sql: Any
     if query.level == "study":
-        sql = select(DicomStudy).where(*conditions).order_by(DicomStudy.id)
+        series_count = (
+            select(func.count())
+            .select_from(DicomSeries)
+            .where(DicomSeries.study_id == DicomStudy.id)
+            .correlate(DicomStudy)
+            .scalar_subquery()
+            .label("series_count")
+        )
+        sql = select(*_STUDY_COLUMNS, series_count).where(*conditions).order_by(DicomStudy.id)
     elif query.level == "series":
         sql = (
-            select(DicomStudy, DicomSeries)
+            select(*_STUDY_COLUMNS, *_SERIES_COLUMNS)
             .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
             .where(*conditions, *_series_conditions(query, dialect))
             .order_by(DicomSeries.id)
         )
     else:
         sql = (
-            select(DicomStudy, DicomSeries, DicomInstance)
+            select(*_STUDY_COLUMNS, *_SERIES_COLUMNS, *_INSTANCE_COLUMNS)
             .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
             .join(DicomInstance, DicomInstance.series_id == DicomSeries.id)
             .where(*conditions, *_series_conditions(query, dialect), *_instance_conditions(query))
@@ -326,21 +359,6 @@ async def _search(session: AsyncSession, dialect: str, actor: Actor, query: Sear
         )
     sql = sql.limit(query.limit).offset(query.offset)
     return list((await session.execute(sql)).all())
-
-
-async def _series_counts(session: AsyncSession, study_ids: list[int]) -> dict[int, int]:
-    from sqlalchemy import func
-
-    if not study_ids:
-        return {}
-    rows = (
-        await session.execute(
-            select(DicomSeries.study_id, func.count())
-            .where(DicomSeries.study_id.in_(study_ids))
-            .group_by(DicomSeries.study_id)
-        )
-    ).all()
-    return {row[0]: int(row[1]) for row in rows}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,13 +377,15 @@ async def locate(
 ) -> list[StoredInstance]:
     """The stored instances of a study (or one series, one instance) the caller may read, in series and
     instance order; 404 when the study is unknown or outside the caller's scope (its existence is not told)."""
-    async with use_case(hub, actor, f"dicomweb.{action}", "dicom_study", study_uid) as uow:
+    async with read_use_case(hub, actor, f"dicomweb.{action}", "dicom_study", study_uid) as uow:
         session = uow.session
         study = (
             await session.execute(
-                select(DicomStudy).where(DicomStudy.study_instance_uid == study_uid, visible_studies(actor))
+                select(DicomStudy.id, DicomStudy.source_path, DicomStudy.patient_id).where(
+                    DicomStudy.study_instance_uid == study_uid, visible_studies(actor)
+                )
             )
-        ).scalar_one_or_none()
+        ).one_or_none()
         if study is None:
             # Outside the caller's scope (or unknown): the refusal is filed where the owner's admins see it.
             owner = (
@@ -376,7 +396,15 @@ async def locate(
             raise NotFound(f"no study {study_uid}", code="no-study")
         uow.audit(object_path=study.source_path, detail={"patient_id": study.patient_id})
         sql = (
-            select(DicomInstance, DicomSeries.series_instance_uid, EcgMeasurement.svg_path)
+            select(
+                DicomInstance.path,
+                DicomInstance.sop_instance_uid,
+                DicomInstance.sop_class_uid,
+                DicomInstance.transfer_syntax_uid,
+                DicomInstance.size_bytes,
+                DicomSeries.series_instance_uid,
+                EcgMeasurement.svg_path,
+            )
             .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
             .outerjoin(EcgMeasurement, EcgMeasurement.instance_id == DicomInstance.id)
             .where(DicomInstance.study_id == study.id)
@@ -393,14 +421,14 @@ async def locate(
         uow.audit(detail={"series": series_uid, "instance": sop_uid, "instances": len(rows)})
         return [
             StoredInstance(
-                path=i.path,
-                study_instance_uid=study.study_instance_uid,
+                path=path,
+                study_instance_uid=study_uid,
                 series_instance_uid=series,
-                sop_instance_uid=i.sop_instance_uid,
-                sop_class_uid=i.sop_class_uid,
-                transfer_syntax_uid=i.transfer_syntax_uid,
-                size_bytes=i.size_bytes,
+                sop_instance_uid=sop,
+                sop_class_uid=sop_class,
+                transfer_syntax_uid=syntax,
+                size_bytes=size,
                 ecg_svg_path=svg,
             )
-            for i, series, svg in rows
+            for path, sop, sop_class, syntax, size, series, svg in rows
         ]
