@@ -44,6 +44,7 @@ from telenet.services.group_commit import GroupCommit
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
+from telenet.store.auth_version import auth_version
 from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
 from telenet.web import install as install_console
 
@@ -106,6 +107,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         event_listeners=[order_status.on_event],
         audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
         registry=RegistryCache(read_session_factory(engine)),
+        auth_version=auth_version(engine),
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
     hub.follow_ups.on_routed.append(studies.on_routed)

@@ -17,6 +17,7 @@ from telenet.domain.ratelimit import LoginLimiter
 from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.follow_ups import FollowUps
+from telenet.store.auth_version import AuthVersion
 from telenet.store.models import AuditEntry
 
 if TYPE_CHECKING:
@@ -61,8 +62,11 @@ class Hub:
     # Called inside the transaction of every emitted event (session, hub, event): followers that must commit
     # with the change (the order status outbox). Wired in app.py; they must not emit events themselves.
     event_listeners: list[Callable[[AsyncSession, Hub, Any], Awaitable[None]]] = field(default_factory=list)
-    # token digest -> (actor, token expiry, when cached, the account's auth_epoch): see services.auth.authenticate
-    actor_cache: dict[str, tuple[Actor, datetime, float, int]] = field(default_factory=dict)
+    # token digest -> (actor, token expiry, when cached, the account's auth_epoch, the revocation version then):
+    # see services.auth.authenticate
+    actor_cache: dict[str, tuple[Actor, datetime, float, int, int | None]] = field(default_factory=dict)
+    # The database's revocation version (telenet.store.auth_version); None: every token check reads its row.
+    auth_version: AuthVersion | None = None
     # Login attempts of this process per account and address (services.login); made on first use.
     login_limiter: LoginLimiter | None = None
     # Group-commits the audit rows of read use cases (see read_use_case); None: each row in its own commit.

@@ -23,6 +23,7 @@ from telenet.services import practitioners
 from telenet.services.fees import local_day
 from telenet.services.hub import Hub, use_case
 from telenet.services.registry_snapshot import bump_version
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import (
     Agreement,
     Center,
@@ -164,6 +165,7 @@ async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadRe
         await _load_users(hub, session, doc, institutions, centers, report)
         uow.audit(detail={"counts": report.counts})
         await bump_version(session, hub.clock.now())  # every hub process reloads its registry snapshot
+        mark_revoked(session)  # accounts' roles and centers may have changed: every process re-reads tokens
     if hub.registry is not None:
         hub.registry.invalidate()
     return report
