@@ -105,7 +105,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         engine=engine,
         read_sessions=read_session_factory(engine),
         event_listeners=[order_status.on_event],
-        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
+        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine), engine=engine),
         registry=RegistryCache(read_session_factory(engine)),
         auth_version=auth_version(engine),
     )

@@ -18,6 +18,7 @@ from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.follow_ups import FollowUps
 from telenet.store.auth_version import AuthVersion
+from telenet.store.db import SINGLE_STATEMENT
 from telenet.store.models import AuditEntry
 
 if TYPE_CHECKING:
@@ -54,8 +55,18 @@ class Hub:
     engine: AsyncEngine | None = None
     # Sessions that never write (token checks, event feeds); the write factory when not given.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+    single_read_sessions: async_sessionmaker[AsyncSession] | None = None  # made from read_sessions on first use
 
-    def reader(self) -> AsyncSession:
+    def reader(self, *, single_statement: bool = False) -> AsyncSession:
+        """A read session; ``single_statement``: the caller issues one statement, which on SQLite is its own
+        snapshot, so no BEGIN is sent (one round trip less)."""
+        if single_statement and self.read_sessions is not None:
+            if self.single_read_sessions is None:
+                bind = self.read_sessions.kw["bind"]
+                self.single_read_sessions = async_sessionmaker(
+                    bind.execution_options(**{SINGLE_STATEMENT: True}), expire_on_commit=False, autoflush=False
+                )
+            return self.single_read_sessions()
         return (self.read_sessions or self.sessions)()
 
     on_commit: list[Callable[[], None]] = field(default_factory=list)
@@ -200,14 +211,20 @@ class ReadUnit(UnitOfWork):
 
 @asynccontextmanager
 async def read_use_case(
-    hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
+    hub: Hub,
+    actor: Actor | None,
+    action: str,
+    object_type: str,
+    object_id: str | None = None,
+    *,
+    single_statement: bool = False,
 ) -> AsyncIterator[UnitOfWork]:
     """Run one audited use case that only reads: on ``hub.reader()`` (a deferred BEGIN on SQLite, so it never
     queues behind writers); its audit row, success or refusal, is durable before this returns, written by
     the hub's audit writer together with the rows of concurrent requests."""
     record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
     try:
-        async with hub.reader() as session:
+        async with hub.reader(single_statement=single_statement) as session:
             yield ReadUnit(hub, session, actor, record)
     except TelenetError as exc:
         if actor is not None and record is not None:

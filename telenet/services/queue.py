@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
@@ -28,53 +28,105 @@ from telenet.store.models import Center, Institution, Patient, Request, User
 SYSTEM = "system"
 
 
+_WORKLIST_COLUMNS = (
+    Request.id,
+    Request.accession_number,
+    Request.kind,
+    Request.priority,
+    Request.state,
+    Request.due_at,
+    Request.modality,
+    Request.body_part,
+    Request.clinical_question,
+    Request.queued_at,
+    Request.ordered_at,
+    Request.claim_expires_at,
+    Patient.name,
+    Patient.sex,
+    Patient.birth_date,
+    User.username,
+    Institution.name,
+)
+
+
+# Built once: constructing the statement per request cost more than running it.
+_WORKLIST_PAGE = (
+    select(*_WORKLIST_COLUMNS)
+    .join(Patient, Patient.id == Request.patient_id)
+    .join(Institution, Institution.id == Request.requesting_institution_id)
+    .outerjoin(User, User.id == Request.claimed_by_id)
+    .where(Request.center_id == bindparam("center_id"), Request.state.in_(routing.ACTIVE_STATES))
+    .order_by(Request.priority_rank, Request.due_at, Request.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+
+
 async def worklist(hub: Hub, actor: Actor, center_code: str, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Queued and claimed items of one center, most urgent first (priority, then due time)."""
-    async with read_use_case(hub, actor, "worklist.read", "center", center_code) as uow:
-        center, inst = await center_by_code(uow.session, center_code)
+    """Queued and claimed items of one center, most urgent first (priority, then due time): the center from
+    the registry snapshot, the page in one query of the columns it shows, on a read session."""
+    async with read_use_case(hub, actor, "worklist.read", "center", center_code, single_statement=True) as uow:
+        found = (await hub.registry.get()).center_by_code(center_code) if hub.registry is not None else None
+        center, inst = found if found is not None else await center_by_code(uow.session, center_code)
         uow.audit(object_path=inst.path)
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")
         if center.code not in actor.center_codes:
             raise Forbidden(f"{center.code} is not one of your centers", code="scope")
         rows = (
-            await uow.session.execute(
-                select(Request, Patient.name, Patient.sex, Patient.birth_date, User.username, Institution.name)
-                .join(Patient, Patient.id == Request.patient_id)
-                .join(Institution, Institution.id == Request.requesting_institution_id)
-                .outerjoin(User, User.id == Request.claimed_by_id)
-                .where(Request.center_id == center.id, Request.state.in_(routing.ACTIVE_STATES))
-                .order_by(Request.priority_rank, Request.due_at, Request.id)
-                .limit(limit)
-                .offset(offset)
-            )
+            await uow.session.execute(_WORKLIST_PAGE, {"center_id": center.id, "limit": limit, "offset": offset})
         ).all()
         now = hub.clock.now()
+        code = center.code
         items = []
-        for request, name, sex, birth, claimed_by, requester in rows:
-            item = summary(request, center.code)
-            waiting_from = request.queued_at or request.ordered_at
-            item.update(
+        for (
+            request_id,
+            accession,
+            kind,
+            priority,
+            state,
+            due_at,
+            modality,
+            body_part,
+            question,
+            queued_at,
+            ordered_at,
+            claim_expires_at,
+            name,
+            sex,
+            birth,
+            claimed_by,
+            requester,
+        ) in rows:
+            waiting_from = queued_at or ordered_at
+            items.append(
                 {
-                    "modality": request.modality,
-                    "body_part": request.body_part,
-                    "clinical_question": request.clinical_question,
+                    # summary(): what an event says of a request
+                    "request_id": request_id,
+                    "accession_number": accession,
+                    "kind": kind,
+                    "priority": priority,
+                    "state": state,
+                    "center": code,
+                    "due_at": due_at.isoformat() if due_at else None,
+                    "modality": modality,
+                    "body_part": body_part,
+                    "clinical_question": question,
                     "patient_name": name,
                     "patient_sex": sex,
                     "patient_birth_date": birth.isoformat() if birth else None,
                     "requesting_institution": requester,
-                    "queued_at": request.queued_at.isoformat() if request.queued_at else None,
+                    "queued_at": queued_at.isoformat() if queued_at else None,
                     "waiting_minutes": round((now - waiting_from).total_seconds() / 60, 1),
                     "sla_remaining_minutes": (
-                        round(remaining(request.due_at, now).total_seconds() / 60, 1) if request.due_at else None
+                        round(remaining(due_at, now).total_seconds() / 60, 1) if due_at else None
                     ),
                     "claimed_by": claimed_by,
-                    "claim_expires_at": request.claim_expires_at.isoformat() if request.claim_expires_at else None,
+                    "claim_expires_at": claim_expires_at.isoformat() if claim_expires_at else None,
                 }
             )
-            items.append(item)
         uow.audit(detail={"count": len(items)})
         return {
-            "center": center.code,
+            "center": code,
             "items": items,
             "limit": limit,
             "offset": offset,
