@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -22,6 +22,7 @@ from telenet.store.models import (
     FeeScheduleEntry,
     Institution,
     InstitutionAETitle,
+    Network,
     NetworkMember,
     RegistryVersion,
     RoutingRule,
@@ -44,6 +45,7 @@ class RegistrySnapshot:
     ae_titles: Mapping[str, int]
     facilities: Mapping[str, int]
     fee_schedule: tuple[FeeScheduleEntry, ...]
+    network_codes: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def center(self, center_id: int) -> tuple[Center, Institution]:
         center = self.centers[center_id]
@@ -76,6 +78,7 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         (await session.execute(select(InstitutionAETitle.ae_title, InstitutionAETitle.institution_id))).all()
     )
     fees = tuple((await session.execute(select(FeeScheduleEntry).order_by(FeeScheduleEntry.id))).scalars())
+    network_codes = dict((await session.execute(select(Network.id, Network.code))).all())
     session.expunge_all()
     return RegistrySnapshot(
         version=version,
@@ -88,6 +91,7 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         ae_titles=MappingProxyType(ae_titles),
         facilities=MappingProxyType({i.hl7_facility: i.id for i in institutions.values() if i.hl7_facility}),
         fee_schedule=fees,
+        network_codes=MappingProxyType(network_codes),
     )
 
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.lifecycle import RequestState, allowed_actions
@@ -62,7 +62,9 @@ async def request_view(
     """The whole request as the API shows it: patient, center, route history, reports, critical findings.
     ``snapshot``: the center from the registry in memory; ``parties``: patient, requester and claimer
     already read with the request."""
-    known = snapshot.center(request.center_id) if snapshot is not None and request.center_id in snapshot.centers else None
+    known = (
+        snapshot.center(request.center_id) if snapshot is not None and request.center_id in snapshot.centers else None
+    )
     center, center_inst = known if known is not None else await center_of(session, request.center_id)
     if parties is None:
         patient = await session.get(Patient, request.patient_id)

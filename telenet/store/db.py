@@ -172,7 +172,7 @@ def _install_one_trip_cursor() -> None:
     base = sa_aiosqlite.AsyncAdapt_aiosqlite_cursor
 
     class OneTripCursor(base):  # type: ignore[misc, valid-type]
-        __slots__ = ("_description", "_rowcount", "_lastrowid")
+        __slots__ = ("_description", "_lastrowid", "_rowcount")
 
         def __init__(self, adapt_connection: Any) -> None:
             self._adapt_connection = adapt_connection
