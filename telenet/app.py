@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateways.dicom.ecg_files import render_svg_file
 from gateways.dicom.node import dicom_ctx
 from gateways.dicomweb import routes as dicomweb_routes
 from gateways.hl7.server import HL7Gateway
@@ -150,6 +151,7 @@ def build_app(
     app[dicomweb_routes.CONFIG] = dicomweb_routes.DicomWebConfig.from_settings(settings)
     install_console(app, settings)
     app[attachment_routes.DIRECTORY] = Path(settings.var_dir) / "attachments"
+    app[dicom_routes.ECG_RENDERER] = render_svg_file
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}
     if background and settings.dicom_enabled:
