@@ -61,7 +61,7 @@ def control_id(outbox_id: int) -> str:
 async def enqueue_result(hub: Hub, session: AsyncSession, request: Request, report: Report) -> None:
     """Queue the result (final report: status F; addendum: C, the corrected whole) for the requesting
     institution's HL7 destination, in the caller's transaction; an institution without one gets nothing."""
-    inst = await _destination(hub, session, request)
+    inst = await _destination(session, request)
     if inst is None:
         return
     payload = await _result_payload(session, request, report)
@@ -73,7 +73,7 @@ async def enqueue_critical(
 ) -> None:
     """Queue a critical finding the moment it is raised, before any report is signed: an ORU^R01 with status
     P whose observations are the critical items (flagged), and the draft's text if there is one."""
-    inst = await _destination(hub, session, request)
+    inst = await _destination(session, request)
     if inst is None:
         return
     payload = await _result_payload(session, request, draft)
@@ -100,10 +100,10 @@ async def enqueue_critical(
     await _add(hub, session, request, inst, payload, report_id=draft.id if draft else None, critical_id=finding.id)
 
 
-async def _destination(hub: Hub, session: AsyncSession, request: Request) -> Institution | None:
-    snap = await hub.registry.get() if hub.registry is not None else None
-    known = snap.institutions.get(request.requesting_institution_id) if snap is not None else None
-    inst = known if known is not None else await session.get(Institution, request.requesting_institution_id)
+async def _destination(session: AsyncSession, request: Request) -> Institution | None:
+    # Read from the table, not the registry snapshot: an HIS endpoint (host, port) is operational configuration
+    # that operators change in place, and a result must go where the endpoint is now.
+    inst = await session.get(Institution, request.requesting_institution_id)
     assert inst is not None
     if not inst.hl7_host or not inst.hl7_port:
         log.info(

@@ -20,9 +20,9 @@ from tests.factories import order
 LIMITS: dict[str, dict[str, int]] = {
     "submit": {"sqlite": 10, "postgresql": 10},
     "claim": {"sqlite": 7, "postgresql": 7},
-    # The center, institutions, agreement and fee schedule of the fee line and the ORU's destination come from
-    # the registry snapshot; the signer's qualification (practitioner registry, issue 15) is still read.
-    "final_report": {"sqlite": 17, "postgresql": 17},
+    # The center, institutions, agreement and fee schedule of the fee line come from the registry snapshot; the
+    # ORU's destination (an HIS endpoint) and the signer's qualification (issue 15) are still read.
+    "final_report": {"sqlite": 18, "postgresql": 18},
     "store_instance": {"sqlite": 7, "postgresql": 6},
     "outbox_claim": {"sqlite": 2, "postgresql": 1},
 }
