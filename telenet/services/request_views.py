@@ -14,7 +14,7 @@ from telenet.domain.access import Actor, Role
 from telenet.domain.lifecycle import RequestState, allowed_actions
 from telenet.domain.patients import masked_national_id
 from telenet.services.access import center_of
-from telenet.services.hub import UnitOfWork
+from telenet.services.hub import Hub, UnitOfWork
 from telenet.services.registry_snapshot import RegistrySnapshot
 from telenet.store.models import (
     Center,
@@ -35,9 +35,15 @@ async def committed_view(uow: UnitOfWork, actor: Actor, request: Request) -> dic
     await uow.commit()
     if not uow.hub.build_views:
         return {"id": request.id, "accession_number": request.accession_number, "state": request.state}
-    snapshot = await uow.hub.registry.get() if uow.hub.registry is not None else None
-    async with uow.hub.reader() as session:
-        row = (await session.execute(_WITH_PARTIES.where(Request.id == request.id))).one()
+    return await view_of(uow.hub, actor, request.id)
+
+
+async def view_of(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
+    """The view of a request a command of ``actor`` has just committed, on a read session (not audited as a
+    read: the command's own audit row covers it)."""
+    snapshot = await hub.registry.get() if hub.registry is not None else None
+    async with hub.reader() as session:
+        row = (await session.execute(_WITH_PARTIES.where(Request.id == request_id))).one()
         return await request_view(session, actor, row[0], snapshot=snapshot, parties=(row[1], row[2], row[3]))
 
 
