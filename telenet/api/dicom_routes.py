@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -40,7 +39,11 @@ def _sop_uid(request: web.Request) -> str:
 
 
 #: Renders an ECG's SVG from its stored DICOM file when it is not there yet: (instance path, svg path) -> bool.
-ECG_RENDERER = web.AppKey("ecg_renderer", Callable[[str, str], bool])
+class EcgRenderer(Protocol):
+    def __call__(self, instance_path: str, svg_path: str) -> bool: ...
+
+
+ECG_RENDERER = web.AppKey("ecg_renderer", EcgRenderer)
 
 
 def _read(path: str | None) -> bytes:

@@ -169,20 +169,18 @@ def _install_one_trip_cursor() -> None:
     from sqlalchemy.dialects.sqlite import aiosqlite as sa_aiosqlite
     from sqlalchemy.util import EMPTY_DICT
 
-    base = sa_aiosqlite.AsyncAdapt_aiosqlite_cursor
+    base: Any = sa_aiosqlite.AsyncAdapt_aiosqlite_cursor  # typed Any: the subclass adds to private slots
 
-    class OneTripCursor(base):  # type: ignore[misc, valid-type]
-        __slots__ = ("_description", "_lastrowid", "_rowcount")
-
+    class OneTripCursor(base):  # type: ignore[misc]
         def __init__(self, adapt_connection: Any) -> None:
             self._adapt_connection = adapt_connection
             self._connection = adapt_connection._connection
             self._cursor = None
             self._soft_closed_memoized = EMPTY_DICT
-            self._rows = collections.deque()
-            self._description = None
+            self._rows: collections.deque[Any] = collections.deque()
+            self._description: Any = None
             self._rowcount = -1
-            self._lastrowid = None
+            self._lastrowid: Any = None
 
         @property
         def description(self) -> Any:
