@@ -55,19 +55,25 @@ class Hub:
     engine: AsyncEngine | None = None
     # Sessions that never write (token checks, event feeds); the write factory when not given.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
-    single_read_sessions: async_sessionmaker[AsyncSession] | None = None  # made from read_sessions on first use
+    # Made from read_sessions on first use (see reader); the source tells a copied hub's own sessions apart.
+    single_read_sessions: async_sessionmaker[AsyncSession] | None = None
+    single_read_source: async_sessionmaker[AsyncSession] | None = None
 
     def reader(self, *, single_statement: bool = False) -> AsyncSession:
         """A read session; ``single_statement``: the caller issues one statement, which on SQLite is its own
         snapshot, so no BEGIN is sent (one round trip less)."""
-        if single_statement and self.read_sessions is not None:
-            if self.single_read_sessions is None:
-                bind = self.read_sessions.kw["bind"]
+        reads = self.read_sessions
+        # Only for read sessions of an engine: a joined hub's sessions (a group's connection) stay as they are.
+        if single_statement and reads is not None and isinstance(reads.kw.get("bind"), AsyncEngine):
+            if self.single_read_sessions is None or self.single_read_source is not reads:
                 self.single_read_sessions = async_sessionmaker(
-                    bind.execution_options(**{SINGLE_STATEMENT: True}), expire_on_commit=False, autoflush=False
+                    reads.kw["bind"].execution_options(**{SINGLE_STATEMENT: True}),
+                    expire_on_commit=False,
+                    autoflush=False,
                 )
+                self.single_read_source = reads
             return self.single_read_sessions()
-        return (self.read_sessions or self.sessions)()
+        return (reads or self.sessions)()
 
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     # Called inside the transaction of every emitted event (session, hub, event): followers that must commit
