@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from telenet.store.db import LOCK_WAIT_MS, RawInsert, in_driver_thread
 from telenet.store.models import AuditEntry
@@ -50,11 +50,10 @@ class AuditWriter:
     ) -> None:
         self._sessions = sessions
         self._journal_dir = journal_dir
-        # SQLite: each batch is one trip to the driver's thread on a connection of its own (BEGIN IMMEDIATE,
+        # SQLite: each batch is one trip to the driver's thread on a pooled connection (BEGIN IMMEDIATE,
         # the multi-row insert, COMMIT), not a dozen through the session.
         self._engine = engine if engine is not None and engine.dialect.name == "sqlite" else None
         self._raw: RawInsert | None = None
-        self._conn: AsyncConnection | None = None
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._journal_fd: int | None = None
@@ -150,18 +149,12 @@ class AuditWriter:
                 if lock_wait_ms is not None:
                     db.execute("PRAGMA busy_timeout=30000")
 
-        if self._conn is None:
-            self._conn = await self._engine.connect()
         try:
-            await in_driver_thread(self._conn, transaction)
+            async with self._engine.connect() as conn:
+                await in_driver_thread(conn, transaction)
         except sqlite3.OperationalError as exc:
             # As SQLAlchemy would raise it, so that _commit's journal fallback sees one kind of error.
             raise OperationalError(sql, None, exc) from exc
-        except BaseException:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
-            raise
 
     # ---------------------------------------------------------------------------------------------- journal
 
@@ -227,10 +220,6 @@ class AuditWriter:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.drain()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(Exception):
-                await conn.close()
         if self._journal_fd is not None:
             fd, self._journal_fd = self._journal_fd, None
             os.close(fd)
