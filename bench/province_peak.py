@@ -12,11 +12,13 @@ readers follow their worklists over WebSocket and sign, clinics acknowledge crit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import PASSWORD, HubProcess, free_port
 from telenet.netgen import generate_network
@@ -94,6 +96,8 @@ def main() -> None:
         print(done.stderr[-3000:])
         raise SystemExit(1)
     summary = json.loads(lines[-1])
+    acknowledged: dict[str, str] = summary.pop("acknowledged", {})
+    in_database = check_orders(hub.env["TELENET_DATABASE_URL"], acknowledged)
     dialect = "postgresql" if args.postgres else "sqlite"
     print(
         f"{dialect}, {args.processes} process(es): {summary['orders']} orders at {args.rate}/s for "
@@ -101,6 +105,53 @@ def main() -> None:
         f"turnaround s {summary['turnaround_seconds']}"
     )
     print(json.dumps(summary, ensure_ascii=False, indent=1))
+    print(
+        f"database, order by order: {len(acknowledged)} acknowledged; finished {in_database['finished']}; "
+        f"unfinished {len(in_database['unfinished'])} {in_database['unfinished'][:20]}; "
+        f"missing {len(in_database['missing'])} {in_database['missing'][:20]}"
+    )
+    if in_database["unfinished"] or in_database["missing"]:
+        print("FAILED: acknowledged orders are not finished in the database")
+        raise SystemExit(2)
+
+
+def check_orders(database_url: str, acknowledged: dict[str, str]) -> dict[str, Any]:
+    """Every acknowledged order looked up in the database: final (or cancelled), and for imaging and ECG an
+    ORU delivered to the HIS; ``missing`` are accessions the database does not know at all."""
+    return asyncio.run(_check_async(database_url, acknowledged))
+
+
+_CHECK_SQL = (
+    "SELECT r.accession_number, r.state, EXISTS (SELECT 1 FROM hl7_outbox o WHERE o.request_id = r.id "
+    "AND o.message_kind = 'result' AND o.status = 'delivered') FROM requests r"
+)
+
+
+async def _check_async(database_url: str, acknowledged: dict[str, str]) -> dict[str, Any]:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(_CHECK_SQL))).all()
+    await engine.dispose()
+    return _judge(rows, acknowledged)
+
+
+def _judge(rows: Any, acknowledged: dict[str, str]) -> dict[str, Any]:
+    found = {str(accession): (state, bool(delivered)) for accession, state, delivered in rows}
+    unfinished, missing, finished = [], [], 0
+    for accession, kind in sorted(acknowledged.items()):
+        if accession not in found:
+            missing.append(accession)
+            continue
+        state, delivered = found[accession]
+        done = state == "cancelled" or (state == "final" and (kind == "consultation" or delivered))
+        if done:
+            finished += 1
+        else:
+            unfinished.append(f"{accession}:{state}{'' if delivered else ':no-ORU'}")
+    return {"finished": finished, "unfinished": unfinished, "missing": missing}
 
 
 if __name__ == "__main__":

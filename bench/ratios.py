@@ -153,7 +153,7 @@ async def queue_some(hub: HubProcess, doc: str, his: str, count: int) -> None:
 
 
 def row(what: str, value: str, anchor: str, ratio: float, goal: str) -> str:
-    return f"| {what} | {value} | {anchor} | {ratio:.2f} | {goal} |"
+    return f"| {what} | {value} | {anchor} | {ratio:.3f} | {goal} |"
 
 
 def main() -> None:

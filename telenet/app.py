@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateways.dicom.ecg_files import render_svg_file
 from gateways.dicom.node import dicom_ctx
 from gateways.dicomweb import routes as dicomweb_routes
 from gateways.hl7.server import HL7Gateway
@@ -46,6 +47,7 @@ from telenet.services.group_commit import GroupCommit
 from telenet.services.hub import Hub, HubOptions
 from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
+from telenet.store.auth_version import auth_version
 from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
 from telenet.web import install as install_console
 
@@ -106,8 +108,9 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         engine=engine,
         read_sessions=read_session_factory(engine),
         event_listeners=[order_status.on_event, consultation.on_event],
-        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine)),
+        audit_writer=AuditWriter(session_factory(engine), journal_dir=audit_journal_dir(engine), engine=engine),
         registry=RegistryCache(read_session_factory(engine)),
+        auth_version=auth_version(engine),
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
     hub.follow_ups.on_routed.append(studies.on_routed)
@@ -152,6 +155,7 @@ def build_app(
     app[dicomweb_routes.CONFIG] = dicomweb_routes.DicomWebConfig.from_settings(settings)
     install_console(app, settings)
     app[attachment_routes.DIRECTORY] = Path(settings.var_dir) / "attachments"
+    app[dicom_routes.ECG_RENDERER] = render_svg_file
     # What /healthz tells clients (simulators, monitoring) about the protocol listeners of this process.
     interfaces: dict[str, Any] = {}
     if background and settings.dicom_enabled:

@@ -295,7 +295,8 @@ def _simulate(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.pretty import Pretty
 
-        Console().print(Pretty(summary))
+        shown = {k: v for k, v in summary.items() if k != "acknowledged"}  # the per-order list is for --json
+        Console().print(Pretty(shown))
     return 0 if summary["lost"] == 0 else 3
 
 

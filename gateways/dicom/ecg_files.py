@@ -1,6 +1,7 @@
-"""ECG on arrival: read the waveform, measure the heart rate (Pan–Tompkins), render the 12-lead SVG and the
-downsampled viewer JSON next to the stored file. Runs on the association thread; failures are recorded,
-never fatal (the instance is stored all the same)."""
+"""ECG on arrival: read the waveform, measure the heart rate (Pan–Tompkins) and write the downsampled viewer
+JSON next to the stored file. Runs on the association thread; failures are recorded, never fatal (the
+instance is stored all the same). The 12-lead SVG is rendered once, on its first view (:func:`render_svg_file`,
+off the event loop), so drawing it never holds the GIL while associations are ingesting."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from gateways.dicom.storage import FileStore
@@ -27,8 +29,6 @@ def process_ecg(ds: Dataset, store: FileStore, final: Path) -> EcgSummary:
     try:
         wave = read_ecg(ds)
         rate = measure_heart_rate(wave)
-        title = f"ECG {ds.get('AcquisitionDateTime') or ds.get('StudyDate') or ''}".strip()
-        store.write_bytes(svg_path, render_svg(wave, title=title).encode("utf-8"))
         store.write_bytes(json_path, json.dumps(downsample(wave)).encode("utf-8"))
     except (ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
         log.warning("ECG %s could not be measured: %s", ds.get("SOPInstanceUID"), exc)
@@ -46,3 +46,23 @@ def process_ecg(ds: Dataset, store: FileStore, final: Path) -> EcgSummary:
         svg_path=str(svg_path),
         json_path=str(json_path),
     )
+
+
+def _title(ds: Dataset) -> str:
+    return f"ECG {ds.get('AcquisitionDateTime') or ds.get('StudyDate') or ''}".strip()
+
+
+def render_svg_file(instance_path: str, svg_path: str) -> bool:
+    """Render the SVG of the stored ECG at ``instance_path`` into ``svg_path`` (atomically) unless it is
+    there already; False when the waveform cannot be read. Blocking: call it on a worker thread."""
+    target = Path(svg_path)
+    if target.is_file():
+        return True
+    try:
+        ds = dcmread(instance_path)
+        svg = render_svg(read_ecg(ds), title=_title(ds))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
+        log.warning("ECG %s could not be rendered: %s", instance_path, exc)
+        return False
+    FileStore.write_derived(target, svg.encode("utf-8"))
+    return True

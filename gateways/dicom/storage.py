@@ -87,6 +87,11 @@ class FileStore:
 
     def write_bytes(self, final: Path, data: bytes) -> None:
         """A derived file (ECG SVG/JSON) written atomically."""
+        self.write_derived(final, data)
+
+    @staticmethod
+    def write_derived(final: Path, data: bytes) -> None:
+        """A derived file written atomically (temporary file, fsync, rename)."""
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".part")
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -38,6 +38,14 @@ def _sop_uid(request: web.Request) -> str:
     return uid
 
 
+#: Renders an ECG's SVG from its stored DICOM file when it is not there yet: (instance path, svg path) -> bool.
+class EcgRenderer(Protocol):
+    def __call__(self, instance_path: str, svg_path: str) -> bool: ...
+
+
+ECG_RENDERER = web.AppKey("ecg_renderer", EcgRenderer)
+
+
 def _read(path: str | None) -> bytes:
     if not path or not Path(path).is_file():
         raise NotFound("the rendered ECG is not available (the waveform could not be read)")
@@ -53,6 +61,10 @@ def _read(path: str | None) -> bytes:
 )
 async def ecg_svg(request: web.Request) -> web.Response:
     view = await study_views.ecg_files(hub_of(request), actor_of(request), _sop_uid(request))
+    render = request.app.get(ECG_RENDERER)
+    if render is not None and view["svg_path"] and view.get("instance_path"):
+        # Rendered on its first view, on a worker thread (not during ingest); kept for the next ones.
+        await asyncio.to_thread(render, view["instance_path"], view["svg_path"])
     body = await asyncio.to_thread(_read, view["svg_path"])
     return web.Response(body=body, content_type="image/svg+xml", charset="utf-8")
 

@@ -49,7 +49,7 @@ async def optional_body(request: web.Request, schema: str) -> dict[str, Any]:
 )
 async def create_request(request: web.Request) -> web.Response:
     body = await read_json(request, "api/request-create")
-    view = await requests.submit(hub_of(request), actor_of(request), body)
+    view = await requests.submit_grouped(hub_of(request), actor_of(request), body)
     return json_response(view, status=201, headers={"Location": f"/api/v1/requests/{view['id']}"})
 
 

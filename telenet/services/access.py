@@ -108,6 +108,12 @@ async def load_for_action(
     else:
         request = await load_request(session, actor, request_id, for_update=True, uow=uow)
     uow.audit(object_path=request.requesting_path)
+    registry = uow.hub.registry
+    snap = await registry.get() if registry is not None else None
+    requester_id = request.requesting_institution_id
+    if snap is not None and request.center_id in snap.centers and requester_id in snap.institutions:
+        # The registry in memory (read it, never change it): no statement for the center and the requester.
+        return request, snap.centers[request.center_id], snap.institutions[requester_id].code
     center, _ = await center_of(session, request.center_id)
     inst_code = (
         await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))

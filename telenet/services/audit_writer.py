@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from telenet.store.db import LOCK_WAIT_MS
+from telenet.store.db import LOCK_WAIT_MS, RawInsert, in_driver_thread
 from telenet.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -40,16 +41,26 @@ _JOURNAL_GLOB = "audit-*.journal"
 class AuditWriter:
     """Group-commits audit rows; ``write`` returns once the row is durable (table or fsynced journal)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, journal_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        journal_dir: Path | None = None,
+        engine: AsyncEngine | None = None,
+    ) -> None:
         self._sessions = sessions
         self._journal_dir = journal_dir
+        # SQLite: each batch is one trip to the driver's thread on a pooled connection (BEGIN IMMEDIATE,
+        # the multi-row insert, COMMIT), not a dozen through the session.
+        self._engine = engine if engine is not None and engine.dialect.name == "sqlite" else None
+        self._raw: RawInsert | None = None
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._journal_fd: int | None = None
         self._journaled: list[dict[str, Any]] = []
         self._journal_lock = asyncio.Lock()
         self._copier: asyncio.Task[None] | None = None
-        self._connection: AsyncConnection | None = None  # the batches' own connection (SQLite file)
+        self._copy_lock = asyncio.Lock()
         # How many rows each committed batch held (the group-commit evidence tests and /metrics look at).
         self.batches: list[int] = []
 
@@ -98,38 +109,17 @@ class AuditWriter:
             return
         if not self._journaled:
             try:
-                await self._insert_fast(rows)
+                await self._insert(rows, lock_wait_ms=JOURNAL_AFTER_MS)
                 return
             except OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
         await self._journal(rows)
 
-    async def _insert_fast(self, rows: Sequence[dict[str, Any]]) -> None:
-        """A batch on the writer's own connection, whose SQLite lock wait is ``JOURNAL_AFTER_MS`` for good:
-        BEGIN IMMEDIATE, one multi-row INSERT, COMMIT (no session, no lock-wait PRAGMAs per batch)."""
-        if self._connection is None:
-            bind = self._sessions.kw.get("bind")
-            if not isinstance(bind, AsyncEngine):  # a factory bound elsewhere: the general path
-                await self._insert(rows, lock_wait_ms=JOURNAL_AFTER_MS)
-                return
-            connection = await bind.connect()
-            await connection.run_sync(_lock_wait, JOURNAL_AFTER_MS)  # outside any transaction
-            self._connection = connection
-        connection = self._connection
-        try:
-            await connection.execute(insert(AuditEntry), list(rows))
-            await connection.commit()
-        except BaseException:
-            try:
-                await connection.rollback()
-            except BaseException:
-                self._connection = None
-                with contextlib.suppress(Exception):
-                    await connection.close()
-            raise
-
     async def _insert(self, rows: Sequence[dict[str, Any]], *, lock_wait_ms: int | None) -> None:
+        if self._engine is not None:
+            await self._insert_in_one_trip(rows, lock_wait_ms)
+            return
         sessions = self._sessions
         async with sessions() as session:
             if lock_wait_ms is not None:
@@ -138,6 +128,34 @@ class AuditWriter:
             else:
                 await session.execute(insert(AuditEntry), list(rows))
             await session.commit()
+
+    async def _insert_in_one_trip(self, rows: Sequence[dict[str, Any]], lock_wait_ms: int | None) -> None:
+        assert self._engine is not None
+        if self._raw is None:
+            self._raw = RawInsert(AuditEntry.__table__, self._engine.dialect)
+        sql, params = self._raw.sql, self._raw.parameters(rows)
+
+        def transaction(db: sqlite3.Connection) -> None:
+            if lock_wait_ms is not None:
+                db.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(sql, params)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if lock_wait_ms is not None:
+                    db.execute("PRAGMA busy_timeout=30000")
+
+        try:
+            async with self._engine.connect() as conn:
+                await in_driver_thread(conn, transaction)
+        except sqlite3.OperationalError as exc:
+            # As SQLAlchemy would raise it, so that _commit's journal fallback sees one kind of error.
+            raise OperationalError(sql, None, exc) from exc
 
     # ---------------------------------------------------------------------------------------------- journal
 
@@ -162,7 +180,12 @@ class AuditWriter:
         return self._journal_fd
 
     async def _copy_journal(self, *, wait: bool) -> None:
-        """Copy the journaled rows into the table (waiting for the lock as any writer does), then truncate."""
+        """Copy the journaled rows into the table (waiting for the lock as any writer does), then truncate;
+        one copy at a time (the copier task and ``drain`` would otherwise insert the same rows twice)."""
+        async with self._copy_lock:
+            await self._copy_journaled()
+
+    async def _copy_journaled(self) -> None:
         while self._journaled:
             count = len(self._journaled)
             await self._insert(self._journaled[:count], lock_wait_ms=None)
@@ -198,10 +221,6 @@ class AuditWriter:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.drain()
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            with contextlib.suppress(Exception):
-                await connection.close()
         if self._journal_fd is not None:
             fd, self._journal_fd = self._journal_fd, None
             os.close(fd)
@@ -209,14 +228,6 @@ class AuditWriter:
                 for path in self._journal_dir.glob(f"audit-{os.getpid()}-*.journal"):
                     if path.stat().st_size == 0:
                         path.unlink()
-
-
-def _lock_wait(sync_connection: Any, milliseconds: int) -> None:
-    cursor = sync_connection.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
-    finally:
-        cursor.close()
 
 
 def _append_durably(fd: int, data: bytes) -> None:

@@ -17,6 +17,7 @@ from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Invalid, NotFound, Unauthorized
 from telenet.services import practitioners
 from telenet.services.hub import Hub, use_case
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import Center, Institution, Token, User, UserCenter
 
 # scrypt cost: n=2**14, r=8, p=1 is the floor OWASP names for scrypt; ~50 ms and 16 MiB here.
@@ -68,16 +69,25 @@ ACTOR_CACHE_SIZE = 10_000
 async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> Actor:
     """The actor behind a bearer token (or console session); 401 when unknown, revoked or expired.
 
-    The actor (user, institution, centers) is cached per token, but every request still reads the token's
-    row and its account's ``auth_epoch`` in one indexed lookup: a logout, a disabled account or a password
-    changed in any hub process ends the token here at once, and a scope change reloads the actor."""
+    The actor (user, institution, centers) is cached per token with the database's revocation version
+    (:mod:`telenet.store.auth_version`), which every logout, disabling, password change and scope change
+    moves after its commit. While the version has not moved, a cached token is checked in memory only (its
+    expiry, its age bound); when it moved — or where no shared version exists (PostgreSQL) — the token's row
+    and its account's ``auth_epoch`` are read in one indexed lookup, so a revoked token ends at once in
+    every hub process, and a scope change reloads the actor."""
     digest = token_digest(token)
     now = hub.clock.now()
+    versions = hub.auth_version
+    version = versions.read() if versions is not None else None
     cached = hub.actor_cache.get(digest)
-    async with hub.reader() as session:
-        if cached is not None:
-            actor, expires_at, cached_at, epoch = cached
-            if time.monotonic() - cached_at < ACTOR_CACHE_SECONDS:
+    if cached is not None:
+        actor, expires_at, cached_at, epoch, seen = cached
+        if time.monotonic() - cached_at < ACTOR_CACHE_SECONDS:
+            if version is not None and version == seen:
+                if expires_at <= now:
+                    raise Unauthorized("the bearer token has expired", code="token-expired")
+                return replace(actor, remote_addr=remote_addr)
+            async with hub.reader() as session:
                 current = (
                     await session.execute(
                         select(User.auth_epoch, User.active)
@@ -85,11 +95,13 @@ async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> 
                         .where(Token.token_hash == digest)
                     )
                 ).one_or_none()
-                if current is not None and current.active and current.auth_epoch == epoch:
-                    if expires_at <= now:
-                        raise Unauthorized("the bearer token has expired", code="token-expired")
-                    return replace(actor, remote_addr=remote_addr)
-            hub.actor_cache.pop(digest, None)
+            if current is not None and current.active and current.auth_epoch == epoch:
+                if expires_at <= now:
+                    raise Unauthorized("the bearer token has expired", code="token-expired")
+                hub.actor_cache[digest] = (actor, expires_at, cached_at, epoch, version)
+                return replace(actor, remote_addr=remote_addr)
+        hub.actor_cache.pop(digest, None)
+    async with hub.reader() as session:
         row = (
             await session.execute(
                 select(Token, User, Institution)
@@ -108,7 +120,7 @@ async def authenticate(hub: Hub, token: str, remote_addr: str | None = None) -> 
         actor = await _actor(session, user, inst, remote_addr)
     if len(hub.actor_cache) >= ACTOR_CACHE_SIZE:
         hub.actor_cache.clear()
-    hub.actor_cache[digest] = (actor, tok.expires_at, time.monotonic(), user.auth_epoch)
+    hub.actor_cache[digest] = (actor, tok.expires_at, time.monotonic(), user.auth_epoch, version)
     return actor
 
 
@@ -219,6 +231,7 @@ async def add_user(
         if hashed is not None:
             await session.execute(delete(Token).where(Token.user_id == user.id))
         await session.execute(update(User).where(User.id == user.id).values(auth_epoch=User.auth_epoch + 1))
+        mark_revoked(session)
         if title is not None or practice_since is not None:
             await practitioners.upsert(
                 session,

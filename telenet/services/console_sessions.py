@@ -12,6 +12,7 @@ from sqlalchemy import delete
 from telenet.services import login
 from telenet.services.auth import token_digest
 from telenet.services.hub import Hub
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import Token
 
 CONSOLE = "console"
@@ -31,6 +32,7 @@ async def close_session(hub: Hub, value: str) -> None:
     digest = token_digest(value)
     async with hub.sessions() as session:
         await session.execute(delete(Token).where(Token.token_hash == digest, Token.kind == CONSOLE))
+        mark_revoked(session)
         await session.commit()
     hub.actor_cache.pop(digest, None)
 

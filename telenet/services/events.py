@@ -206,15 +206,9 @@ async def events_since(hub: Hub, topics: Sequence[str], since: int, limit: int =
 
 
 async def latest_events(hub: Hub, after: int, limit: int = 1000) -> list[PublishedEvent]:
-    """Every event above ``after`` with all its topics (the fan-out's feed)."""
-    async with hub.reader() as session:
-        ids = (
-            (await session.execute(select(Event.id).where(Event.id > after).order_by(Event.id).limit(limit)))
-            .scalars()
-            .all()
-        )
-        if not ids:
-            return []
+    """Every event above ``after`` with all its topics (the fan-out's feed): one statement, no BEGIN."""
+    async with hub.reader(single_statement=True) as session:
+        ids = select(Event.id).where(Event.id > after).order_by(Event.id).limit(limit).scalar_subquery()
         rows = (
             await session.execute(
                 select(Event, EventTopic.topic)

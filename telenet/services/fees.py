@@ -32,6 +32,7 @@ from telenet.domain.routing import LOCAL_TZ
 from telenet.domain.tiers import is_within
 from telenet.services.access import center_of, require_role
 from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
+from telenet.services.registry_snapshot import RegistrySnapshot
 from telenet.store.models import (
     Agreement,
     Center,
@@ -93,6 +94,36 @@ async def price_in_force(
 ) -> FeeScheduleEntry | None:
     """The schedule row ``rules.price_for`` picks (most specific entry in force on ``on``)."""
     rows = (await session.execute(select(FeeScheduleEntry).where(FeeScheduleEntry.service == service))).scalars()
+    return _price_in(
+        list(rows), service=service, modality=modality, priority=priority, subspecialty=subspecialty, on=on
+    )
+
+
+def _agreement_in(
+    snap: RegistrySnapshot, *, lead_id: int, member_id: int, service: str, on: date
+) -> tuple[Agreement, str] | None:
+    """:func:`agreement_in_force` on the registry in memory (same order: latest valid_from, then lowest id)."""
+    candidates = [
+        a
+        for a in snap.agreements_of_member.get(member_id, ())
+        if a.lead_id == lead_id and a.valid_from <= on <= a.valid_to and a.network_id in snap.network_codes
+    ]
+    candidates.sort(key=lambda a: (-a.valid_from.toordinal(), a.id))
+    for agreement in candidates:
+        if service in agreement.services:
+            return agreement, snap.network_codes[agreement.network_id]
+    return None
+
+
+def _price_in(
+    rows: list[FeeScheduleEntry],
+    *,
+    service: str,
+    modality: str | None,
+    priority: str | None,
+    subspecialty: str | None,
+    on: date,
+) -> FeeScheduleEntry | None:
     by_entry: dict[int, FeeScheduleEntry] = {}
     entries = []
     for row in rows:
@@ -118,13 +149,25 @@ async def record_final(hub: Hub, session: AsyncSession, request: Request, report
     (an addendum or a preliminary report, the requester's own institution, no agreement, no price)."""
     if report.status != "final" or report.signed_at is None:
         return None
-    center, invited = await center_of(session, report.center_id)
-    inviting = await session.get(Institution, request.requesting_institution_id)
+    snap = await hub.registry.get() if hub.registry is not None else None
+    if snap is not None and report.center_id in snap.centers and request.requesting_institution_id in snap.institutions:
+        # The registry in memory: center, institutions, agreements and the schedule without a statement.
+        center, invited = snap.center(report.center_id)
+        inviting: Institution | None = snap.institutions[request.requesting_institution_id]
+    else:
+        snap = None
+        center, invited = await center_of(session, report.center_id)
+        inviting = await session.get(Institution, request.requesting_institution_id)
     assert inviting is not None
     if invited.id == inviting.id:
         return None
     on = local_day(report.signed_at)
-    found = await agreement_in_force(session, lead_id=invited.id, member_id=inviting.id, service=request.kind, on=on)
+    if snap is not None:
+        found = _agreement_in(snap, lead_id=invited.id, member_id=inviting.id, service=request.kind, on=on)
+    else:
+        found = await agreement_in_force(
+            session, lead_id=invited.id, member_id=inviting.id, service=request.kind, on=on
+        )
     if found is None:
         log.warning(
             "request %s: no agreement %s→%s for %s on %s; no fee",
@@ -136,14 +179,24 @@ async def record_final(hub: Hub, session: AsyncSession, request: Request, report
         )
         return None
     agreement, network_code = found
-    entry = await price_in_force(
-        session,
-        service=request.kind,
-        modality=request.modality,
-        priority=request.priority,
-        subspecialty=request.subspecialty,
-        on=on,
-    )
+    if snap is not None:
+        entry = _price_in(
+            [row for row in snap.fee_schedule if row.service == request.kind],
+            service=request.kind,
+            modality=request.modality,
+            priority=request.priority,
+            subspecialty=request.subspecialty,
+            on=on,
+        )
+    else:
+        entry = await price_in_force(
+            session,
+            service=request.kind,
+            modality=request.modality,
+            priority=request.priority,
+            subspecialty=request.subspecialty,
+            on=on,
+        )
     if entry is None:
         log.warning(
             "request %s: the fee schedule prices no %s/%s/%s on %s; no fee",

@@ -17,6 +17,8 @@ from telenet.domain.ratelimit import LoginLimiter
 from telenet.domain.sla import DEFAULT_LEASE_MINUTES, Clock
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.follow_ups import FollowUps
+from telenet.store.auth_version import AuthVersion
+from telenet.store.db import SINGLE_STATEMENT
 from telenet.store.models import AuditEntry
 
 if TYPE_CHECKING:
@@ -53,16 +55,35 @@ class Hub:
     engine: AsyncEngine | None = None
     # Sessions that never write (token checks, event feeds); the write factory when not given.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+    # Made from read_sessions on first use (see reader); the source tells a copied hub's own sessions apart.
+    single_read_sessions: async_sessionmaker[AsyncSession] | None = None
+    single_read_source: async_sessionmaker[AsyncSession] | None = None
 
-    def reader(self) -> AsyncSession:
-        return (self.read_sessions or self.sessions)()
+    def reader(self, *, single_statement: bool = False) -> AsyncSession:
+        """A read session; ``single_statement``: the caller issues one statement, which on SQLite is its own
+        snapshot, so no BEGIN is sent (one round trip less)."""
+        reads = self.read_sessions
+        # Only for read sessions of an engine: a joined hub's sessions (a group's connection) stay as they are.
+        if single_statement and reads is not None and isinstance(reads.kw.get("bind"), AsyncEngine):
+            if self.single_read_sessions is None or self.single_read_source is not reads:
+                self.single_read_sessions = async_sessionmaker(
+                    reads.kw["bind"].execution_options(**{SINGLE_STATEMENT: True}),
+                    expire_on_commit=False,
+                    autoflush=False,
+                )
+                self.single_read_source = reads
+            return self.single_read_sessions()
+        return (reads or self.sessions)()
 
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     # Called inside the transaction of every emitted event (session, hub, event): followers that must commit
     # with the change (the order status outbox). Wired in app.py; they must not emit events themselves.
     event_listeners: list[Callable[[AsyncSession, Hub, Any], Awaitable[None]]] = field(default_factory=list)
-    # token digest -> (actor, token expiry, when cached, the account's auth_epoch): see services.auth.authenticate
-    actor_cache: dict[str, tuple[Actor, datetime, float, int]] = field(default_factory=dict)
+    # token digest -> (actor, token expiry, when cached, the account's auth_epoch, the revocation version then):
+    # see services.auth.authenticate
+    actor_cache: dict[str, tuple[Actor, datetime, float, int, int | None]] = field(default_factory=dict)
+    # The database's revocation version (telenet.store.auth_version); None: every token check reads its row.
+    auth_version: AuthVersion | None = None
     # Login attempts of this process per account and address (services.login); made on first use.
     login_limiter: LoginLimiter | None = None
     # Group-commits the audit rows of read use cases (see read_use_case); None: each row in its own commit.
@@ -207,14 +228,20 @@ class ReadUnit(UnitOfWork):
 
 @asynccontextmanager
 async def read_use_case(
-    hub: Hub, actor: Actor | None, action: str, object_type: str, object_id: str | None = None
+    hub: Hub,
+    actor: Actor | None,
+    action: str,
+    object_type: str,
+    object_id: str | None = None,
+    *,
+    single_statement: bool = False,
 ) -> AsyncIterator[UnitOfWork]:
     """Run one audited use case that only reads: on ``hub.reader()`` (a deferred BEGIN on SQLite, so it never
     queues behind writers); its audit row, success or refusal, is durable before this returns, written by
     the hub's audit writer together with the rows of concurrent requests."""
     record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
     try:
-        async with hub.reader() as session:
+        async with hub.reader(single_statement=single_statement) as session:
             unit = ReadUnit(hub, session, actor, record)
             yield unit
     except TelenetError as exc:

@@ -22,6 +22,7 @@ from telenet.domain.errors import Forbidden, Invalid, NotFound, TooManyRequests,
 from telenet.domain.ratelimit import LoginLimiter, SlidingWindow
 from telenet.services.auth import DUMMY_HASH, hash_password, token_digest, verify_password
 from telenet.services.hub import Hub, use_case
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import AuditEntry, Institution, Token, User
 
 MIN_PASSWORD_LENGTH = 8
@@ -153,6 +154,7 @@ async def revoke_all(session: AsyncSession, user_id: int) -> int:
     """End every token and console session of an account and make every process re-read it."""
     result: Any = await session.execute(delete(Token).where(Token.user_id == user_id))
     await session.execute(update(User).where(User.id == user_id).values(auth_epoch=User.auth_epoch + 1))
+    mark_revoked(session)
     return int(result.rowcount or 0)
 
 
@@ -161,6 +163,7 @@ async def logout(hub: Hub, actor: Actor, token: str) -> None:
     async with use_case(hub, actor, "auth.logout", "user", actor.username) as uow:
         uow.audit(object_path=actor.institution_path)
         await uow.session.execute(delete(Token).where(Token.token_hash == token_digest(token)))
+        mark_revoked(uow.session)
     hub.actor_cache.pop(token_digest(token), None)
 
 

@@ -25,6 +25,7 @@ from telenet.services.hub import Hub, use_case
 from telenet.services.registry_admin import LoadHistory
 from telenet.services.registry_snapshot import bump_version
 from telenet.services.registry_state import state_of
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import (
     Agreement,
     Center,
@@ -168,6 +169,7 @@ async def load_network(hub: Hub, doc: Any, actor: Actor | None = None) -> LoadRe
         await history.write(session)  # every record the file changed has a new version
         uow.audit(detail={"counts": report.counts})
         await bump_version(session, hub.clock.now())  # every hub process reloads its registry snapshot
+        mark_revoked(session)  # accounts' roles and centers may have changed: every process re-reads tokens
     if hub.registry is not None:
         hub.registry.invalidate()
     return report

@@ -102,6 +102,8 @@ async def enqueue_critical(
 
 
 async def _destination(session: AsyncSession, request: Request) -> Institution | None:
+    # Read from the table, not the registry snapshot: an HIS endpoint (host, port) is operational configuration
+    # that operators change in place, and a result must go where the endpoint is now.
     inst = await session.get(Institution, request.requesting_institution_id)
     assert inst is not None
     if not inst.hl7_host or not inst.hl7_port:

@@ -17,6 +17,13 @@ async def facility_charset(hub: Hub, facility: str | None) -> str | None:
     unknown or not set."""
     if not facility:
         return None
+    if hub.registry is not None:
+        # The registry in memory: no database work per message for a facility it knows.
+        snapshot = await hub.registry.get()
+        candidates = [snapshot.facilities.get(facility), snapshot.institution_ids.get(facility)]
+        institutions = [snapshot.institutions[i] for i in candidates if i is not None and i in snapshot.institutions]
+        if institutions:
+            return next((i.hl7_charset for i in institutions if i.hl7_charset in NAMES), None)
     async with hub.reader() as session:
         rows = (
             await session.execute(

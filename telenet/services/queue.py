@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
@@ -51,6 +51,19 @@ _WORKLIST_COLUMNS = (
 )
 
 
+# Built once: constructing the statement per request cost more than running it.
+_WORKLIST_PAGE = (
+    select(*_WORKLIST_COLUMNS)
+    .join(Patient, Patient.id == Request.patient_id)
+    .join(Institution, Institution.id == Request.requesting_institution_id)
+    .outerjoin(User, User.id == Request.claimed_by_id)
+    .where(Request.center_id == bindparam("center_id"), Request.state.in_(routing.ACTIVE_STATES))
+    .order_by(Request.priority_rank, Request.due_at, Request.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+
+
 async def worklist(
     hub: Hub,
     actor: Actor,
@@ -61,28 +74,25 @@ async def worklist(
     only: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Queued and claimed items of one center, most urgent first (priority, then due time); ``only`` keeps
-    the items among those request ids (what a live page fetches when they change). One query."""
-    async with read_use_case(hub, actor, "worklist.read", "center", center_code) as uow:
-        center, inst = await center_by_code(uow.session, center_code)
+    the items among those request ids (what a live page fetches when they change). The center from the
+    registry snapshot, the page in one query of the columns it shows, on a read session."""
+    async with read_use_case(hub, actor, "worklist.read", "center", center_code, single_statement=True) as uow:
+        found = (await hub.registry.get()).center_by_code(center_code) if hub.registry is not None else None
+        center, inst = found if found is not None else await center_by_code(uow.session, center_code)
         uow.audit(object_path=inst.path)
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")
         if center.code not in actor.center_codes:
             raise Forbidden(f"{center.code} is not one of your centers", code="scope")
-        query = (
-            select(*_WORKLIST_COLUMNS)
-            .join(Patient, Patient.id == Request.patient_id)
-            .join(Institution, Institution.id == Request.requesting_institution_id)
-            .outerjoin(User, User.id == Request.claimed_by_id)
-            .where(Request.center_id == center.id, Request.state.in_(routing.ACTIVE_STATES))
-        )
-        if only is not None:
-            query = query.where(Request.id.in_(list(only)))
         rows = (
-            await uow.session.execute(
-                query.order_by(Request.priority_rank, Request.due_at, Request.id).limit(limit).offset(offset)
+            await uow.session.execute(_WORKLIST_PAGE, {"center_id": center.id, "limit": limit, "offset": offset})
+            if only is None
+            else await uow.session.execute(
+                _WORKLIST_PAGE.where(Request.id.in_(list(only))),
+                {"center_id": center.id, "limit": limit, "offset": offset},
             )
         ).all()
         now = hub.clock.now()
+        code = center.code
         items = []
         for (
             request_id,
@@ -90,7 +100,7 @@ async def worklist(
             kind,
             priority,
             state,
-            due,
+            due_at,
             modality,
             body_part,
             question,
@@ -112,8 +122,8 @@ async def worklist(
                     "kind": kind,
                     "priority": priority,
                     "state": state,
-                    "center": center.code,
-                    "due_at": due.isoformat() if due else None,
+                    "center": code,
+                    "due_at": due_at.isoformat() if due_at else None,
                     "modality": modality,
                     "body_part": body_part,
                     "clinical_question": question,
@@ -123,14 +133,16 @@ async def worklist(
                     "requesting_institution": requester,
                     "queued_at": queued_at.isoformat() if queued_at else None,
                     "waiting_minutes": round((now - waiting_from).total_seconds() / 60, 1),
-                    "sla_remaining_minutes": (round(remaining(due, now).total_seconds() / 60, 1) if due else None),
+                    "sla_remaining_minutes": (
+                        round(remaining(due_at, now).total_seconds() / 60, 1) if due_at else None
+                    ),
                     "claimed_by": claimed_by,
                     "claim_expires_at": claim_expires_at.isoformat() if claim_expires_at else None,
                 }
             )
         uow.audit(detail={"count": len(items)})
         return {
-            "center": center.code,
+            "center": code,
             "items": items,
             "limit": limit,
             "offset": offset,

@@ -22,6 +22,7 @@ from telenet.services.access import denied, require_role
 from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.services.registry_snapshot import bump_version
 from telenet.services.registry_state import FIELDS, apply_state, state_of
+from telenet.store.auth_version import mark_revoked
 from telenet.store.models import (
     Agreement,
     Center,
@@ -404,6 +405,7 @@ async def apply_account(session: AsyncSession, user: User, state: Mapping[str, A
     if rows:
         await session.execute(insert(UserCenter), rows)
     user.auth_epoch = (user.auth_epoch or 0) + 1  # its tokens are checked again with the new scope
+    mark_revoked(session)  # and every process's token cache drops what it knew of them at the commit
 
 
 @dataclass

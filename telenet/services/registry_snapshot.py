@@ -28,6 +28,7 @@ from telenet.store.models import (
     FeeScheduleEntry,
     Institution,
     InstitutionAETitle,
+    Network,
     NetworkMember,
     RegistryRevision,
     RegistryVersion,
@@ -59,6 +60,7 @@ class RegistrySnapshot:
         default_factory=dict
     )
     _copies: dict[tuple[str, int, int], Any] = field(default_factory=dict, compare=False, repr=False)
+    network_codes: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def in_force(self, kind: str, row: Any, at: datetime | None) -> Any:
         """``row`` as the version in force at ``at``: the live row unless a scheduled revision holds then
@@ -137,6 +139,7 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         revisions.setdefault((r.kind, r.object_id), []).append(
             (r.valid_from, r.valid_from > r.changed_at, r.revision, MappingProxyType(dict(r.data)))
         )
+    network_codes = dict((await session.execute(select(Network.id, Network.code))).all())
     session.expunge_all()
     return RegistrySnapshot(
         version=version,
@@ -151,6 +154,7 @@ async def load_snapshot(session: AsyncSession, version: int) -> RegistrySnapshot
         facilities=MappingProxyType({i.hl7_facility: i.id for i in institutions.values() if i.hl7_facility}),
         fee_schedule=fees,
         revisions=MappingProxyType({k: tuple(v) for k, v in revisions.items() if any(s for _, s, _, _ in v)}),
+        network_codes=MappingProxyType(network_codes),
     )
 
 

@@ -8,12 +8,14 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from telenet.domain.access import Actor, Role
 from telenet.domain.lifecycle import RequestState, allowed_actions
 from telenet.domain.patients import masked_national_id
 from telenet.services.access import center_of
-from telenet.services.hub import UnitOfWork
+from telenet.services.hub import Hub, UnitOfWork
+from telenet.services.registry_snapshot import RegistrySnapshot
 from telenet.store.models import (
     Center,
     CriticalFinding,
@@ -33,19 +35,51 @@ async def committed_view(uow: UnitOfWork, actor: Actor, request: Request) -> dic
     await uow.commit()
     if not uow.hub.build_views:
         return {"id": request.id, "accession_number": request.accession_number, "state": request.state}
-    async with uow.hub.reader() as session:
-        fresh = await session.get(Request, request.id)
-        assert fresh is not None
-        return await request_view(session, actor, fresh)
+    return await view_of(uow.hub, actor, request.id)
 
 
-async def request_view(session: AsyncSession, actor: Actor, request: Request) -> dict[str, Any]:
-    """The whole request as the API shows it: patient, center, route history, reports, critical findings."""
-    center, center_inst = await center_of(session, request.center_id)
-    patient = await session.get(Patient, request.patient_id)
-    requester = await session.get(Institution, request.requesting_institution_id)
+async def view_of(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
+    """The view of a request a command of ``actor`` has just committed, on a read session (not audited as a
+    read: the command's own audit row covers it)."""
+    snapshot = await hub.registry.get() if hub.registry is not None else None
+    async with hub.reader() as session:
+        row = (await session.execute(_WITH_PARTIES.where(Request.id == request_id))).one()
+        return await request_view(session, actor, row[0], snapshot=snapshot, parties=(row[1], row[2], row[3]))
+
+
+_CLAIMER = aliased(User)
+# The request with its patient, requesting institution and claimer's username: one statement, not four.
+_WITH_PARTIES = (
+    select(Request, Patient, Institution, _CLAIMER.username)
+    .join(Patient, Patient.id == Request.patient_id)
+    .join(Institution, Institution.id == Request.requesting_institution_id)
+    .outerjoin(_CLAIMER, _CLAIMER.id == Request.claimed_by_id)
+)
+
+
+async def request_view(
+    session: AsyncSession,
+    actor: Actor,
+    request: Request,
+    *,
+    snapshot: RegistrySnapshot | None = None,
+    parties: tuple[Patient, Institution, str | None] | None = None,
+) -> dict[str, Any]:
+    """The whole request as the API shows it: patient, center, route history, reports, critical findings.
+    ``snapshot``: the center from the registry in memory; ``parties``: patient, requester and claimer
+    already read with the request."""
+    known = (
+        snapshot.center(request.center_id) if snapshot is not None and request.center_id in snapshot.centers else None
+    )
+    center, center_inst = known if known is not None else await center_of(session, request.center_id)
+    if parties is None:
+        patient = await session.get(Patient, request.patient_id)
+        requester = await session.get(Institution, request.requesting_institution_id)
+        claimer = await session.get(User, request.claimed_by_id) if request.claimed_by_id else None
+        claimed_by = claimer.username if claimer else None
+    else:
+        patient, requester, claimed_by = parties
     assert patient is not None and requester is not None
-    claimed_by = await session.get(User, request.claimed_by_id) if request.claimed_by_id else None
     steps = (
         await session.execute(
             select(RouteStep, Center.code)
@@ -122,7 +156,7 @@ async def request_view(session: AsyncSession, actor: Actor, request: Request) ->
         "data_completed_at": _iso(request.data_completed_at),
         "due_at": _iso(request.due_at),
         "sla_breached_at": _iso(request.sla_breached_at),
-        "claimed_by": claimed_by.username if claimed_by else None,
+        "claimed_by": claimed_by,
         "claim_expires_at": _iso(request.claim_expires_at),
         "data_completed_by": request.data_completed_by,
         "return": ({"reason": request.return_reason, "note": request.return_note} if request.return_reason else None),

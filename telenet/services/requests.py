@@ -34,9 +34,10 @@ from telenet.services.access import (
     require_role,
 )
 from telenet.services.events import emit, request_topics
+from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub, UnitOfWork, read_use_case, use_case
 from telenet.services.modality import study_uid_for
-from telenet.services.request_views import _iso, committed_view, request_view
+from telenet.services.request_views import _iso, committed_view, request_view, view_of
 from telenet.services.transitions import apply, apply_fields, summary
 from telenet.store.models import (
     Center,
@@ -225,6 +226,15 @@ async def submit(hub: Hub, actor: Actor, body: dict[str, Any], *, consent_option
             request_id=request.id,
         )
         return await committed_view(uow, actor, request)
+
+
+async def submit_grouped(hub: Hub, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    """A REST order: concurrent orders share one transaction and one durable commit (group commit, each in its
+    own savepoint, so a refused one rolls back alone); the view is read after that commit."""
+    if hub.group_commit is None or not hub.build_views:
+        return await submit(hub, actor, body)
+    ids = await in_group(hub, submit, actor, body)
+    return await view_of(hub, actor, int(ids["id"]))
 
 
 async def get(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:

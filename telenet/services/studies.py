@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -179,6 +181,12 @@ async def store_instance(hub: Hub, actor: Actor, record: InstanceRecord) -> Stor
         try:
             outcome, completion = await _store_once(hub, actor, record)
             break
+        except _Duplicate:
+            duplicate = await _store_duplicate(hub, actor, record)
+            if duplicate is not None:
+                return duplicate
+            if attempt == _RETRIES - 1:
+                raise
         except IntegrityError:
             if attempt == _RETRIES - 1:
                 raise
@@ -334,61 +342,85 @@ def _check_record(record: InstanceRecord) -> None:
             raise Invalid(f"{name} is missing or longer than 64 characters", code="bad-dicom")
 
 
-async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[StoreOutcome, Completion | None]:
+class _Duplicate(Exception):
+    """The instance is indexed already (its insert met the SOP UID's unique key): its use case is undone."""
+
+
+def _insert_for(dialect: str) -> Any:
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
+async def _store_duplicate(hub: Hub, actor: Actor, record: InstanceRecord) -> StoreOutcome | None:
+    """A re-sent instance: what the index holds for it (audited as a duplicate), or None if it is gone."""
     async with use_case(hub, actor, "dicom.store", "dicom_instance", record.sop_instance_uid) as uow:
-        session = uow.session
         existing = (
-            await session.execute(
+            await uow.session.execute(
                 select(DicomInstance.path, DicomStudy.study_instance_uid, DicomStudy.request_id)
                 .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
                 .where(DicomInstance.sop_instance_uid == record.sop_instance_uid)
             )
         ).one_or_none()
-        if existing is not None:
-            uow.audit(detail={"duplicate": True})
-            return StoreOutcome(True, existing[1], existing[2], None, existing_path=existing[0]), None
+        if existing is None:
+            return None
+        uow.audit(detail={"duplicate": True})
+        return StoreOutcome(True, existing[1], existing[2], None, existing_path=existing[0])
+
+
+async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[StoreOutcome, Completion | None]:
+    """Index one new instance. The series is one ``INSERT … ON CONFLICT DO UPDATE`` that also moves its
+    counter, the instance one ``INSERT … ON CONFLICT DO NOTHING``: a re-sent instance finds no row inserted
+    and raises :class:`_Duplicate`, which undoes the use case (so the counters are not moved twice)."""
+    async with use_case(hub, actor, "dicom.store", "dicom_instance", record.sop_instance_uid) as uow:
+        session = uow.session
         now = hub.clock.now()
         study, mismatch = await _study_for(session, hub, actor, record, now)
         uow.audit(object_path=study.source_path, detail={"study": study.study_instance_uid, **mismatch})
-        series = (
+        insert = _insert_for(hub.dialect)
+        series_id, series_study = (
             await session.execute(
-                select(DicomSeries).where(DicomSeries.series_instance_uid == record.series_instance_uid)
+                insert(DicomSeries)
+                .values(
+                    study_id=study.id,
+                    series_instance_uid=record.series_instance_uid,
+                    modality=record.modality,
+                    series_number=record.series_number,
+                    series_description=_cut(record.series_description, 64),
+                    body_part=_cut(record.body_part, 64),
+                    instance_count=1,
+                )
+                .on_conflict_do_update(
+                    index_elements=[DicomSeries.series_instance_uid],
+                    set_={"instance_count": DicomSeries.instance_count + 1},
+                )
+                .returning(DicomSeries.id, DicomSeries.study_id)
+            )
+        ).one()
+        if series_study != study.id:
+            raise Invalid("the series belongs to another study", code="bad-dicom")
+        instance_id = (
+            await session.execute(
+                insert(DicomInstance)
+                .values(
+                    study_id=study.id,
+                    series_id=series_id,
+                    sop_instance_uid=record.sop_instance_uid,
+                    sop_class_uid=record.sop_class_uid,
+                    transfer_syntax_uid=record.transfer_syntax_uid,
+                    instance_number=record.instance_number,
+                    path=record.path,
+                    size_bytes=record.size_bytes,
+                    calling_ae=_ae_of(actor),
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[DicomInstance.sop_instance_uid])
+                .returning(DicomInstance.id)
             )
         ).scalar_one_or_none()
-        if series is None:
-            series = DicomSeries(
-                study_id=study.id,
-                series_instance_uid=record.series_instance_uid,
-                modality=record.modality,
-                series_number=record.series_number,
-                series_description=_cut(record.series_description, 64),
-                body_part=_cut(record.body_part, 64),
-                instance_count=0,
-            )
-            session.add(series)
-            await session.flush()
-        elif series.study_id != study.id:
-            raise Invalid("the series belongs to another study", code="bad-dicom")
-        instance = DicomInstance(
-            study_id=study.id,
-            series_id=series.id,
-            sop_instance_uid=record.sop_instance_uid,
-            sop_class_uid=record.sop_class_uid,
-            transfer_syntax_uid=record.transfer_syntax_uid,
-            instance_number=record.instance_number,
-            path=record.path,
-            size_bytes=record.size_bytes,
-            calling_ae=_ae_of(actor),
-            received_at=now,
-        )
-        session.add(instance)
-        await session.flush()
+        if instance_id is None:
+            raise _Duplicate(record.sop_instance_uid)
         if record.ecg is not None:
-            session.add(_ecg_row(instance.id, record.ecg))
+            session.add(_ecg_row(instance_id, record.ecg))
         # Counters move with SQL expressions so concurrent associations never lose an update.
-        await session.execute(
-            update(DicomSeries).where(DicomSeries.id == series.id).values(instance_count=DicomSeries.instance_count + 1)
-        )
         modalities = list(study.modalities or [])
         if record.modality and record.modality not in modalities:
             modalities.append(record.modality)

@@ -265,7 +265,7 @@ async def ecg_files(hub: Hub, actor: Actor, sop_instance_uid: str) -> dict[str, 
         session = uow.session
         row = (
             await session.execute(
-                select(EcgMeasurement, DicomStudy)
+                select(EcgMeasurement, DicomStudy, DicomInstance.path)
                 .join(DicomInstance, DicomInstance.id == EcgMeasurement.instance_id)
                 .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
                 .where(DicomInstance.sop_instance_uid == sop_instance_uid)
@@ -273,7 +273,7 @@ async def ecg_files(hub: Hub, actor: Actor, sop_instance_uid: str) -> dict[str, 
         ).one_or_none()
         if row is None:
             raise NotFound(f"no ECG {sop_instance_uid}")
-        measurement, study = row
+        measurement, study, instance_path = row
         uow.audit(object_path=study.source_path)
         if study.request_id is not None:
             request = await session.get(Request, study.request_id)
@@ -288,5 +288,6 @@ async def ecg_files(hub: Hub, actor: Actor, sop_instance_uid: str) -> dict[str, 
         view = ecg_view(sop_instance_uid, measurement)
         view["svg_path"] = measurement.svg_path
         view["json_path"] = measurement.json_path
+        view["instance_path"] = instance_path
         view["request_id"] = study.request_id
         return view

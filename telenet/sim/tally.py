@@ -129,8 +129,12 @@ class Tally:
             "escalated": sum(t.escalated for t in self.orders.values()),
             "errors": dict(self.errors),
             "never_acknowledged": sum(1 for t in self.orders.values() if t.ack is None),
+            # Acknowledged (AA) and not finished at the end: the ones with a known reason (explained) plus the lost.
+            "unfinished": len(lost) + sum(explained.values()),
             "explained_unfinished": dict(explained),
             "lost": len(lost),
             "lost_accessions": lost[:20],
+            # Every acknowledged order with its kind, for the order-by-order check of the database afterwards.
+            "acknowledged": {t.accession: t.kind for t in self.orders.values() if t.ack == "AA"},
             "events_seen": self.events,
         }

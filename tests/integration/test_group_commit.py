@@ -50,3 +50,28 @@ async def test_concurrent_writers_share_a_transaction_and_fail_alone(demo_hub: A
         ).scalar_one()
     assert names == {f"G{n}" for n in range(MEMBERS) if n != FAILING}
     assert refused == 1, "the failed member's refusal is audited"
+
+
+async def test_rest_orders_are_group_committed_and_answer_with_their_view(client: Any) -> None:
+    """REST submits go through the group commit like the gateways' writers; each answers with its whole view
+    (read after the shared commit), and a refused order (duplicate accession) fails alone."""
+    from tests.factories import order
+
+    group = client.hub.group_commit
+    assert group is not None
+    before = len(group.sizes)
+    doc = await client.login("township_doc")
+    first = order(patient_id="G1", serial=1)
+    first["accession_number"] = "GRP0001"
+    again = order(patient_id="G2", serial=2)
+    again["accession_number"] = "GRP0001"
+    other = order(patient_id="G3", serial=3)
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/requests", json=body, headers=doc) for body in (first, again, other))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [201, 201, 409], statuses
+    views = [await r.json() for r in responses if r.status == 201]
+    assert {v["patient"]["id"] for v in views} <= {"G1", "G2", "G3"} and len(views) == 2
+    assert all(v["center"]["code"] and v["route"] for v in views), "the view is read whole after the commit"
+    assert sum(group.sizes[before:]) >= 2, "the orders were members of group commits"

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateways.hl7.work import build_result
+from telenet.services.registry_snapshot import bump_version
 from telenet.store.models import Institution, Patient
 from tests.integration.test_hl7_server import FACILITY, Peer, hl7, orm, peer, segments  # noqa: F401
 
@@ -41,7 +42,10 @@ async def test_a_his_without_msh18_is_read_in_its_registered_set(hl7: Any, peer:
             await session.execute(
                 update(Institution).where(Institution.code == FACILITY).values(hl7_charset=registered)
             )
+            # As `network load` registers it: the registry version moves, and the snapshot in memory follows.
+            await bump_version(session, hl7.hub.clock.now())
             await session.commit()
+        hl7.gateway.hub.registry.invalidate()  # the gateway's hub process would see it within a second
         patient = f"CS-{n}"
         text = without_msh18(orm(f"CS{n:04d}", f"CSACC{n:04d}", patient_id=patient, name=NAME))
         ack = await peer.send(text.encode(codec))
