@@ -88,7 +88,10 @@ async def test_stow_of_a_series_is_one_insert_per_table_and_a_duplicate_one_by_o
         answer = await web.call(lambda c: c.store_instances(series[1:]))
     referenced = [r.ReferencedSOPInstanceUID for r in answer.ReferencedSOPSequence]
     assert referenced == [ds.SOPInstanceUID for ds in series[1:]], "the duplicate is answered as stored"
-    assert count(seen, "INSERT INTO dicom_instances") == 2, "the two new instances, one by one"
+    # One by one, each instance is one INSERT … ON CONFLICT DO NOTHING; the duplicate's inserts nothing and its
+    # savepoint is rolled back (so its counters do not move).
+    assert count(seen, "INSERT INTO dicom_instances") == 3, "an insert per instance, one by one"
+    assert count(seen, "ROLLBACK TO SAVEPOINT") == 2, "the refused bulk run and the duplicate roll back alone"
     assert await _instance_count(client, uid) == 4, "the duplicate counted once"
 
 

@@ -44,7 +44,7 @@ def counted(engine: Any) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
-def _record(accession: str, n: int) -> studies.InstanceRecord:
+def _record(accession: str, n: int, patient_id: str = "P0001") -> studies.InstanceRecord:
     return studies.InstanceRecord(
         sop_instance_uid=f"1.2.826.0.1.3680043.10.9999.{n}.3",
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
@@ -55,7 +55,7 @@ def _record(accession: str, n: int) -> studies.InstanceRecord:
         size_bytes=1000,
         accession_number=accession,
         patient_name="张三",
-        patient_id="P0001",
+        patient_id=patient_id,  # the order's patient: a contradicting one is never linked automatically
         modality="CT",
         instance_number=n,
     )
@@ -96,9 +96,10 @@ async def test_hot_paths_stay_within_their_statement_counts(demo_hub: Any, datab
     other = await requests.submit(hub, doc, order(patient_id="W3", serial=3))
     ae = await studies.ae_actor(hub, "C01K01T01")
     assert ae is not None
-    await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 1))
+    first = await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 1, "W3"))
+    assert first.request_id == other["id"], "the study is linked to its order (the counted path)"
     with counted(engine) as statements:
-        await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 2))
+        await studies.store_instance(hub, ae, _record(str(other["accession_number"]), 2, "W3"))
     counts["store_instance"], seen["store_instance"] = len(statements), list(statements)
 
     over = {
