@@ -331,6 +331,46 @@ async def _drop_database(db: Database) -> None:
         await admin.dispose()
 
 
+# Under xdist (make test: ``-n ... --dist loadgroup``) the tests that share an expensive module- or session-scoped
+# fixture run on one worker, so that it is made once, not once per worker: a folder or module here is one group.
+_SHARED_FIXTURE_GROUPS = (
+    "tests/browser/",  # one hub process (console_hub) for them all
+    "tests/scaleout/test_claims_and_events.py",  # a cluster of hub processes per module
+    "tests/scaleout/test_revocation.py",
+    "tests/interop/test_dicom_orthanc.py",  # an Orthanc per module
+    "tests/interop/test_tls_peers.py",  # a PKI per module
+)
+# The long ones first (longest first), everything else after them in collection order, so that no worker is left
+# with a long test at the end while the others wait.
+_LONG_FIRST = (
+    "tests/e2e/test_simulator.py",
+    "tests/browser/",
+    "tests/scaleout/",
+    "tests/integration/test_surface.py",
+    "tests/e2e/",
+    "tests/interop/",
+    "tests/integration/test_cli.py",
+)
+
+
+def _prefix_rank(nodeid: str, prefixes: tuple[str, ...]) -> int | None:
+    return next((i for i, prefix in enumerate(prefixes) if nodeid.startswith(prefix)), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rank = _prefix_rank(item.nodeid, _SHARED_FIXTURE_GROUPS)
+        if rank is not None:
+            item.add_marker(pytest.mark.xdist_group(_SHARED_FIXTURE_GROUPS[rank].rstrip("/")))
+        elif item.nodeid.startswith("tests/integration/test_surface.py"):
+            # The surface fixture is built once per database: one group per database, so both build at once.
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "surface" in callspec.params:
+                item.add_marker(pytest.mark.xdist_group(f"surface-{callspec.params['surface']}"))
+    ranks = {id(item): _prefix_rank(item.nodeid, _LONG_FIRST) for item in items}
+    items.sort(key=lambda item: len(_LONG_FIRST) if ranks[id(item)] is None else ranks[id(item)])  # stable
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Drop this process's pooled and template schemas; remove its template files."""
     schemas = [*_templates.pg_owned, *([_templates.pg_demo] if _templates.pg_demo else [])]
