@@ -143,6 +143,7 @@ class _Templates:
         self.pg_pool: list[str] = []
         self.pg_owned: list[str] = []
         self.pg_superuser: bool | None = None
+        self.pg_relations: list[str] = []  # the names of the tables, indexes and sequences create_all makes
 
 
 _templates = _Templates()
@@ -175,23 +176,24 @@ def _copy_file(source: Path, folder: Path) -> Path:
     return Path(shutil.copyfile(source, folder / "telenet.db"))
 
 
-# The catalog entries of a schema: a test that changed them (DDL) leaves a schema the pool must not reuse.
+# The catalog entries of a schema's relations (looked up by name: the catalogs' indexes, no scan): a test that
+# changed them (DDL) leaves a schema that the pool must not reuse.
 _SHAPE_SQL = """
-SELECT md5(coalesce(string_agg(line, ',' ORDER BY line), '')) FROM (
-  SELECT 'r:' || c.relname || ':' || c.relkind::text AS line FROM pg_class c WHERE c.relnamespace = $1::regnamespace
+WITH rels AS (SELECT name, to_regclass(format('%I.%I', $1::text, name)) AS oid FROM unnest($2::text[]) AS name)
+SELECT md5(string_agg(line, ',' ORDER BY line)) FROM (
+  SELECT 'r:' || r.name || ':' || coalesce(c.relkind::text, '-') AS line
+  FROM rels r LEFT JOIN pg_class c ON c.oid = r.oid
   UNION ALL
-  SELECT 'a:' || c.relname || ':' || a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.attnotnull
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-  WHERE c.relnamespace = $1::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  SELECT 'a:' || r.name || ':' || a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.attnotnull
+  FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid WHERE a.attnum > 0 AND NOT a.attisdropped
   UNION ALL
-  SELECT 't:' || c.relname || ':' || t.tgname || ':' || t.tgenabled::text
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = $1::regnamespace
+  SELECT 't:' || r.name || ':' || t.tgname || ':' || t.tgenabled::text
+  FROM rels r JOIN pg_trigger t ON t.tgrelid = r.oid WHERE NOT t.tgisinternal
   UNION ALL
-  SELECT 'c:' || conname || ':' || contype::text FROM pg_constraint WHERE connamespace = $1::regnamespace
+  SELECT 'c:' || r.name || ':' || k.conname || ':' || k.contype::text
+  FROM rels r JOIN pg_constraint k ON k.conrelid = r.oid
   UNION ALL
-  SELECT 'f:' || proname FROM pg_proc WHERE pronamespace = $1::regnamespace
-  UNION ALL
-  SELECT 'y:' || typname FROM pg_type WHERE typnamespace = $1::regnamespace
+  SELECT 'f:' || (to_regprocedure(format('%I.audit_append_only()', $1::text)) IS NOT NULL)::text
 ) lines
 """
 
@@ -199,7 +201,8 @@ SELECT md5(coalesce(string_agg(line, ',' ORDER BY line), '')) FROM (
 async def _pg_shape(engine: AsyncEngine, schema: str) -> str:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
-        return str(await raw.driver_connection.fetchval(_SHAPE_SQL, schema))  # type: ignore[union-attr]
+        found = await raw.driver_connection.fetchval(_SHAPE_SQL, schema, _templates.pg_relations)  # type: ignore[union-attr]
+        return str(found)
 
 
 async def _pg_script(conn: Any, script: str) -> None:
@@ -233,6 +236,9 @@ async def _pg_prepare(admin: AsyncEngine) -> None:
     _templates.pg_demo = schema
     try:
         await load_demo(engine, _templates.dir / "var")
+        async with engine.connect() as conn:
+            query = "SELECT relname FROM pg_class WHERE relnamespace = CAST(:s AS regnamespace) ORDER BY 1"
+            _templates.pg_relations = list((await conn.execute(text(query), {"s": schema})).scalars())
         _templates.pg_shape = await _pg_shape(engine, schema)
         async with engine.connect() as conn:
             found = await conn.execute(
@@ -315,16 +321,22 @@ async def _make_database(kind: str, tmp_path: Path, *, migrate: bool, demo: bool
 async def _drop_database(db: Database) -> None:
     """Dispose of a test's database: a pooled schema whose tables are as create_all made them goes back to the
     pool (emptied when next taken), any other schema is dropped."""
-    await db.engine.dispose()
+    if db.pooled and db.schema:
+        try:
+            reusable = await _pg_shape(db.engine, db.schema) == _templates.pg_shape
+        except Exception:  # whatever the test left behind, the schema is dropped below
+            reusable = False
+        await db.engine.dispose()
+        if reusable:
+            _templates.pg_pool.append(db.schema)
+            return
+        _templates.pg_owned.remove(db.schema)
+    else:
+        await db.engine.dispose()
     if not db.schema:
         return
     admin = create_engine(db.url)
     try:
-        if db.pooled:
-            if await _pg_shape(admin, db.schema) == _templates.pg_shape:
-                _templates.pg_pool.append(db.schema)
-                return
-            _templates.pg_owned.remove(db.schema)
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{db.schema}" CASCADE'))
     finally:
