@@ -452,6 +452,13 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+@functools.cache
+def _demo_file_doc() -> dict[str, Any]:
+    """The demo network as the file has it (never changed: a test's copy comes from ``demo_doc``)."""
+    doc: dict[str, Any] = json.loads(DEMO_NETWORK.read_text(encoding="utf-8"))
+    return doc
+
+
 @pytest.fixture
 def demo_doc() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(DEMO_NETWORK.read_text(encoding="utf-8"))
@@ -468,8 +475,9 @@ async def hub(database: Database, settings: Settings, clock: FixedClock) -> Any:
 @pytest.fixture
 async def demo_hub(hub: Any, demo_doc: dict[str, Any], database: Database) -> Any:
     """A hub whose database holds the demo network and a password (TEST_PASSWORD) for every demo account."""
-    if database.demo_loaded:  # a copy of the demo template (see ``database``)
+    if database.demo_loaded and demo_doc == _demo_file_doc():  # a copy of the demo template (see ``database``)
         return hub
+    # An empty database; or the template, and a network that a fixture changed before this one: load that too.
     from sqlalchemy import update
 
     from telenet.services.network import load_network
