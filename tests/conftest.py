@@ -369,6 +369,24 @@ def _prefix_rank(nodeid: str, prefixes: tuple[str, ...]) -> int | None:
     return next((i for i, prefix in enumerate(prefixes) if nodeid.startswith(prefix)), None)
 
 
+def _name_group(item: pytest.Item) -> None:
+    """What xdist's loadgroup does to a grouped test's id (``nodeid@group``, the group being what its scheduler
+    sends to one worker), done here because pytest 9 keeps the id in ``_id``, where xdist 3.8's ``_nodeid`` no
+    longer reaches: without this every ``xdist_group`` marker is silently ignored."""
+    marks = item.iter_markers("xdist_group")
+    names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) for mark in marks})
+    if not names or "@" in item.nodeid.rpartition("]")[2]:
+        return
+    grouped = f"{item.nodeid}@{'_'.join(names)}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(grouped)
+    else:
+        item._nodeid = grouped  # type: ignore[attr-defined]  # pytest before 9
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         rank = _prefix_rank(item.nodeid, _SHARED_FIXTURE_GROUPS)
@@ -379,8 +397,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "surface" in callspec.params:
                 item.add_marker(pytest.mark.xdist_group(f"surface-{callspec.params['surface']}"))
+    if config.getvalue("loadgroup"):  # an xdist worker of --dist loadgroup
+        for item in items:
+            _name_group(item)
+    last = len(_LONG_FIRST)
     ranks = {id(item): _prefix_rank(item.nodeid, _LONG_FIRST) for item in items}
-    items.sort(key=lambda item: len(_LONG_FIRST) if ranks[id(item)] is None else ranks[id(item)])  # stable
+    items.sort(key=lambda item: last if (rank := ranks[id(item)]) is None else rank)  # a stable sort
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
