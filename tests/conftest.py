@@ -397,7 +397,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "surface" in callspec.params:
                 item.add_marker(pytest.mark.xdist_group(f"surface-{callspec.params['surface']}"))
-    if config.getvalue("loadgroup"):  # an xdist worker of --dist loadgroup
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of --dist loadgroup
         for item in items:
             _name_group(item)
     last = len(_LONG_FIRST)
