@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 export TELENET_VAR_DIR ?= ./var
+# xdist workers of `make pytest` (e.g. `make test PYTEST_WORKERS=3` to compare on a quiet machine).
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test lint typecheck pytest install clean viewer
 
@@ -40,7 +42,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy telenet gateways
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadgroup
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -24,11 +24,12 @@ from telenet.store.models import Center, Institution, Token, User, UserCenter
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, *, n: int = _SCRYPT_N) -> str:
+    """The stored form of ``password``: scrypt with its parameters (a lower ``n`` only for test accounts)."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
     salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt_b64}${digest_b64}"
+    return f"scrypt${n}${_SCRYPT_R}${_SCRYPT_P}${salt_b64}${digest_b64}"
 
 
 def verify_password(password: str, stored: str | None) -> bool:

@@ -185,3 +185,62 @@ async def test_user_add_with_centers_and_password(hub: Any, demo_doc: dict[str, 
             password="long enough",
             centers=["NL-C01-K01-IMG"],
         )
+
+
+async def _rows(engine: Any) -> dict[str, Any]:
+    """Every row of every table (and on PostgreSQL where every sequence stands)."""
+    found: dict[str, Any] = {}
+    async with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            rows = (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()
+            found[table.name] = [tuple(row) for row in rows]
+        if engine.dialect.name == "postgresql":
+            query = "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = current_schema()"
+            found["sequences"] = sorted(tuple(row) for row in (await conn.execute(text(query))).all())
+    return found
+
+
+@pytest.mark.parametrize("kind", engine_params())
+async def test_a_test_database_is_what_create_all_and_the_demo_load_make(kind: str, tmp_path: Any) -> None:
+    """The suite's fresh databases are copies of per-process templates (tests/conftest.py): one taken after another
+    test used it holds exactly what the demo load writes into the tables create_all just made, ids and sequences
+    included; and an empty one is empty."""
+    import uuid
+
+    from telenet.app import make_hub
+    from telenet.domain.sla import FixedClock
+    from telenet.store.db import create_engine
+    from tests.conftest import DEFAULT_NOW, POSTGRES_URL, _drop_database, _make_database, load_demo, template_settings
+
+    used = await _make_database(kind, tmp_path / "used", migrate=False, demo=True)
+    hub = make_hub(template_settings(tmp_path / "var"), used.engine, FixedClock(DEFAULT_NOW))
+    await add_user(hub, username="x_used", role="requester", institution="NL-C01-K01-T01", password=None)
+    await _drop_database(used)
+    copy_ = await _make_database(kind, tmp_path / "copy", migrate=False, demo=True)
+    empty = await _make_database(kind, tmp_path / "empty", migrate=False)
+    schema = None
+    if kind == "sqlite":
+        reference = create_engine(f"sqlite+aiosqlite:///{tmp_path}/reference.db")
+    else:
+        assert POSTGRES_URL
+        schema = "t_" + uuid.uuid4().hex[:16]
+        reference = create_engine(POSTGRES_URL, schema=schema)
+        async with reference.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        async with reference.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await load_demo(reference, tmp_path / "var")
+        copied, expected = await _rows(copy_.engine), await _rows(reference)
+        assert [name for name in expected if copied[name] != expected[name]] == []
+        assert len(copied["users"]) == len(expected["users"]) > 10
+        nothing = await _rows(empty.engine)
+        assert [name for name, rows in nothing.items() if rows and name != "sequences"] == []
+        assert all(value is None for _, value in nothing.get("sequences", []))
+    finally:
+        if schema:
+            async with reference.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await reference.dispose()
+        await _drop_database(copy_)
+        await _drop_database(empty)

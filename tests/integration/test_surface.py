@@ -28,7 +28,6 @@ from telenet.store.models import AuditEntry, FeeLine, Institution
 from telenet.web.render import PRELOGIN_COOKIE
 from tests.conftest import (
     DEFAULT_NOW,
-    DEMO_NETWORK,
     TEST_PASSWORD,
     Database,
     _drop_database,
@@ -219,25 +218,16 @@ class Server:
         self.settings = dicom_settings(tmp).replace(
             viewer_dir=str(viewer), login_attempts_per_account_minute=1000, login_attempts_per_address_minute=1000
         )
-        self.network = json.loads(DEMO_NETWORK.read_text("utf-8"))
 
     async def __aenter__(self) -> Server:
-        from sqlalchemy import update
-
         from gateways.dicom.node import running_node
         from telenet.api.context import HUB
         from telenet.app import build_app, make_hub
         from telenet.domain.sla import FixedClock
-        from telenet.services.auth import hash_password
-        from telenet.services.network import load_network
-        from telenet.store.models import User
 
         self.clock = FixedClock(DEFAULT_NOW)
         self.hub = make_hub(self.settings, self.db.engine, self.clock)
-        await load_network(self.hub, self.network)
-        async with self.hub.sessions() as session:
-            await session.execute(update(User).values(password_hash=hash_password(TEST_PASSWORD)))
-            await session.commit()
+        assert self.db.demo_loaded  # the demo network, every password TEST_PASSWORD (tests.conftest.load_demo)
         self.app = build_app(self.settings, engine=self.db.engine, clock=self.clock, background=False)
         self.app[HUB] = self.hub
         self.runner = web.AppRunner(self.app)
@@ -450,7 +440,7 @@ async def _fire_hl7(server: Server, obs: Observed) -> None:
 
 
 async def fire_everything(kind: str, tmp: Path) -> Observed:
-    db = await _make_database(kind, tmp, migrate=False)
+    db = await _make_database(kind, tmp, migrate=False, demo=True)
     obs = Observed()
     try:
         async with Server(db, tmp) as server:

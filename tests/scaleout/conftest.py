@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import serve
-from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD, needs_postgres
+from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD, needs_postgres, password_hash_for_tests
 from tests.integration.test_cli import free_port
 
 pytestmark = needs_postgres("several hub processes")
@@ -141,12 +141,11 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 async def _load_demo(database_url: str, his_port: int) -> None:
-    """The demo network with every account's password set to TEST_PASSWORD (hashed once, not per account)."""
+    """The demo network with every account's password set to TEST_PASSWORD (the tests' hash, see tests.conftest)."""
     from sqlalchemy import update
 
     from telenet.app import make_hub
     from telenet.config import Settings
-    from telenet.services.auth import hash_password
     from telenet.services.network import load_network
     from telenet.store.db import create_engine
     from telenet.store.models import User
@@ -160,7 +159,7 @@ async def _load_demo(database_url: str, his_port: int) -> None:
                 inst["hl7_destination"] = {"host": "127.0.0.1", "port": his_port}
         await load_network(hub, doc)
         async with hub.sessions() as session:
-            await session.execute(update(User).values(password_hash=hash_password(TEST_PASSWORD)))
+            await session.execute(update(User).values(password_hash=password_hash_for_tests()))
             await session.commit()
     finally:
         await engine.dispose()
@@ -172,7 +171,7 @@ async def add_readers(cluster: Cluster, count: int, center: str) -> list[str]:
 
     from telenet.app import make_hub
     from telenet.config import Settings
-    from telenet.services.auth import add_user, hash_password
+    from telenet.services.auth import add_user
     from telenet.store.db import create_engine
     from telenet.store.models import User
 
@@ -184,7 +183,7 @@ async def add_readers(cluster: Cluster, count: int, center: str) -> list[str]:
             await add_user(hub, username=name, role="reader", institution="NL-C01-K01", password=None, centers=[center])
         async with hub.sessions() as session:
             await session.execute(
-                update(User).where(User.username.in_(names)).values(password_hash=hash_password(TEST_PASSWORD))
+                update(User).where(User.username.in_(names)).values(password_hash=password_hash_for_tests())
             )
             await session.commit()
     finally:
