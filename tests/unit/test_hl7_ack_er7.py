@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateways.hl7.ack import _erl, build_ack
 from gateways.hl7.er7 import (
