@@ -14,16 +14,25 @@ from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
 from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
+from telenet.api.spec import DATE, PAGE_ID, Query, Routes, integer, one_of
 from telenet.domain.errors import Invalid
 from telenet.services import assessment, fees, recognition
 from telenet.services.metrics import Family, MetricsRegistry
 
 routes = Routes()
 
-_PERIOD_QUERY = (
-    ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset"),
-    ("to", "end (exclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset"),
+#: YYYY-MM as :func:`telenet.domain.fees.period_bounds` reads it: years 0001 to 9999, the last month 9999-11.
+_PERIOD = {
+    "type": "string",
+    "pattern": r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    r"-(0[1-9]|1[0-2])$|^9999-(0[1-9]|1[01])$",
+    "x-required": True,
+}
+_REQUIRED_TEXT = {"type": "string", "minLength": 1, "x-required": True}
+_BOUND = {"anyOf": [DATE, {"type": "string", "format": "date-time"}]}
+_PERIOD_QUERY: tuple[Query, ...] = (
+    ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
+    ("to", "end (exclusive, after from): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
 )
 
 
@@ -49,7 +58,7 @@ def _format(request: web.Request) -> str:
     "/api/v1/fee-schedule",
     summary="The versioned fee schedule (integer fen) and how a price is chosen",
     tag="fees",
-    query=(("on", "YYYY-MM-DD: only the entries in force that day"),),
+    query=(("on", "YYYY-MM-DD: only the entries in force that day", DATE),),
 )
 async def get_fee_schedule(request: web.Request) -> web.Response:
     raw = request.query.get("on")
@@ -69,9 +78,9 @@ async def get_fee_schedule(request: web.Request) -> web.Response:
     query=(
         ("institution", "institution code (default: your own)"),
         *_PERIOD_QUERY,
-        ("service", "imaging|ecg|consultation"),
-        ("limit", "page size (max 5000)"),
-        ("before_id", "next page: lines below this id"),
+        ("service", "imaging|ecg|consultation", one_of(*fees.SERVICES)),
+        ("limit", "page size (max 5000)", integer(1, 5000)),
+        ("before_id", "next page: lines below this id", PAGE_ID),
     ),
     responses={"200": "lines, newest first, and totals over the selection", "403": "outside your scope"},
 )
@@ -118,9 +127,9 @@ async def refund_fee(request: web.Request) -> web.Response:
     tag="fees",
     roles="coordinator, admin",
     query=(
-        ("period", "YYYY-MM (a month in Asia/Shanghai), required"),
+        ("period", "YYYY-MM (a month in Asia/Shanghai), required", _PERIOD),
         ("institution", "institution code (default: your own); pairs involving its subtree"),
-        ("format", "json (default) or csv (UTF-8 with BOM, a total row last)"),
+        ("format", "json (default) or csv (UTF-8 with BOM, a total row last)", one_of("json", "csv")),
     ),
 )
 async def get_settlement(request: web.Request) -> web.Response:
@@ -142,7 +151,8 @@ async def get_settlement(request: web.Request) -> web.Response:
     summary="Final imaging / ECG results of the person, judged for recognition (互认) at an institution",
     tag="recognition",
     roles="requester, integration, coordinator, admin who may see the institution",
-    query=(("at", "code of the accepting institution; {id} is the patient's HIS id there (required)"),),
+    query=(("at", "code of the accepting institution; {id} is the patient's HIS id there", _REQUIRED_TEXT),),
+    path_params={"id": {"type": "string", "minLength": 1}},
     responses={
         "200": "results with recognizable / reason / expires_at",
         "403": "outside your scope",
@@ -182,7 +192,7 @@ async def record_recognition(request: web.Request) -> web.Response:
         ("center", "center code: requests at that center"),
         ("institution", "institution code: requests ordered in its subtree (default: your own)"),
         *_PERIOD_QUERY,
-        ("format", "json (default) or csv (figure,value rows; UTF-8 with BOM)"),
+        ("format", "json (default) or csv (figure,value rows; UTF-8 with BOM)", one_of("json", "csv")),
     ),
 )
 async def get_assessment(request: web.Request) -> web.Response:

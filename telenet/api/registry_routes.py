@@ -9,11 +9,12 @@ from sqlalchemy import text
 
 from telenet import __version__
 from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
-from telenet.api.spec import Routes, openapi_document
+from telenet.api.spec import PAGE_ID, Routes, integer, one_of, openapi_document
 from telenet.domain.errors import Invalid
 from telenet.services import login, registry
 
 routes = Routes()
+CENTER_SERVICES = ("imaging", "ecg", "consultation")
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int = 1000) -> int:
@@ -105,10 +106,10 @@ async def issue_token(request: web.Request) -> web.Response:
     summary="The institution directory",
     tag="registry",
     query=(
-        ("tier", "province|city|county|township|village"),
+        ("tier", "province|city|county|township|village", one_of("province", "city", "county", "township", "village")),
         ("within", "institution code: its subtree"),
-        ("limit", "page size (max 1000)"),
-        ("offset", "page offset"),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("offset", "page offset", integer(0, 10**9)),
     ),
 )
 async def list_institutions(request: web.Request) -> web.Response:
@@ -139,9 +140,12 @@ async def get_institution(request: web.Request) -> web.Response:
     "/api/v1/centers",
     summary="Reading and consultation centers",
     tag="registry",
-    query=(("service", "imaging|ecg|consultation"),),
+    query=(("service", "imaging|ecg|consultation", one_of(*CENTER_SERVICES)),),
 )
 async def list_centers(request: web.Request) -> web.Response:
+    service = request.query.get("service")
+    if service is not None and service not in CENTER_SERVICES:
+        raise Invalid(f"service is one of {', '.join(CENTER_SERVICES)}", code="bad-parameter")
     return json_response(
         await registry.list_centers(hub_of(request), actor_of(request), service=request.query.get("service"))
     )
@@ -156,10 +160,10 @@ async def list_centers(request: web.Request) -> web.Response:
     query=(
         ("institution", "restrict to this institution's subtree"),
         ("action", "e.g. request.read"),
-        ("since", "ISO 8601"),
-        ("until", "ISO 8601"),
-        ("limit", "page size"),
-        ("before_id", "continue below this id"),
+        ("since", "ISO 8601 with a UTC offset", {"type": "string", "format": "date-time"}),
+        ("until", "ISO 8601 with a UTC offset", {"type": "string", "format": "date-time"}),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("before_id", "continue below this id", PAGE_ID),
     ),
 )
 async def list_audit(request: web.Request) -> web.Response:

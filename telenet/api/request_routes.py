@@ -9,7 +9,8 @@ from aiohttp import web
 from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
+from telenet.api.spec import PAGE_ID, Routes, integer, one_of
+from telenet.domain.lifecycle import Kind, RequestState
 from telenet.services import consultation, queue, reports, requests
 
 routes = Routes()
@@ -59,10 +60,10 @@ async def create_request(request: web.Request) -> web.Response:
     summary="Requests in the caller's scope, newest first",
     tag="requests",
     query=(
-        ("state", "ordered|queued|claimed|final|returned|cancelled"),
-        ("kind", "imaging|ecg|consultation"),
-        ("limit", "page size"),
-        ("before_id", "next page"),
+        ("state", "a request state", one_of(*(s.value for s in RequestState))),
+        ("kind", "imaging|ecg|consultation", one_of(*(k.value for k in Kind))),
+        ("limit", "page size (max 500)", integer(1, 500)),
+        ("before_id", "next page", PAGE_ID),
     ),
 )
 async def list_requests(request: web.Request) -> web.Response:
@@ -267,7 +268,7 @@ async def post_message(request: web.Request) -> web.Response:
     summary="A center's reading queue, most urgent first",
     tag="queues",
     roles="readers and coordinators of the center",
-    query=(("limit", "page size (max 200)"), ("offset", "page offset")),
+    query=(("limit", "page size (max 200)", integer(1, 200)), ("offset", "page offset", integer(0, 10**9))),
 )
 async def worklist(request: web.Request) -> web.Response:
     return json_response(
