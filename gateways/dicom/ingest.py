@@ -18,6 +18,7 @@ from gateways.dicom.status import BadDataset
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
+from telenet.domain.errors import TelenetError
 from telenet.services import studies
 from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
@@ -48,13 +49,18 @@ def ingest(
         ds = dcmread(received, stop_before_pixels=not is_ecg)
     except Exception as exc:  # pydicom raises many kinds on damaged input
         raise BadDataset(f"unreadable dataset: {exc}") from exc
-    record = mapping.instance_record(
-        ds,
-        path="",
-        size_bytes=0,
-        transfer_syntax_uid=transfer_syntax_uid,
-        affected_sop_instance_uid=affected_sop_instance_uid,
-    )
+    try:
+        record = mapping.instance_record(
+            ds,
+            path="",
+            size_bytes=0,
+            transfer_syntax_uid=transfer_syntax_uid,
+            affected_sop_instance_uid=affected_sop_instance_uid,
+        )
+    except (TelenetError, BadDataset):
+        raise
+    except Exception as exc:  # pydicom reads elements lazily: a damaged one raises only when mapped
+        raise BadDataset(f"unreadable dataset: {exc}") from exc
     if expected_study_uid is not None and record.study_instance_uid != expected_study_uid:
         raise StudyMismatch(f"the instance belongs to study {record.study_instance_uid}, not {expected_study_uid}")
     final = store.instance_path(record.study_instance_uid, record.sop_instance_uid)
@@ -74,4 +80,7 @@ def ingest(
         raise
     if outcome.duplicate:
         log.info("duplicate SOP Instance UID %s from %s", record.sop_instance_uid, actor.username)
+        if outcome.existing_path and Path(outcome.existing_path).resolve() != final.resolve():
+            # The first copy is kept under its own study: this one (placed under another) has no row.
+            store.remove(final, *ecg_paths(final))
     return outcome

@@ -33,8 +33,19 @@ def one_of(*values: str) -> dict[str, Any]:
     return {"type": "string", "enum": list(values)}
 
 
-#: Path parameters by name unless an endpoint says otherwise: ids are numbers, the rest non-empty text.
-PATH_SCHEMAS: dict[str, dict[str, Any]] = {"id": ID}
+#: A DICOM UID as the DICOMweb routes check it (digits and dots, at most 64 characters).
+UID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$", "maxLength": 64}
+#: Path parameters by name unless an endpoint says otherwise: ids are numbers, UIDs are UIDs, the rest
+#: non-empty text.
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "id": ID,
+    "study": UID,
+    "series": UID,
+    "instance": UID,
+    "uid": UID,
+    "frames": {"type": "string", "pattern": r"^0*[1-9][0-9]{0,8}(,0*[1-9][0-9]{0,8})*$", "maxLength": 20_000},
+    "tag": {"type": "string", "pattern": "^[0-9A-Fa-f]{8}$"},
+}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pynetdicom import AE
 from gateways.dicom.bridge import LoopBridge
 from gateways.dicom.storage import FileStore
 from gateways.dicomweb.multipart import ReceivedPart
-from gateways.dicomweb.stow import PROCESSING_FAILURE, _store_part
+from gateways.dicomweb.stow import CANNOT_UNDERSTAND, PROCESSING_FAILURE, _store_part
 from telenet.config import Settings
 from telenet.services.auth import actor_for_username
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, pydicom_file
@@ -94,7 +94,12 @@ def built_datasets(draw: Any) -> bytes:
 
 def encode(ds: Dataset) -> bytes:
     out = io.BytesIO()
-    pydicom.dcmwrite(out, ds, enforce_file_format=False)
+    try:
+        pydicom.dcmwrite(out, ds, enforce_file_format=False)
+    except ValueError:  # a compressed transfer syntax the pixels are not in: the meta lies, without pixels
+        del ds.PixelData
+        out = io.BytesIO()
+        pydicom.dcmwrite(out, ds, enforce_file_format=False)
     return out.getvalue()
 
 
@@ -195,7 +200,7 @@ def c_store_all(port: int, cases: list[bytes]) -> dict[int, int]:
                 continue
             code = int(status.Status) if "Status" in status else -2
             assert code != -2, "the association gave no status"
-            assert code != 0x0110 and code != 0xC001 or "ErrorComment" in status, status
+            assert (code != 0x0110 and code != 0xC001) or "ErrorComment" in status, status
             statuses[code] = statuses.get(code, 0) + 1
     finally:
         assoc.release()
@@ -256,3 +261,45 @@ async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_part
         logging.getLogger().removeHandler(raised)
     assert ran >= TOTAL_CASES, ran
     assert stored > 0 and 0 in statuses, (stored, statuses)  # some were stored: the mutations are not one wall
+
+
+async def test_an_element_pydicom_cannot_read_is_refused_as_not_understood_not_as_a_processing_failure(
+    client: Any, settings: Settings
+) -> None:
+    """Found by the fuzzing: a damaged VR deep in the dataset raised only when the instance was mapped (pydicom
+    reads lazily), so STOW-RS answered 0110 processing failure and logged a traceback."""
+    store = FileStore(settings.resolved_dicom_storage_dir)
+    actor = await actor_for_username(client.hub, "township_doc")
+    raw = encode(instance("MR_small.dcm"))
+    assert b"\x20\x00\x13\x00IS" in raw
+    damaged = raw.replace(b"\x20\x00\x13\x00IS", b"\x20\x00\x13\x00I\x06", 1)
+    path = store.root / "tmp" / "damaged.dcm"
+    path.write_bytes(damaged)
+    bridge = LoopBridge(asyncio.get_running_loop())
+    part = ReceivedPart("application/dicom", path, len(damaged))
+    outcome = await asyncio.to_thread(_store_part, client.hub, bridge, store, actor, part, None)
+    assert outcome.failure == CANNOT_UNDERSTAND and "unreadable dataset" in outcome.comment, outcome
+    path.unlink()
+    assert await partial_rows(client.hub, storage_dir=store.root) == []
+
+
+async def test_a_sop_instance_uid_sent_again_under_another_study_leaves_no_file_without_a_row(
+    client: Any, settings: Settings
+) -> None:
+    """Found by the fuzzing: the second copy was placed under its own study's folder, the index kept the first
+    (idempotent per SOP Instance UID), and the second file stayed on disk with no row naming it."""
+    store = FileStore(settings.resolved_dicom_storage_dir)
+    actor = await actor_for_username(client.hub, "township_doc")
+    bridge = LoopBridge(asyncio.get_running_loop())
+    sop = generate_uid()
+    outcomes = []
+    for n in range(2):
+        raw = encode(instance("CT_small.dcm", sop_uid=sop))  # a new study each time, the same SOP Instance UID
+        path = store.root / "tmp" / f"again-{n}.dcm"
+        path.write_bytes(raw)
+        part = ReceivedPart("application/dicom", path, len(raw))
+        outcomes.append(await asyncio.to_thread(_store_part, client.hub, bridge, store, actor, part, None))
+        path.unlink(missing_ok=True)
+    assert [o.failure for o in outcomes] == [None, None], outcomes
+    assert outcomes[0].study_instance_uid == outcomes[1].study_instance_uid  # the second answers as the first
+    assert await partial_rows(client.hub, storage_dir=store.root) == []
