@@ -3,6 +3,7 @@ and no file is stored without its row nor a row without its file."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,15 @@ def stored_files(storage_dir: Path, paths: set[str]) -> list[str]:
     if stray:
         problems.append(f"{len(stray)} stored file(s) without an instance, e.g. {stray[:3]}")
     return problems
+
+
+class RaisedLogs(logging.Handler):
+    """Every log record that carries an exception: the listener caught something it did not expect."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.records.append(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -14,22 +15,16 @@ from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
 from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import DATE, PAGE_ID, Query, Routes, integer, one_of
+from telenet.api.spec import DATE, MONTH, PAGE_ID, TIME, Query, Routes, in_years, integer, one_of
 from telenet.domain.errors import Invalid
 from telenet.services import assessment, fees, recognition
 from telenet.services.metrics import Family, MetricsRegistry
 
 routes = Routes()
 
-#: YYYY-MM as :func:`telenet.domain.fees.period_bounds` reads it: years 0001 to 9999, the last month 9999-11.
-_PERIOD = {
-    "type": "string",
-    "pattern": r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
-    r"-(0[1-9]|1[0-2])$|^9999-(0[1-9]|1[01])$",
-    "x-required": True,
-}
+_PERIOD = {**MONTH, "x-required": True}
 _REQUIRED_TEXT = {"type": "string", "minLength": 1, "x-required": True}
-_BOUND = {"anyOf": [DATE, {"type": "string", "format": "date-time"}]}
+_BOUND = {"anyOf": [DATE, TIME]}
 _PERIOD_QUERY: tuple[Query, ...] = (
     ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
     ("to", "end (exclusive, after from): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
@@ -66,6 +61,7 @@ async def get_fee_schedule(request: web.Request) -> web.Response:
         on = date.fromisoformat(raw) if raw else None
     except ValueError:
         raise Invalid("on must be a date YYYY-MM-DD", code="bad-parameter") from None
+    in_years(on, "on")
     return web.json_response(await fees.fee_schedule(hub_of(request), actor_of(request), on))
 
 
@@ -90,8 +86,8 @@ async def list_fees(request: web.Request) -> web.Response:
         hub_of(request),
         actor_of(request),
         institution=request.query.get("institution"),
-        start=assessment.parse_bound(request.query.get("from"), "from"),
-        end=assessment.parse_bound(request.query.get("to"), "to"),
+        start=in_years(assessment.parse_bound(request.query.get("from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(request.query.get("to"), "to"), "to"),
         service=request.query.get("service"),
         limit=query_int(request, "limit", 500, low=1, high=5000),
         before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
@@ -136,6 +132,8 @@ async def get_settlement(request: web.Request) -> web.Response:
     period = request.query.get("period")
     if not period:
         raise Invalid("period=YYYY-MM is required", code="bad-parameter")
+    if not re.fullmatch(MONTH["pattern"], period):
+        raise Invalid("period is YYYY-MM, a month of the years 1900 to 9998", code="bad-parameter")
     output = _format(request)
     statement = await fees.settlement(
         hub_of(request), actor_of(request), period, institution=request.query.get("institution")
@@ -174,6 +172,19 @@ async def recognizable_results(request: web.Request) -> web.Response:
     tag="recognition",
     roles="requester (a clinician of the accepting institution)",
     body="api/recognition",
+    body_doc={  # the decision's rules (domain.recognition), checked by the service with code invalid
+        "allOf": [
+            {
+                "if": {"properties": {"decision": {"const": "recognized"}}},
+                "then": {"not": {"required": ["reason_code"]}},
+            },
+            {"if": {"properties": {"decision": {"const": "not_recognized"}}}, "then": {"required": ["reason_code"]}},
+            {
+                "if": {"properties": {"reason_code": {"const": "physician_judgement"}}, "required": ["reason_code"]},
+                "then": {"required": ["note"], "properties": {"note": {"pattern": "[^\\s\\x1c-\\x1f\\x85]"}}},
+            },
+        ]
+    },
     responses={"201": "the decision", "404": "no such patient or result", "422": "invalid, or not recognizable"},
 )
 async def record_recognition(request: web.Request) -> web.Response:
@@ -203,8 +214,8 @@ async def get_assessment(request: web.Request) -> web.Response:
         network=request.query.get("network"),
         center=request.query.get("center"),
         institution=request.query.get("institution"),
-        start=assessment.parse_bound(request.query.get("from"), "from"),
-        end=assessment.parse_bound(request.query.get("to"), "to"),
+        start=in_years(assessment.parse_bound(request.query.get("from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(request.query.get("to"), "to"), "to"),
     )
     if output == "csv":
         return _csv_response(assessment.to_csv(result), "assessment.csv")

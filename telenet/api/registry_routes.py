@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from telenet import __version__
 from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
-from telenet.api.spec import PAGE_ID, Routes, integer, one_of, openapi_document
+from telenet.api.spec import PAGE_ID, TIME, Routes, in_years, integer, one_of, openapi_document
 from telenet.domain.errors import Invalid
 from telenet.services import login, registry
 
@@ -43,7 +43,7 @@ def query_time(request: web.Request, name: str) -> datetime | None:
             f"query parameter {name} needs a UTC offset (e.g. 2026-01-01T00:00:00+08:00)",
             code="bad-parameter",
         )
-    return value
+    return in_years(value, name)
 
 
 @routes.add(
@@ -160,8 +160,8 @@ async def list_centers(request: web.Request) -> web.Response:
     query=(
         ("institution", "restrict to this institution's subtree"),
         ("action", "e.g. request.read"),
-        ("since", "ISO 8601 with a UTC offset", {"type": "string", "format": "date-time"}),
-        ("until", "ISO 8601 with a UTC offset", {"type": "string", "format": "date-time"}),
+        ("since", "ISO 8601 with a UTC offset", TIME),
+        ("until", "ISO 8601 with a UTC offset", TIME),
         ("limit", "page size (max 1000)", integer(1, 1000)),
         ("before_id", "continue below this id", PAGE_ID),
     ),

@@ -9,7 +9,7 @@ from aiohttp import web
 from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import PAGE_ID, Routes, integer, one_of
+from telenet.api.spec import PAGE_ID, TIME, Routes, integer, one_of
 from telenet.domain.lifecycle import Kind, RequestState
 from telenet.services import consultation, queue, reports, requests
 
@@ -41,6 +41,25 @@ async def optional_body(request: web.Request, schema: str) -> dict[str, Any]:
     summary="Order a remote read or consultation",
     tag="requests",
     body="api/request-create",
+    body_doc={
+        "required": ["consent"],  # 422 consent-missing without it
+        "allOf": [  # imaging and ECG: a modality (else modality-missing), no participants (participants-not-allowed)
+            {
+                "if": {"properties": {"kind": {"enum": ["imaging", "ecg"]}}},
+                "then": {"required": ["modality"], "properties": {"participants": {"maxItems": 0}}},
+            }
+        ],
+        "properties": {
+            "accession_number": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"},  # else 422 bad-accession
+            "scheduled_at": TIME,  # else 422 bad-time
+            "consent": {
+                "properties": {
+                    "given_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "given_at": TIME,
+                }
+            },
+        },
+    },
     roles="requester, integration",
     responses={
         "201": "created, routed, with its route",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from datetime import date
+from typing import Any, TypeAlias, TypeVar
 
 from aiohttp import web
 
@@ -22,7 +23,24 @@ MAX_ID = 2**63 - 1
 #: A numeric path id as :func:`telenet.api.bodies.path_id` reads it (422 when not a number, 404 past 64 bits).
 ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 PAGE_ID = {"type": "integer", "minimum": 0, "maximum": 2**62}
-DATE = {"type": "string", "format": "date"}
+#: Years a stored time may have (1900 to 9998): one in year 1 or 9999 with an offset does not fit UTC.
+YEARS = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+DATE = {"type": "string", "format": "date", "pattern": YEARS}
+TIME = {"type": "string", "format": "date-time", "pattern": YEARS}
+#: YYYY-MM, a month of those years.
+MONTH = {"type": "string", "pattern": YEARS[:-1] + r"-(0[1-9]|1[0-2])$"}
+
+
+T = TypeVar("T", bound="date | None")
+
+
+def in_years(moment: T, name: str) -> T:
+    """``moment`` (a date or datetime, or None) when its year is one of :data:`YEARS`, else 422."""
+    from telenet.domain.errors import Invalid
+
+    if moment is not None and not 1900 <= moment.year <= 9998:
+        raise Invalid(f"{name} must lie in the years 1900 to 9998", code="bad-parameter")
+    return moment
 
 
 def integer(low: int, high: int) -> dict[str, Any]:
@@ -64,6 +82,10 @@ class Endpoint:
     #: A body that is not JSON: media type -> OpenAPI media object (STOW-RS multipart, attachments).
     raw_body: dict[str, Any] | None = None
     headers: tuple[Query, ...] = ()
+    #: What the service checks beyond the body's JSON Schema (which leaves those rules to the service for its
+    #: own error codes, e.g. consent-missing), merged into the document so that it says what is accepted:
+    #: "required" is added to, "properties" are merged member by member, other keys are set.
+    body_doc: dict[str, Any] = field(default_factory=dict)
 
 
 class Routes:
@@ -87,6 +109,7 @@ class Routes:
         path_params: dict[str, dict[str, Any]] | None = None,
         raw_body: dict[str, Any] | None = None,
         headers: tuple[Query, ...] = (),
+        body_doc: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -104,6 +127,7 @@ class Routes:
                     path_params or {},
                     raw_body,
                     headers,
+                    body_doc or {},
                 )
             )
             return handler
@@ -167,6 +191,7 @@ def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
             key = ep.body_schema.replace("/", "_")
             schema = dict(load_schema(ep.body_schema))
             schema.pop("$schema", None)
+            schema = _with_service_rules(schema, ep.body_doc)
             schemas[key] = schema
             op["requestBody"] = {
                 "required": True,
@@ -194,6 +219,20 @@ def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _with_service_rules(schema: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
+    out = dict(schema)
+    for key, value in rules.items():
+        if key == "required":
+            out["required"] = [*out.get("required", []), *value]
+        elif key == "properties":
+            out["properties"] = {**out.get("properties", {})}
+            for name, extra in value.items():
+                out["properties"][name] = {**out["properties"].get(name, {}), **extra}
+        else:
+            out[key] = value
+    return out
 
 
 def _parameter(item: Query, where: str) -> dict[str, Any]:

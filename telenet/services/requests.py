@@ -108,6 +108,8 @@ def _aware(value: str | None, name: str) -> datetime | None:
         raise Invalid(f"{name} is not an ISO 8601 time", code="bad-time") from None
     if moment.tzinfo is None:
         raise Invalid(f"{name} needs a UTC offset", code="bad-time")
+    if not 1900 <= moment.year <= 9998:  # year 1 at +08:00 does not fit UTC (OverflowError when stored)
+        raise Invalid(f"{name} must lie in the years 1900 to 9998", code="bad-time")
     return moment
 
 

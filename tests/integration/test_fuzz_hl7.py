@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from gateways.hl7.mllp import FS, VT, frame, read_frame
 from gateways.hl7.server import HL7Gateway
 from telenet.config import Settings
-from tests.fuzz_checks import partial_rows
+from tests.fuzz_checks import RaisedLogs, partial_rows
 from tests.integration.test_hl7_server import CONSENT, FACILITY, hl7_settings
 
 pytestmark = [pytest.mark.parametrize("database", ["sqlite"], indirect=True), pytest.mark.xdist_group("fuzz-hl7")]
@@ -253,18 +253,6 @@ class InlinePool:
 
     async def stop(self) -> None:
         return None
-
-
-class RaisedLogs(logging.Handler):
-    """Every log record that carries an exception: the listener caught something it did not expect."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            self.records.append(record)
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""What the REST fuzzing found, pinned one by one: ids past 64 bits, times that do not fit UTC, a query value
+the server ignored, and path parameters the document did not declare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/v1/attachments/99999999999999999999"),
+        ("POST", "/api/v1/patients/merges/99999999999999999999/revert"),
+    ],
+)
+async def test_an_id_past_64_bits_is_a_404_not_a_500(client: Any, method: str, path: str) -> None:
+    """These two read the id with int() alone: SQLite cannot bind it (OverflowError, a 500)."""
+    resp = await client.request(method, path, headers=await client.login("province_admin"))
+    assert resp.status == 404, await resp.text()
+    assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/settlements?period=0001-01",
+        "/api/v1/fees?from=0001-01-01",
+        "/api/v1/fees?to=9999-12-31T23:00:00-05:00",
+        "/api/v1/stats/assessment?from=0001-01-01T00:00:00%2B08:00",
+        "/api/v1/audit?since=0001-01-01T00:00:00%2B01:00",
+        "/api/v1/fee-schedule?on=0001-01-01",
+    ],
+)
+async def test_a_time_outside_1900_to_9998_is_a_422_not_an_overflow(client: Any, path: str) -> None:
+    """Year 1 at +08:00 is before datetime.min in UTC: binding it raised OverflowError (a 500)."""
+    resp = await client.get(path, headers=await client.login("province_admin"))
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["type"] == "urn:telenet:problem:bad-parameter"
+
+
+async def test_an_unknown_center_service_is_refused_not_ignored(client: Any) -> None:
+    headers = await client.login("township_doc")
+    assert (await client.get("/api/v1/centers?service=ecg", headers=headers)).status == 200
+    resp = await client.get("/api/v1/centers?service=dentistry", headers=headers)
+    assert resp.status == 422, await resp.text()
+
+
+async def test_the_document_types_every_parameter_the_handlers_read(client: Any) -> None:
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    ecg = document["paths"]["/api/v1/ecg/{uid}.svg"]["get"]["parameters"]
+    assert [p["name"] for p in ecg] == ["uid"] and ecg[0]["schema"]["pattern"]  # was undeclared: a schema error
+    requests = {p["name"]: p["schema"] for p in document["paths"]["/api/v1/requests"]["get"]["parameters"]}
+    assert requests["limit"] == {"type": "integer", "minimum": 1, "maximum": 500}
+    assert "enum" in requests["state"] and "enum" in requests["kind"]
+    request_id = document["paths"]["/api/v1/requests/{id}"]["get"]["parameters"][0]["schema"]
+    assert request_id == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    settlement = {p["name"]: p for p in document["paths"]["/api/v1/settlements"]["get"]["parameters"]}
+    assert settlement["period"]["required"] is True and "x-required" not in settlement["period"]["schema"]
