@@ -133,7 +133,7 @@ async def get_settlement(request: web.Request) -> web.Response:
     if not period:
         raise Invalid("period=YYYY-MM is required", code="bad-parameter")
     if not re.fullmatch(MONTH["pattern"], period):
-        raise Invalid("period is YYYY-MM, a month of the years 1900 to 9998", code="bad-parameter")
+        raise Invalid(f"period must look like YYYY-MM (years 1900 to 9998), got {period!r}")  # as period_bounds
     output = _format(request)
     statement = await fees.settlement(
         hub_of(request), actor_of(request), period, institution=request.query.get("institution")

@@ -29,7 +29,11 @@ from telenet.config import Settings
 from tests.fuzz_checks import RaisedLogs, partial_rows
 from tests.integration.test_hl7_server import CONSENT, FACILITY, hl7_settings
 
-pytestmark = [pytest.mark.parametrize("database", ["sqlite"], indirect=True), pytest.mark.xdist_group("fuzz-hl7")]
+pytestmark = [
+    pytest.mark.parametrize("database", ["sqlite"], indirect=True),
+    pytest.mark.xdist_group("fuzz-hl7"),
+    pytest.mark.fuzz,
+]
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7"
 #: The generated cases, by kind; the test asserts that at least ``TOTAL_CASES`` ran.

@@ -32,7 +32,11 @@ from telenet.services.auth import token_digest
 from telenet.store.models import Token, User
 from tests.fuzz_checks import partial_rows
 
-pytestmark = [pytest.mark.parametrize("database", ["sqlite"], indirect=True), pytest.mark.xdist_group("fuzz-rest")]
+pytestmark = [
+    pytest.mark.parametrize("database", ["sqlite"], indirect=True),
+    pytest.mark.xdist_group("fuzz-rest"),
+    pytest.mark.fuzz,
+]
 
 #: Generated cases per operation and mode (an operation without parameters has one case per mode).
 POSITIVE_PER_OPERATION = 100

