@@ -251,6 +251,7 @@ async def data_complete(request: web.Request) -> web.Response:
     summary="Record informed consent (知情同意) on an order that arrived without it",
     tag="requests",
     body="api/consent",
+    body_doc={"properties": {"given_at": TIME}},  # else 422 bad-time
     roles="requesting institution",
     responses=_ACTION_RESPONSES,
 )
