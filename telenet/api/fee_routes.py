@@ -15,7 +15,20 @@ from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
 from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import DATE, MONTH, PAGE_ID, TIME, Query, Routes, in_years, integer, one_of
+from telenet.api.spec import (
+    DATE,
+    DATE_PATTERN,
+    MONTH,
+    PAGE_ID,
+    TIME,
+    TIME_PATTERN,
+    Query,
+    Routes,
+    in_years,
+    integer,
+    one_of,
+    written_as,
+)
 from telenet.domain.errors import Invalid
 from telenet.services import assessment, fees, recognition
 from telenet.services.metrics import Family, MetricsRegistry
@@ -25,6 +38,12 @@ routes = Routes()
 _PERIOD = {**MONTH, "x-required": True}
 _REQUIRED_TEXT = {"type": "string", "minLength": 1, "x-required": True}
 _BOUND = {"anyOf": [DATE, TIME]}
+
+
+def _bound(request: web.Request, name: str) -> str | None:
+    return written_as(request.query.get(name), name, DATE_PATTERN, TIME_PATTERN)
+
+
 _PERIOD_QUERY: tuple[Query, ...] = (
     ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
     ("to", "end (exclusive, after from): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
@@ -56,9 +75,9 @@ def _format(request: web.Request) -> str:
     query=(("on", "YYYY-MM-DD: only the entries in force that day", DATE),),
 )
 async def get_fee_schedule(request: web.Request) -> web.Response:
-    raw = request.query.get("on")
+    raw = written_as(request.query.get("on"), "on", DATE_PATTERN)
     try:
-        on = date.fromisoformat(raw) if raw else None
+        on = date.fromisoformat(raw) if raw is not None else None
     except ValueError:
         raise Invalid("on must be a date YYYY-MM-DD", code="bad-parameter") from None
     in_years(on, "on")
@@ -86,8 +105,8 @@ async def list_fees(request: web.Request) -> web.Response:
         hub_of(request),
         actor_of(request),
         institution=request.query.get("institution"),
-        start=in_years(assessment.parse_bound(request.query.get("from"), "from"), "from"),
-        end=in_years(assessment.parse_bound(request.query.get("to"), "to"), "to"),
+        start=in_years(assessment.parse_bound(_bound(request, "from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(_bound(request, "to"), "to"), "to"),
         service=request.query.get("service"),
         limit=query_int(request, "limit", 500, low=1, high=5000),
         before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
@@ -214,8 +233,8 @@ async def get_assessment(request: web.Request) -> web.Response:
         network=request.query.get("network"),
         center=request.query.get("center"),
         institution=request.query.get("institution"),
-        start=in_years(assessment.parse_bound(request.query.get("from"), "from"), "from"),
-        end=in_years(assessment.parse_bound(request.query.get("to"), "to"), "to"),
+        start=in_years(assessment.parse_bound(_bound(request, "from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(_bound(request, "to"), "to"), "to"),
     )
     if output == "csv":
         return _csv_response(assessment.to_csv(result), "assessment.csv")

@@ -9,7 +9,17 @@ from sqlalchemy import text
 
 from telenet import __version__
 from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
-from telenet.api.spec import PAGE_ID, TIME, Routes, in_years, integer, one_of, openapi_document
+from telenet.api.spec import (
+    PAGE_ID,
+    TIME,
+    TIME_PATTERN,
+    Routes,
+    in_years,
+    integer,
+    one_of,
+    openapi_document,
+    written_as,
+)
 from telenet.domain.errors import Invalid
 from telenet.services import login, registry
 
@@ -31,7 +41,7 @@ def query_int(request: web.Request, name: str, default: int, *, low: int = 0, hi
 
 
 def query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
+    raw = written_as(request.query.get(name), name, TIME_PATTERN)
     if raw is None:
         return None
     try:

@@ -25,8 +25,23 @@ ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 PAGE_ID = {"type": "integer", "minimum": 0, "maximum": 2**62}
 #: Years a stored time may have (1900 to 9998): one in year 1 or 9999 with an offset does not fit UTC.
 YEARS = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
-DATE = {"type": "string", "format": "date", "pattern": YEARS}
-TIME = {"type": "string", "format": "date-time", "pattern": YEARS}
+#: RFC 3339 as ``datetime.fromisoformat`` reads it (upper-case T and Z; a date alone for DATE).
+DATE_PATTERN = YEARS[:-1] + r"-[0-9]{2}-[0-9]{2}$"
+TIME_PATTERN = YEARS[:-1] + r"-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+DATE = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+TIME = {"type": "string", "format": "date-time", "pattern": TIME_PATTERN}
+
+
+def written_as(raw: str | None, name: str, *patterns: str) -> str | None:
+    """``raw`` when it is written as one of ``patterns`` (DATE_PATTERN, TIME_PATTERN), else 422: the forms
+    ``fromisoformat`` reads beyond RFC 3339 (``20260302``, a space for T) are not what the document says."""
+    from telenet.domain.errors import Invalid
+
+    if raw is not None and not any(re.fullmatch(p, raw) for p in patterns):
+        raise Invalid(f"{name} is written as the document says (RFC 3339, years 1900 to 9998)", code="bad-parameter")
+    return raw
+
+
 #: YYYY-MM, a month of those years.
 MONTH = {"type": "string", "pattern": YEARS[:-1] + r"-(0[1-9]|1[0-2])$"}
 

@@ -48,6 +48,7 @@ from telenet.store.models import (
 )
 
 # DICOM AccessionNumber is SH: at most 16 characters, no backslash or control characters.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
 _ACCESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
 ACCESSION_FORMAT = "TN + yymmdd (UTC) + the request id zero-padded to 8 digits, e.g. TN26030200000042"
 
@@ -102,6 +103,8 @@ def due_for(queued_at: datetime, request: Request, center_table: dict[str, int] 
 def _aware(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
+    if not _RFC3339.fullmatch(value):  # what the document says (fromisoformat also reads 20260302T1000)
+        raise Invalid(f"{name} is an RFC 3339 time (e.g. 2026-03-02T10:00:00+08:00)", code="bad-time")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

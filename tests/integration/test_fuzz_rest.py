@@ -112,6 +112,8 @@ def problem_json_on_errors(response: Any, case: Any) -> str | None:
         return None
     media = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
     media = media[0] if isinstance(media, list) else media
+    if response.status_code == 400 and "Got more than" in response.text:
+        return None  # aiohttp's HTTP parser refused an over-long request line before the app saw it
     if not str(media).startswith("application/problem+json"):
         return f"{case.method} {case.formatted_path}: {response.status_code} as {media!r}: {response.text[:200]}"
     return None

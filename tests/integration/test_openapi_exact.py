@@ -79,3 +79,20 @@ async def test_an_order_time_outside_1900_to_9998_is_a_422_bad_time(client: Any,
     assert (await resp.json())["type"] == "urn:telenet:problem:bad-time"
     async with client.hub.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Request)) == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/fee-schedule?on=20260302",
+        "/api/v1/fee-schedule?on=",
+        "/api/v1/audit?since=2026-03-02%2010:00:00%2B08:00",
+        "/api/v1/fees?from=2026-03-02T10:00%2B08:00",
+    ],
+)
+async def test_a_time_fromisoformat_reads_but_the_document_does_not_allow_is_refused(client: Any, path: str) -> None:
+    """Found by the negative fuzzing: ``20260302`` or a space for T parsed and were answered 200, though the
+    document says RFC 3339."""
+    resp = await client.get(path, headers=await client.login("province_admin"))
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["type"] == "urn:telenet:problem:bad-parameter"
