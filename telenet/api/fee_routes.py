@@ -109,7 +109,7 @@ async def list_fees(request: web.Request) -> web.Response:
         end=in_years(assessment.parse_bound(_bound(request, "to"), "to"), "to"),
         service=request.query.get("service"),
         limit=query_int(request, "limit", 500, low=1, high=5000),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return web.json_response(result)
 

@@ -37,7 +37,7 @@ async def list_outbox(request: web.Request) -> web.Response:
         actor_of(request),
         status=request.query.get("status", "pending"),
         limit=query_int(request, "limit", 100, low=1),
-        after_id=query_int(request, "after_id", 0, high=2**62) if after else None,
+        after_id=query_int(request, "after_id", 0, high=2**62) if after is not None else None,
     )
     return web.json_response(result)
 
@@ -66,7 +66,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         direction=request.query.get("direction"),
         unresolved=unresolved == "true",
         limit=query_int(request, "limit", 50, low=1),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return web.json_response(result)
 

@@ -186,6 +186,6 @@ async def list_audit(request: web.Request) -> web.Response:
         since=query_time(request, "since"),
         until=query_time(request, "until"),
         limit=query_int(request, "limit", 100, low=1),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return json_response(result)

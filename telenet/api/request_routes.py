@@ -94,7 +94,7 @@ async def list_requests(request: web.Request) -> web.Response:
             state=request.query.get("state"),
             kind=request.query.get("kind"),
             limit=query_int(request, "limit", 50, low=1, high=500),
-            before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+            before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
         )
     )
 

@@ -96,3 +96,13 @@ async def test_a_time_fromisoformat_reads_but_the_document_does_not_allow_is_ref
     resp = await client.get(path, headers=await client.login("province_admin"))
     assert resp.status == 422, await resp.text()
     assert (await resp.json())["type"] == "urn:telenet:problem:bad-parameter"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/hl7/outbox?after_id=", "/api/v1/hl7/dead-letters?before_id=", "/api/v1/requests?before_id="],
+)
+async def test_an_empty_page_id_is_refused_not_read_as_the_first_page(client: Any, path: str) -> None:
+    """Found by the negative fuzzing: ``after_id=`` (not an integer) was taken for no parameter at all."""
+    resp = await client.get(path, headers=await client.login("province_admin"))
+    assert resp.status == 422, await resp.text()
