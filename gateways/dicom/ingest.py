@@ -21,6 +21,7 @@ from gateways.dicom.status import BadDataset
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
+from telenet.domain.errors import TelenetError
 from telenet.services import modality, studies
 from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
@@ -80,13 +81,18 @@ def parse(
         raise BadDataset(f"unreadable dataset: {exc}") from exc
     if charset is not None and "SpecificCharacterSet" not in ds:
         mapping.assume_charset(ds, charset())
-    record = mapping.instance_record(
-        ds,
-        path="",
-        size_bytes=0,
-        transfer_syntax_uid=transfer_syntax_uid,
-        affected_sop_instance_uid=affected_sop_instance_uid,
-    )
+    try:
+        record = mapping.instance_record(
+            ds,
+            path="",
+            size_bytes=0,
+            transfer_syntax_uid=transfer_syntax_uid,
+            affected_sop_instance_uid=affected_sop_instance_uid,
+        )
+    except (TelenetError, BadDataset):
+        raise
+    except Exception as exc:  # pydicom reads elements lazily: a damaged one raises only when mapped
+        raise BadDataset(f"unreadable dataset: {exc}") from exc
     if expected_study_uid is not None and record.study_instance_uid != expected_study_uid:
         raise StudyMismatch(f"the instance belongs to study {record.study_instance_uid}, not {expected_study_uid}")
     final = store.instance_path(record.study_instance_uid, record.sop_instance_uid)
@@ -135,6 +141,15 @@ def discard(store: FileStore, prepared: Prepared) -> None:
         store.remove(prepared.final, *ecg_paths(prepared.final))
 
 
+def drop_stray_copy(store: FileStore, prepared: Prepared, outcome: studies.StoreOutcome) -> None:
+    """A SOP Instance UID sent again under another study: the first copy is kept under its own study, and
+    the one this call placed (under the other) has no row, so it goes."""
+    if not (outcome.duplicate and prepared.placed and outcome.existing_path):
+        return
+    if Path(outcome.existing_path).resolve() != prepared.final.resolve():
+        store.remove(prepared.final, *ecg_paths(prepared.final))
+
+
 def log_duplicate(outcome: studies.StoreOutcome, record: studies.InstanceRecord, actor: Actor) -> None:
     if outcome.duplicate:
         log.info("duplicate SOP Instance UID %s from %s: kept the first", record.sop_instance_uid, actor.username)
@@ -175,4 +190,5 @@ def ingest(
         discard(store, prepared)
         raise
     log_duplicate(outcome, prepared.record, actor)
+    drop_stray_copy(store, prepared, outcome)
     return outcome

@@ -5,6 +5,7 @@ VOI window (the ``window`` parameter, else the dataset's first window, else the 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,6 +46,8 @@ def parse_options(query: dict[str, str], media_type: str, *, thumbnail: bool) ->
             center, width = float(parts[0]), float(parts[1])
         except (IndexError, ValueError):
             raise BadRequest("window is center,width[,function]", code="bad-parameter") from None
+        if not (math.isfinite(center) and math.isfinite(width)):
+            raise BadRequest("window center and width are finite numbers", code="bad-parameter")
         function = parts[2].strip().lower() if len(parts) > 2 else "linear"
         if width <= 0 or function not in ("linear", "linear-exact", "sigmoid"):
             raise BadRequest(
@@ -56,7 +59,7 @@ def parse_options(query: dict[str, str], media_type: str, *, thumbnail: bool) ->
         try:
             numbers = [int(float(v)) for v in query["viewport"].split(",")[:2]]
             vw, vh = numbers[0], numbers[1]
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):  # OverflowError: inf
             raise BadRequest("viewport is vw,vh", code="bad-parameter") from None
         if not (0 < vw <= MAX_VIEWPORT and 0 < vh <= MAX_VIEWPORT):
             raise BadRequest(f"viewport sides must be 1..{MAX_VIEWPORT}", code="bad-parameter")

@@ -15,7 +15,7 @@ from gateways.dicomweb import qido, stow, wado
 from gateways.dicomweb.media import BadRequest, negotiate_image
 from gateways.dicomweb.render import FrameMissing, parse_options, render_file
 from telenet.api.context import actor_of, hub_of
-from telenet.api.spec import Routes
+from telenet.api.spec import Query, Routes, integer
 from telenet.config import Settings
 from telenet.domain.access import Role
 from telenet.domain.errors import NotFound
@@ -54,8 +54,8 @@ _QUERY = (
     ("ModalitiesInStudy", "one or more modalities, comma separated"),
     ("StudyInstanceUID", "one or more UIDs, comma separated"),
     ("includefield", "keywords or tags, or all"),
-    ("limit", "at most this many (≤ 1000)"),
-    ("offset", "skip this many"),
+    ("limit", "at most this many (more is read as 1000)", {"type": "integer", "minimum": 0}),
+    ("offset", "skip this many", {"type": "integer", "minimum": 0}),
     ("fuzzymatching", "accepted; matching stays exact"),
 )
 
@@ -270,7 +270,11 @@ async def _rendered(request: web.Request, *, thumbnail: bool, representative: bo
 
 
 _IMAGE = {"200": "image/jpeg or image/png", "404": "no such image in scope", "406": "not acceptable"}
-_RENDER_Q = (("window", "center,width[,linear|linear-exact|sigmoid]"), ("viewport", "vw,vh"), ("quality", "1..100"))
+_RENDER_Q: tuple[Query, ...] = (
+    ("window", "center,width[,linear|linear-exact|sigmoid]"),
+    ("viewport", "vw,vh (each 1..4096)"),
+    ("quality", "1..100", integer(1, 100)),
+)
 _INSTANCE = f"{ROOT}/studies/{_S}/series/{_SE}/instances/{_I}"
 
 

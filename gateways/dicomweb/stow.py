@@ -24,7 +24,16 @@ from typing import Any, Final
 from aiohttp import web
 from pydicom.filereader import read_file_meta_info
 
-from gateways.dicom.ingest import Parsed, Prepared, StudyMismatch, discard, log_duplicate, parse, place
+from gateways.dicom.ingest import (
+    Parsed,
+    Prepared,
+    StudyMismatch,
+    discard,
+    drop_stray_copy,
+    log_duplicate,
+    parse,
+    place,
+)
 from gateways.dicom.node import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
 from gateways.dicom.status import BadDataset, Busy
 from gateways.dicom.storage import FileStore, fsync_dir, fsync_file
@@ -235,9 +244,30 @@ async def _index(hub: Hub, actor: Actor, store: FileStore, ready: list[Outcome |
             outcomes.append(_failed(outcome, result))
         else:
             log_duplicate(result, record, actor)
+            drop_stray_copy(store, item, result)
             outcome.study_instance_uid = result.study_instance_uid
             outcomes.append(outcome)
     return outcomes
+
+
+async def store_parts(
+    hub: Hub, actor: Actor, store: FileStore, parts: list[ReceivedPart], study_uid: str | None
+) -> list[Outcome]:
+    """The received parts stored as C-STORE stores an instance, one Outcome per part (never raises for a part).
+    Their files are fsynced by many threads at once (the filesystem commits them together) while one thread
+    parses them; then they are renamed into place and indexed together. What is not stored stays where it was
+    received (the caller discards it)."""
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="stow-fsync")
+    try:
+        syncs = [loop.run_in_executor(pool, fsync_file, part.path) for part in parts]
+        parsed = await asyncio.to_thread(_parse_parts, store, parts, study_uid)
+        synced = await asyncio.gather(*syncs, return_exceptions=True)
+    finally:
+        pool.shutdown(wait=False)
+    errors = [r if isinstance(r, BaseException) else None for r in synced]
+    ready = await asyncio.to_thread(_place_parts, store, parts, parsed, errors)
+    return await _index(hub, actor, store, ready)
 
 
 async def stow(
@@ -253,21 +283,8 @@ async def stow(
     received = await receive_parts(
         request, tmp_dir, max_part_bytes=limits.max_instance_bytes, max_total_bytes=limits.max_request_bytes
     )
-    parts = received.parts
-    loop = asyncio.get_running_loop()
     try:
-        # The received files are fsynced by many threads at once (the filesystem commits them together)
-        # while one thread parses them; then they are renamed into place and indexed together.
-        pool = concurrent.futures.ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="stow-fsync")
-        try:
-            syncs = [loop.run_in_executor(pool, fsync_file, part.path) for part in parts]
-            parsed = await asyncio.to_thread(_parse_parts, store, parts, study_uid)
-            synced = await asyncio.gather(*syncs, return_exceptions=True)
-        finally:
-            pool.shutdown(wait=False)
-        errors = [r if isinstance(r, BaseException) else None for r in synced]
-        ready = await asyncio.to_thread(_place_parts, store, parts, parsed, errors)
-        outcomes = await _index(hub, actor, store, ready)
+        outcomes = await store_parts(hub, actor, store, received.parts, study_uid)
     finally:
         received.discard()  # stored files were renamed into place; what is left failed
     status, body = store_response(outcomes, base_url(request), study_uid)

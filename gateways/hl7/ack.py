@@ -17,10 +17,8 @@ from gateways.hl7.er7 import (
     first,
     format_ts,
     header_from_line,
-    new_message,
     outbound_charset,
     parse_segments,
-    set_field,
     split_lines,
     version_tuple,
 )
@@ -81,30 +79,41 @@ def build_ack(
     if message_type is not None:
         code, trigger, structure = [*message_type.split("^"), "", ""][:3]
         msh_9 = f"{code}^{trigger}^{structure}" if version_tuple(version) >= (2, 4) else f"{code}^{trigger}"
-    m = new_message("ACK", version, {
+    # Plain ER7 (every value is escaped already): an hl7apy message took milliseconds per ACK, and every
+    # message we are sent is answered with one.
+    msh = _segment("MSH", {
         3: escape(receiving_app), 4: escape(receiving_facility), 5: escape(application_in or ""),
         6: escape(facility_in or ""), 7: format_ts(now), 9: msh_9, 10: escape(message_control_id),
-        11: "P", 18: msh18,
+        11: "P", 12: version, 18: msh18,
     })  # fmt: skip
-    msa = m.add_segment("MSA")
-    set_field(msa, 1, ack_code)
-    set_field(msa, 2, escape(control_id_in or ""))
     message_text = text or (error.text if error else None)
-    set_field(msa, 3, escape(message_text or ""))
+    msa: dict[int, str | None] = {1: ack_code, 2: escape(control_id_in or ""), 3: escape(message_text or "")}
+    lines = [msh]
+    err: dict[int, str | None] | None = None
     if error is not None:
         cwe = f"{error.code}^{escape(ERROR_CODES.get(error.code, ''))}^HL70357"
-        err = m.add_segment("ERR")
         if modern:
-            set_field(err, 2, _erl(error.location) if error.location else None)
-            set_field(err, 3, cwe)
-            set_field(err, 4, error.severity)
-            set_field(err, 8, escape(error.text or message_text or ""))
+            err = {2: _erl(error.location) if error.location else None, 3: cwe, 4: error.severity}
+            err[8] = escape(error.text or message_text or "")
         else:
-            set_field(msa, 6, cwe)
+            msa[6] = cwe
             eld = _erl(error.location).split("^")[:3] if error.location else ["", "", ""]
-            set_field(err, 1, "^".join([*eld, *[""] * (3 - len(eld)), cwe.replace("^", "&")]))
-    lines = [str(m.to_er7()), *extra_segments]
+            err = {1: "^".join([*eld, *[""] * (3 - len(eld)), cwe.replace("^", "&")])}
+    lines.append(_segment("MSA", msa))
+    if err is not None:
+        lines.append(_segment("ERR", err))
+    lines += extra_segments
     return ("\r".join(lines) + "\r").encode(codec, "replace")
+
+
+def _segment(name: str, fields: dict[int, str | None]) -> str:
+    """One segment in ER7 from its (escaped) fields by number, trailing empty fields and components left out
+    (as hl7apy wrote them). MSH counts the field separator as MSH-1 and the encoding characters as MSH-2."""
+    values = {n: value.rstrip("^") for n, value in fields.items() if value and value.rstrip("^")}
+    last = max(values, default=0)
+    if name == "MSH":
+        return "|".join(["MSH", "^~\\&", *(values.get(n, "") for n in range(3, last + 1))])
+    return "|".join([name, *(values.get(n, "") for n in range(1, last + 1))])
 
 
 def build_ack_for(

@@ -8,6 +8,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response
 from telenet.api.request_routes import request_id
 from telenet.api.spec import Routes
@@ -58,10 +59,7 @@ async def list_attachments(request: web.Request) -> web.Response:
     responses={"200": "the file", "403": "outside scope", "404": "no such attachment"},
 )
 async def open_attachment(request: web.Request) -> web.StreamResponse:
-    try:
-        attachment_id = int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("the attachment id must be a number", code="bad-parameter") from None
+    attachment_id = path_id(request, what="attachment id")
     path, view = await attachments.open_file(hub_of(request), actor_of(request), attachment_id, request.app[DIRECTORY])
     disposition = f"inline; filename*=UTF-8''{quote(view['filename'])}"
     return web.FileResponse(

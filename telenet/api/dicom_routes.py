@@ -13,7 +13,7 @@ from aiohttp import web
 from telenet.api.context import actor_of, hub_of, read_json
 from telenet.api.registry_routes import query_int
 from telenet.api.request_routes import request_id
-from telenet.api.spec import Routes
+from telenet.api.spec import Routes, integer, one_of
 from telenet.domain.errors import Invalid, NotFound
 from telenet.services import forwarding, study_views
 
@@ -94,7 +94,7 @@ async def ecg_json(request: web.Request) -> web.Response:
     summary="Studies that arrived without a matching order",
     tag="dicom",
     roles="coordinator, admin",
-    query=(("limit", "at most this many"),),
+    query=(("limit", "at most this many (max 1000)", integer(1, 1000)),),
 )
 async def reconciliation(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, low=1, high=1000)
@@ -133,7 +133,10 @@ async def link(request: web.Request) -> web.Response:
     summary="The forwarding queue to center PACS nodes and current destination outages",
     tag="dicom",
     roles="coordinator, admin",
-    query=(("state", "pending|sending|done|dead"), ("limit", "at most this many")),
+    query=(
+        ("state", "pending|sending|done|dead", one_of(*forwarding.STATES)),
+        ("limit", "at most this many (max 1000)", integer(1, 1000)),
+    ),
 )
 async def forwarding_queue(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, low=1, high=1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -14,16 +15,38 @@ from telenet.api.bodies import path_id
 from telenet.api.context import EXTRA, actor_of, hub_of, read_json
 from telenet.api.guards import require_metrics_access
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
+from telenet.api.spec import (
+    DATE,
+    DATE_PATTERN,
+    MONTH,
+    PAGE_ID,
+    TIME,
+    TIME_PATTERN,
+    Query,
+    Routes,
+    in_years,
+    integer,
+    one_of,
+    written_as,
+)
 from telenet.domain.errors import Invalid
 from telenet.services import assessment, fees, recognition
 from telenet.services.metrics import Family, MetricsRegistry
 
 routes = Routes()
 
-_PERIOD_QUERY = (
-    ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset"),
-    ("to", "end (exclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset"),
+_PERIOD = {**MONTH, "x-required": True}
+_REQUIRED_TEXT = {"type": "string", "minLength": 1, "x-required": True}
+_BOUND = {"anyOf": [DATE, TIME]}
+
+
+def _bound(request: web.Request, name: str) -> str | None:
+    return written_as(request.query.get(name), name, DATE_PATTERN, TIME_PATTERN)
+
+
+_PERIOD_QUERY: tuple[Query, ...] = (
+    ("from", "start (inclusive): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
+    ("to", "end (exclusive, after from): YYYY-MM-DD (midnight Asia/Shanghai) or ISO 8601 time with offset", _BOUND),
 )
 
 
@@ -49,14 +72,15 @@ def _format(request: web.Request) -> str:
     "/api/v1/fee-schedule",
     summary="The versioned fee schedule (integer fen) and how a price is chosen",
     tag="fees",
-    query=(("on", "YYYY-MM-DD: only the entries in force that day"),),
+    query=(("on", "YYYY-MM-DD: only the entries in force that day", DATE),),
 )
 async def get_fee_schedule(request: web.Request) -> web.Response:
-    raw = request.query.get("on")
+    raw = written_as(request.query.get("on"), "on", DATE_PATTERN)
     try:
-        on = date.fromisoformat(raw) if raw else None
+        on = date.fromisoformat(raw) if raw is not None else None
     except ValueError:
         raise Invalid("on must be a date YYYY-MM-DD", code="bad-parameter") from None
+    in_years(on, "on")
     return web.json_response(await fees.fee_schedule(hub_of(request), actor_of(request), on))
 
 
@@ -69,9 +93,9 @@ async def get_fee_schedule(request: web.Request) -> web.Response:
     query=(
         ("institution", "institution code (default: your own)"),
         *_PERIOD_QUERY,
-        ("service", "imaging|ecg|consultation"),
-        ("limit", "page size (max 5000)"),
-        ("before_id", "next page: lines below this id"),
+        ("service", "imaging|ecg|consultation", one_of(*fees.SERVICES)),
+        ("limit", "page size (max 5000)", integer(1, 5000)),
+        ("before_id", "next page: lines below this id", PAGE_ID),
     ),
     responses={"200": "lines, newest first, and totals over the selection", "403": "outside your scope"},
 )
@@ -81,11 +105,11 @@ async def list_fees(request: web.Request) -> web.Response:
         hub_of(request),
         actor_of(request),
         institution=request.query.get("institution"),
-        start=assessment.parse_bound(request.query.get("from"), "from"),
-        end=assessment.parse_bound(request.query.get("to"), "to"),
+        start=in_years(assessment.parse_bound(_bound(request, "from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(_bound(request, "to"), "to"), "to"),
         service=request.query.get("service"),
         limit=query_int(request, "limit", 500, low=1, high=5000),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return web.json_response(result)
 
@@ -118,15 +142,17 @@ async def refund_fee(request: web.Request) -> web.Response:
     tag="fees",
     roles="coordinator, admin",
     query=(
-        ("period", "YYYY-MM (a month in Asia/Shanghai), required"),
+        ("period", "YYYY-MM (a month in Asia/Shanghai), required", _PERIOD),
         ("institution", "institution code (default: your own); pairs involving its subtree"),
-        ("format", "json (default) or csv (UTF-8 with BOM, a total row last)"),
+        ("format", "json (default) or csv (UTF-8 with BOM, a total row last)", one_of("json", "csv")),
     ),
 )
 async def get_settlement(request: web.Request) -> web.Response:
     period = request.query.get("period")
     if not period:
         raise Invalid("period=YYYY-MM is required", code="bad-parameter")
+    if not re.fullmatch(MONTH["pattern"], period):
+        raise Invalid(f"period must look like YYYY-MM (years 1900 to 9998), got {period!r}")  # as period_bounds
     output = _format(request)
     statement = await fees.settlement(
         hub_of(request), actor_of(request), period, institution=request.query.get("institution")
@@ -142,7 +168,8 @@ async def get_settlement(request: web.Request) -> web.Response:
     summary="Final imaging / ECG results of the person, judged for recognition (互认) at an institution",
     tag="recognition",
     roles="requester, integration, coordinator, admin who may see the institution",
-    query=(("at", "code of the accepting institution; {id} is the patient's HIS id there (required)"),),
+    query=(("at", "code of the accepting institution; {id} is the patient's HIS id there", _REQUIRED_TEXT),),
+    path_params={"id": {"type": "string", "minLength": 1}},
     responses={
         "200": "results with recognizable / reason / expires_at",
         "403": "outside your scope",
@@ -164,6 +191,19 @@ async def recognizable_results(request: web.Request) -> web.Response:
     tag="recognition",
     roles="requester (a clinician of the accepting institution)",
     body="api/recognition",
+    body_doc={  # the decision's rules (domain.recognition), checked by the service with code invalid
+        "allOf": [
+            {
+                "if": {"properties": {"decision": {"const": "recognized"}}},
+                "then": {"not": {"required": ["reason_code"]}},
+            },
+            {"if": {"properties": {"decision": {"const": "not_recognized"}}}, "then": {"required": ["reason_code"]}},
+            {
+                "if": {"properties": {"reason_code": {"const": "physician_judgement"}}, "required": ["reason_code"]},
+                "then": {"required": ["note"], "properties": {"note": {"pattern": "[^\\s\\x1c-\\x1f\\x85]"}}},
+            },
+        ]
+    },
     responses={"201": "the decision", "404": "no such patient or result", "422": "invalid, or not recognizable"},
 )
 async def record_recognition(request: web.Request) -> web.Response:
@@ -182,7 +222,7 @@ async def record_recognition(request: web.Request) -> web.Response:
         ("center", "center code: requests at that center"),
         ("institution", "institution code: requests ordered in its subtree (default: your own)"),
         *_PERIOD_QUERY,
-        ("format", "json (default) or csv (figure,value rows; UTF-8 with BOM)"),
+        ("format", "json (default) or csv (figure,value rows; UTF-8 with BOM)", one_of("json", "csv")),
     ),
 )
 async def get_assessment(request: web.Request) -> web.Response:
@@ -193,8 +233,8 @@ async def get_assessment(request: web.Request) -> web.Response:
         network=request.query.get("network"),
         center=request.query.get("center"),
         institution=request.query.get("institution"),
-        start=assessment.parse_bound(request.query.get("from"), "from"),
-        end=assessment.parse_bound(request.query.get("to"), "to"),
+        start=in_years(assessment.parse_bound(_bound(request, "from"), "from"), "from"),
+        end=in_years(assessment.parse_bound(_bound(request, "to"), "to"), "to"),
     )
     if output == "csv":
         return _csv_response(assessment.to_csv(result), "assessment.csv")

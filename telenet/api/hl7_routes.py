@@ -7,7 +7,7 @@ from aiohttp import web
 from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
+from telenet.api.spec import PAGE_ID, Routes, integer, one_of
 from telenet.domain.errors import Invalid
 from telenet.services import hl7_inbound, outbox
 from telenet.services.hl7_inbound import InboundReplayer
@@ -25,9 +25,9 @@ REPLAYER = web.AppKey("hl7_replayer", InboundReplayer)
     tag="hl7",
     roles="admin (their subtree)",
     query=(
-        ("status", "pending (default: the backlog) | delivered | dead | all"),
-        ("limit", "page size (max 1000)"),
-        ("after_id", "continue after this outbox id"),
+        ("status", "pending (default: the backlog) | delivered | dead | all", one_of(*outbox.STATUSES, "all")),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("after_id", "continue after this outbox id", PAGE_ID),
     ),
 )
 async def list_outbox(request: web.Request) -> web.Response:
@@ -37,7 +37,7 @@ async def list_outbox(request: web.Request) -> web.Response:
         actor_of(request),
         status=request.query.get("status", "pending"),
         limit=query_int(request, "limit", 100, low=1),
-        after_id=query_int(request, "after_id", 0, high=2**62) if after else None,
+        after_id=query_int(request, "after_id", 0, high=2**62) if after is not None else None,
     )
     return web.json_response(result)
 
@@ -49,10 +49,10 @@ async def list_outbox(request: web.Request) -> web.Response:
     tag="hl7",
     roles="admin (their subtree)",
     query=(
-        ("direction", "inbound | outbound"),
-        ("unresolved", "true: only those not yet resolved by a replay"),
-        ("limit", "page size (max 1000)"),
-        ("before_id", "continue below this id"),
+        ("direction", "inbound | outbound", one_of("inbound", "outbound")),
+        ("unresolved", "true: only those not yet resolved by a replay", {"type": "boolean"}),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("before_id", "continue below this id", PAGE_ID),
     ),
 )
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -66,7 +66,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         direction=request.query.get("direction"),
         unresolved=unresolved == "true",
         limit=query_int(request, "limit", 50, low=1),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return web.json_response(result)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
-from telenet.domain.errors import Invalid
+from telenet.api.spec import Routes, integer
 from telenet.services import patient_merge
 
 routes = Routes()
@@ -19,7 +19,7 @@ routes = Routes()
     summary="Patient merges (HL7 ADT^A40) of the admin's subtree, newest first, with every row each one moved",
     tag="patients",
     roles="admin (their subtree)",
-    query=(("limit", "page size (max 1000)"),),
+    query=(("limit", "page size (max 1000)", integer(1, 1000)),),
 )
 async def list_merges(request: web.Request) -> web.Response:
     result = await patient_merge.list_merges(
@@ -36,8 +36,5 @@ async def list_merges(request: web.Request) -> web.Response:
     roles="admin (their subtree)",
 )
 async def revert_merge(request: web.Request) -> web.Response:
-    try:
-        merge_id = int(request.match_info["id"])
-    except ValueError:
-        raise Invalid("merge id must be a number", code="bad-parameter") from None
+    merge_id = path_id(request, what="merge id")
     return json_response(await patient_merge.revert(hub_of(request), actor_of(request), merge_id))

@@ -12,11 +12,22 @@ from sqlalchemy import text
 
 from telenet import __version__
 from telenet.api.context import EXTRA, actor_of, hub_of, json_response, read_json
-from telenet.api.spec import Routes, openapi_document
+from telenet.api.spec import (
+    PAGE_ID,
+    TIME,
+    TIME_PATTERN,
+    Routes,
+    in_years,
+    integer,
+    one_of,
+    openapi_document,
+    written_as,
+)
 from telenet.domain.errors import Invalid
 from telenet.services import login, registry
 
 routes = Routes()
+CENTER_SERVICES = ("imaging", "ecg", "consultation")
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int = 0, high: int = 1000) -> int:
@@ -33,7 +44,7 @@ def query_int(request: web.Request, name: str, default: int, *, low: int = 0, hi
 
 
 def query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
+    raw = written_as(request.query.get(name), name, TIME_PATTERN)
     if raw is None:
         return None
     try:
@@ -45,7 +56,7 @@ def query_time(request: web.Request, name: str) -> datetime | None:
             f"query parameter {name} needs a UTC offset (e.g. 2026-01-01T00:00:00+08:00)",
             code="bad-parameter",
         )
-    return value
+    return in_years(value, name)
 
 
 @routes.add(
@@ -139,10 +150,10 @@ async def issue_token(request: web.Request) -> web.Response:
     summary="The institution directory",
     tag="registry",
     query=(
-        ("tier", "province|city|county|township|village"),
+        ("tier", "province|city|county|township|village", one_of("province", "city", "county", "township", "village")),
         ("within", "institution code: its subtree"),
-        ("limit", "page size (max 1000)"),
-        ("offset", "page offset"),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("offset", "page offset", integer(0, 10**9)),
     ),
 )
 async def list_institutions(request: web.Request) -> web.Response:
@@ -173,9 +184,12 @@ async def get_institution(request: web.Request) -> web.Response:
     "/api/v1/centers",
     summary="Reading and consultation centers",
     tag="registry",
-    query=(("service", "imaging|ecg|consultation"),),
+    query=(("service", "imaging|ecg|consultation", one_of(*CENTER_SERVICES)),),
 )
 async def list_centers(request: web.Request) -> web.Response:
+    service = request.query.get("service")
+    if service is not None and service not in CENTER_SERVICES:
+        raise Invalid(f"service is one of {', '.join(CENTER_SERVICES)}", code="bad-parameter")
     return json_response(
         await registry.list_centers(hub_of(request), actor_of(request), service=request.query.get("service"))
     )
@@ -190,10 +204,10 @@ async def list_centers(request: web.Request) -> web.Response:
     query=(
         ("institution", "restrict to this institution's subtree"),
         ("action", "e.g. request.read"),
-        ("since", "ISO 8601"),
-        ("until", "ISO 8601"),
-        ("limit", "page size"),
-        ("before_id", "continue below this id"),
+        ("since", "ISO 8601 with a UTC offset", TIME),
+        ("until", "ISO 8601 with a UTC offset", TIME),
+        ("limit", "page size (max 1000)", integer(1, 1000)),
+        ("before_id", "continue below this id", PAGE_ID),
     ),
 )
 async def list_audit(request: web.Request) -> web.Response:
@@ -206,6 +220,6 @@ async def list_audit(request: web.Request) -> web.Response:
         since=query_time(request, "since"),
         until=query_time(request, "until"),
         limit=query_int(request, "limit", 100, low=1),
-        before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+        before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
     )
     return json_response(result)

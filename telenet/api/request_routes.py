@@ -9,7 +9,8 @@ from aiohttp import web
 from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
-from telenet.api.spec import Routes
+from telenet.api.spec import PAGE_ID, TIME, Routes, integer, one_of
+from telenet.domain.lifecycle import Kind, RequestState
 from telenet.services import consultation, queue, reports, requests
 
 routes = Routes()
@@ -40,6 +41,25 @@ async def optional_body(request: web.Request, schema: str) -> dict[str, Any]:
     summary="Order a remote read or consultation",
     tag="requests",
     body="api/request-create",
+    body_doc={
+        "required": ["consent"],  # 422 consent-missing without it
+        "allOf": [  # imaging and ECG: a modality (else modality-missing), no participants (participants-not-allowed)
+            {
+                "if": {"properties": {"kind": {"enum": ["imaging", "ecg"]}}},
+                "then": {"required": ["modality"], "properties": {"participants": {"maxItems": 0}}},
+            }
+        ],
+        "properties": {
+            "accession_number": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"},  # else 422 bad-accession
+            "scheduled_at": TIME,  # else 422 bad-time
+            "consent": {
+                "properties": {
+                    "given_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "given_at": TIME,
+                }
+            },
+        },
+    },
     roles="requester, integration",
     responses={
         "201": "created, routed, with its route",
@@ -59,10 +79,10 @@ async def create_request(request: web.Request) -> web.Response:
     summary="Requests in the caller's scope, newest first",
     tag="requests",
     query=(
-        ("state", "ordered|queued|claimed|final|returned|cancelled"),
-        ("kind", "imaging|ecg|consultation"),
-        ("limit", "page size"),
-        ("before_id", "next page"),
+        ("state", "a request state", one_of(*(s.value for s in RequestState))),
+        ("kind", "imaging|ecg|consultation", one_of(*(k.value for k in Kind))),
+        ("limit", "page size (max 500)", integer(1, 500)),
+        ("before_id", "next page", PAGE_ID),
     ),
 )
 async def list_requests(request: web.Request) -> web.Response:
@@ -74,7 +94,7 @@ async def list_requests(request: web.Request) -> web.Response:
             state=request.query.get("state"),
             kind=request.query.get("kind"),
             limit=query_int(request, "limit", 50, low=1, high=500),
-            before_id=query_int(request, "before_id", 0, high=2**62) if before else None,
+            before_id=query_int(request, "before_id", 0, high=2**62) if before is not None else None,
         )
     )
 
@@ -231,6 +251,7 @@ async def data_complete(request: web.Request) -> web.Response:
     summary="Record informed consent (知情同意) on an order that arrived without it",
     tag="requests",
     body="api/consent",
+    body_doc={"properties": {"given_at": TIME}},  # else 422 bad-time
     roles="requesting institution",
     responses=_ACTION_RESPONSES,
 )
@@ -267,7 +288,7 @@ async def post_message(request: web.Request) -> web.Response:
     summary="A center's reading queue, most urgent first",
     tag="queues",
     roles="readers and coordinators of the center",
-    query=(("limit", "page size (max 200)"), ("offset", "page offset")),
+    query=(("limit", "page size (max 200)", integer(1, 200)), ("offset", "page offset", integer(0, 10**9))),
 )
 async def worklist(request: web.Request) -> web.Response:
     return json_response(

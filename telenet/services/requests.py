@@ -47,6 +47,7 @@ from telenet.store.models import (
 )
 
 # DICOM AccessionNumber is SH: at most 16 characters, no backslash or control characters.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
 _ACCESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$")
 ACCESSION_FORMAT = "TN + yymmdd (UTC) + the request id zero-padded to 8 digits, e.g. TN26030200000042"
 
@@ -101,12 +102,16 @@ def due_for(queued_at: datetime, request: Request, center_table: dict[str, int] 
 def _aware(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
+    if not _RFC3339.fullmatch(value):  # what the document says (fromisoformat also reads 20260302T1000)
+        raise Invalid(f"{name} is an RFC 3339 time (e.g. 2026-03-02T10:00:00+08:00)", code="bad-time")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise Invalid(f"{name} is not an ISO 8601 time", code="bad-time") from None
     if moment.tzinfo is None:
         raise Invalid(f"{name} needs a UTC offset", code="bad-time")
+    if not 1900 <= moment.year <= 9998:  # year 1 at +08:00 does not fit UTC (OverflowError when stored)
+        raise Invalid(f"{name} must lie in the years 1900 to 9998", code="bad-time")
     return moment
 
 

@@ -1,0 +1,103 @@
+"""What the fuzz tests check after each batch: the database holds no partial rows (half-written aggregates),
+and no file is stored without its row nor a row without its file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, func, select, text
+
+from telenet.store.models import (
+    DicomInstance,
+    DicomSeries,
+    DicomStudy,
+    HL7InboundMessage,
+    Request,
+    RouteStep,
+)
+
+
+async def partial_rows(hub: Any, *, storage_dir: Path | None = None, hl7_only: bool = False) -> list[str]:
+    """Every broken invariant, as text (empty when the database is whole):
+
+    - a request without a route step, or still with its temporary accession number;
+    - (``hl7_only``: every request came in over HL7) a request no inbound message created;
+    - a DICOM series without an instance, a study with an instance but no series;
+    - an instance whose file is missing, a stored file no instance names (``storage_dir``);
+    - on SQLite, a row whose foreign key points nowhere.
+    """
+    problems: list[str] = []
+    async with hub.sessions() as session:
+        unrouted = await session.scalar(
+            select(func.count()).select_from(Request).where(~exists().where(RouteStep.request_id == Request.id))
+        )
+        if unrouted:
+            problems.append(f"{unrouted} request(s) without a route step")
+        temporary = await session.scalar(
+            select(func.count()).select_from(Request).where(Request.accession_number.like("tmp-%"))
+        )
+        if temporary:
+            problems.append(f"{temporary} request(s) with a temporary accession number")
+        if hl7_only:
+            orphan = await session.scalar(
+                select(func.count())
+                .select_from(Request)
+                .where(~exists().where(HL7InboundMessage.request_id == Request.id))
+            )
+            if orphan:
+                problems.append(f"{orphan} request(s) that no inbound HL7 message created")
+        empty_series = await session.scalar(
+            select(func.count())
+            .select_from(DicomSeries)
+            .where(~exists().where(DicomInstance.series_id == DicomSeries.id))
+        )
+        if empty_series:
+            problems.append(f"{empty_series} DICOM series without an instance")
+        stray_instances = await session.scalar(
+            select(func.count())
+            .select_from(DicomInstance)
+            .where(~exists().where(DicomStudy.id == DicomInstance.study_id))
+        )
+        if stray_instances:
+            problems.append(f"{stray_instances} DICOM instance(s) without their study")
+        paths = set((await session.execute(select(DicomInstance.path))).scalars())
+        if session.bind.dialect.name == "sqlite":
+            broken = (await session.execute(text("PRAGMA foreign_key_check"))).all()
+            if broken:
+                problems.append(f"foreign keys pointing nowhere: {broken[:5]}")
+    if storage_dir is not None:
+        problems += stored_files(storage_dir, paths)
+    return problems
+
+
+def stored_files(storage_dir: Path, paths: set[str]) -> list[str]:
+    """Files against rows: every instance's file exists; every file is an instance's (or one of its derived
+    ECG files); the store's temporary folder is empty."""
+    root = storage_dir.resolve()
+    named = {str((root / p).resolve()) for p in paths}
+    problems = []
+    missing = [p for p in named if not Path(p).is_file()]
+    if missing:
+        problems.append(f"{len(missing)} instance(s) whose file is missing, e.g. {missing[:3]}")
+    on_disk = {str(p) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    derived = {
+        p for p in on_disk if p.endswith((".ecg.svg", ".ecg.json")) and p.rsplit(".ecg.", 1)[0] + ".dcm" in named
+    }
+    stray = sorted(on_disk - named - derived)
+    if stray:
+        problems.append(f"{len(stray)} stored file(s) without an instance, e.g. {stray[:3]}")
+    return problems
+
+
+class RaisedLogs(logging.Handler):
+    """Every log record that carries an exception: the listener caught something it did not expect."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.records.append(record)

@@ -1,0 +1,215 @@
+"""Bounded REST fuzzing with schemathesis against ``/api/v1/openapi.json``, served by the real app on
+loopback: for every operation, cases built from its parameters and body as the document describes them
+(positive) and cases that break the description (negative), each sent with a token of a role the operation
+serves. Checks: no 5xx, the response is what the document says, schema-valid requests are accepted and
+invalid ones rejected (the validation-mismatch checks), every error is problem JSON; the database holds no
+partial rows after each operation's batch."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_schema_conformance,
+)
+from sqlalchemy import select
+
+from telenet.services.auth import token_digest
+from telenet.store.models import Token, User
+from tests.fuzz_checks import partial_rows
+
+pytestmark = [
+    pytest.mark.parametrize("database", ["sqlite"], indirect=True),
+    pytest.mark.xdist_group("fuzz-rest"),
+    pytest.mark.fuzz,
+]
+
+#: Generated cases per operation and mode (an operation without parameters has one case per mode).
+POSITIVE_PER_OPERATION = 100
+NEGATIVE_PER_OPERATION = 50
+TOTAL_CASES = 10_000
+#: One role per kind of operation, so that the checks reach the validation behind each role gate.
+ROLES = ("township_doc", "county_reader", "county_coord", "province_admin", "his_t01")
+#: WebSockets (a plain GET is refused before anything is read) are fuzzed by their own tests.
+SKIPPED = {"/api/v1/ws", "/api/v1/consultations/{id}/ws"}
+CHECKS = [not_a_server_error, response_schema_conformance, positive_data_acceptance, negative_data_rejection]
+#: Operations whose valid input JSON Schema cannot describe: DICOMweb (QIDO attribute keywords, DICOM dates
+#: and UID lists, multipart DICOM bodies) and attachments (the file's own format). They get every check but
+#: the positive one; their bodies are fuzzed by tests/integration/test_fuzz_dicom.py.
+BEYOND_JSON_SCHEMA = ("/dicom-web/", "/api/v1/requests/{id}/attachments")
+#: 422s that depend on the state of the network, not on the request's shape (routing finds no center; an
+#: unknown participant), or on two parameters at once (to before from): a schema-valid request may get them.
+#: Refusals of a request's shape: the body's JSON Schema, its media type and size, the parameters as read.
+#: A schema-valid request must never get one of these; the document and the validation would disagree.
+SHAPE_CODES = {"schema-violation", "bad-json", "json-too-deep", "bad-content-type", "bad-parameter", "bad-time"}
+#: A shape refusal that the document cannot state: two parameters at once.
+CROSS_PARAMETER = ("to must be after from",)
+
+
+def refused_by_service_rule(response: Any) -> bool:
+    """A 4xx that is not about the request's shape: the service's rules (the state of the network, a check digit,
+    a critical finding's items, ...), each with its own problem code; a schema-valid request may get one."""
+    if response.status_code not in (400, 422):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    code = str(body.get("type", "")).removeprefix("urn:telenet:problem:")
+    return code not in SHAPE_CODES or any(text in str(body.get("detail")) for text in CROSS_PARAMETER)
+
+
+def role_for(operation: Any) -> str:
+    roles = (operation.definition.raw.get("description") or "").lower()
+    if "admin" in roles and not any(r in roles for r in ("requester", "reader", "coordinator")):
+        return "province_admin"
+    for hint, role in (
+        ("integration", "his_t01"),
+        ("requester", "township_doc"),
+        ("requesting", "township_doc"),
+        ("coordinator", "county_coord"),
+        ("reader", "county_reader"),
+    ):
+        if hint in roles:
+            return role
+    return ROLES[hash(operation.label) % len(ROLES)]
+
+
+async def fresh_tokens(hub: Any, username: str, count: int) -> list[str]:
+    """Tokens minted straight into the table (a login costs a slow hash): for the logout cases, each of which
+    ends the token it presents."""
+    now = hub.clock.now()
+    tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+    async with hub.sessions() as session:
+        user_id = (await session.execute(select(User.id).where(User.username == username))).scalar_one()
+        for token in tokens:
+            session.add(
+                Token(token_hash=token_digest(token), user_id=user_id, created_at=now, expires_at=now + timedelta(1))
+            )
+        await session.commit()
+    return tokens
+
+
+def problem_json_on_errors(response: Any, case: Any) -> str | None:
+    """An error is problem JSON (RFC 9457), whatever the operation."""
+    if response.status_code < 400:
+        return None
+    media = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+    media = media[0] if isinstance(media, list) else media
+    if response.status_code == 400 and "Got more than" in response.text:
+        return None  # aiohttp's HTTP parser refused an over-long request line before the app saw it
+    if not str(media).startswith("application/problem+json"):
+        return f"{case.method} {case.formatted_path}: {response.status_code} as {media!r}: {response.text[:200]}"
+    return None
+
+
+def auth_negated(case: Any) -> bool:
+    """A negative case whose negated header is the bearer token itself: sent without one (401 expected)."""
+    header = case.meta.components.get(ParameterLocation.HEADER) if case.meta is not None else None
+    return header is not None and header.mode.is_negative and "Authorization" not in (case.headers or {})
+
+
+def fuzz_operation(
+    operation: Any, base_url: str, headers: dict[str, str], logout_tokens: list[str], failures: list[str]
+) -> int:
+    """Send every generated case of one operation (both modes); return how many ran."""
+    session = requests.Session()
+    try:
+        return sum(
+            fuzz_mode(operation, mode, count, session, base_url, headers, logout_tokens, failures)
+            for mode, count in (
+                (GenerationMode.POSITIVE, POSITIVE_PER_OPERATION),
+                (GenerationMode.NEGATIVE, NEGATIVE_PER_OPERATION),
+            )
+        )
+    finally:
+        session.close()
+
+
+def fuzz_mode(
+    operation: Any,
+    mode: GenerationMode,
+    count: int,
+    session: requests.Session,
+    base_url: str,
+    headers: dict[str, str],
+    logout_tokens: list[str],
+    failures: list[str],
+) -> int:
+    ran = 0
+    label = f"{operation.label} [{mode.value}]"
+
+    @settings(
+        max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck), derandomize=True,
+    )  # fmt: skip
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def send(case: Any) -> None:
+        nonlocal ran
+        sent = {} if auth_negated(case) else dict(headers)
+        if operation.path == "/api/v1/auth/logout" and logout_tokens and sent:
+            sent["Authorization"] = f"Bearer {logout_tokens.pop()}"
+        response = case.call(base_url=base_url, session=session, headers=sent, timeout=30)
+        ran += 1
+        beyond = any(part in operation.path for part in BEYOND_JSON_SCHEMA)
+        checks = [c for c in CHECKS if not (beyond and c is positive_data_acceptance)]
+        try:
+            case.validate_response(response, checks=checks, headers=sent)
+        except (Exception, BaseExceptionGroup) as exc:  # a check failed: keep going, report them all
+            if not (mode is GenerationMode.POSITIVE and refused_by_service_rule(response)):
+                failures.append(f"{label}: {str(exc)[:600]}")
+        if (problem := problem_json_on_errors(response, case)) is not None:
+            failures.append(problem)
+
+    try:
+        send()
+    except Unsatisfiable:
+        pass  # nothing to negate (an operation without parameters): its one positive case ran
+    except (Exception, BaseExceptionGroup) as exc:
+        failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
+    return ran
+
+
+async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_and_no_partial_rows(
+    client: Any,
+) -> None:
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(document)
+    tokens = {username: await client.login(username) for username in ROLES}
+    logout_tokens = await fresh_tokens(client.hub, "township_doc2", POSITIVE_PER_OPERATION + NEGATIVE_PER_OPERATION)
+    base_url = str(client.make_url("")).rstrip("/")
+    failures: list[str] = []
+    ran = 0
+    operations = [result.ok() for result in schema.get_all_operations()]
+    started = time.monotonic()
+    for operation in operations:
+        if operation.path in SKIPPED:
+            continue
+        headers = tokens[role_for(operation)]
+        ran += await asyncio.to_thread(fuzz_operation, operation, base_url, headers, logout_tokens, failures)
+        assert await partial_rows(client.hub) == [], operation.label
+    elapsed = time.monotonic() - started
+    kinds = Counter(
+        (f.split(":", 1)[0], *(re.findall(r'"type": "urn:telenet:problem:([\w-]+)"', f)[:1] or [f[:160]]))
+        for f in failures
+    )
+    assert not failures, f"{len(failures)} failures in {ran} cases ({elapsed:.0f} s): {kinds.most_common()}\n" + (
+        "\n\n".join(failures[:20])
+    )
+    assert ran >= TOTAL_CASES, ran
