@@ -6,8 +6,11 @@ STAMP   = $(VENV)/.installed
 export TELENET_VAR_DIR ?= ./var
 # xdist workers of `make pytest` (e.g. `make test PYTEST_WORKERS=3` to compare on a quiet machine).
 PYTEST_WORKERS ?= auto
+# The fuzz tests' case counts in `make test` (a tenth, so the suite stays inside 8 minutes); `make fuzz` runs
+# them at full size (at least 10,000 cases per protocol).
+TELENET_FUZZ_SCALE ?= 0.1
 
-.PHONY: run test lint typecheck pytest install clean viewer
+.PHONY: run test lint typecheck pytest fuzz install clean viewer
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -42,7 +45,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy telenet gateways
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+	TELENET_FUZZ_SCALE=$(TELENET_FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+
+fuzz: $(STAMP)
+	TELENET_FUZZ_SCALE=1 $(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup -m fuzz
 
 test: lint typecheck pytest
 

@@ -4,6 +4,7 @@ and no file is stored without its row nor a row without its file."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,13 @@ from telenet.store.models import (
     Request,
     RouteStep,
 )
+
+
+def scaled(cases: int) -> int:
+    """A fuzz test's case count under ``TELENET_FUZZ_SCALE`` (1 by default: the full count; ``make test`` runs
+    a tenth of every count so the suite stays inside its time, ``make fuzz`` the full ones)."""
+    scale = float(os.environ.get("TELENET_FUZZ_SCALE", "1"))
+    return max(1, round(cases * scale))
 
 
 async def partial_rows(hub: Any, *, storage_dir: Path | None = None, hl7_only: bool = False) -> list[str]:

@@ -110,6 +110,8 @@ def _segment(name: str, fields: dict[int, str | None]) -> str:
     """One segment in ER7 from its (escaped) fields by number, trailing empty fields and components left out
     (as hl7apy wrote them). MSH counts the field separator as MSH-1 and the encoding characters as MSH-2."""
     values = {n: value.rstrip("^") for n, value in fields.items() if value and value.rstrip("^")}
+    if name == "MSH":  # hl7apy leaves out an MSH field of only blanks (an echoed MSH-3/4 of spaces)
+        values = {n: value for n, value in values.items() if value.strip()}
     last = max(values, default=0)
     if name == "MSH":
         return "|".join(["MSH", "^~\\&", *(values.get(n, "") for n in range(3, last + 1))])

@@ -8,6 +8,7 @@ from aiohttp import web
 from telenet.api.context import actor_of, hub_of, json_response, read_json
 from telenet.api.spec import Routes
 from telenet.services import registry_admin
+from telenet.services.registry_admin import KINDS
 
 routes = Routes()
 
@@ -114,7 +115,10 @@ async def change_account(request: web.Request) -> web.Response:
     summary="Every version of one registry record, with its validity period",
     tag="registry",
     roles=_ADMINS,
-    query=(("kind", "institution|center|agreement|account"), ("key", "code, network/member or username")),
+    query=(
+        ("kind", "which record", {"type": "string", "enum": list(KINDS), "x-required": True}),
+        ("key", "code, network/member or username", {"type": "string", "minLength": 1, "x-required": True}),
+    ),
 )
 async def registry_history(request: web.Request) -> web.Response:
     return json_response(

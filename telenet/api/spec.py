@@ -206,7 +206,7 @@ def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
             key = ep.body_schema.replace("/", "_")
             schema = dict(load_schema(ep.body_schema))
             schema.pop("$schema", None)
-            schema = _with_service_rules(schema, ep.body_doc)
+            schema = _with_service_rules(_embedded(key, schema, schemas), ep.body_doc)
             schemas[key] = schema
             op["requestBody"] = {
                 "required": True,
@@ -234,6 +234,27 @@ def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _embedded(key: str, schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """A schema file placed under components: its ``$defs`` become components of their own (``{key}.{name}``)
+    and its local ``#/$defs/...`` references point at them, since ``#`` is now the OpenAPI document."""
+    defs = schema.pop("$defs", None) or {}
+    prefix = "#/$defs/"
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix):
+                node = {**node, "$ref": f"#/components/schemas/{key}.{ref[len(prefix) :]}"}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for name, definition in defs.items():
+        schemas[f"{key}.{name}"] = rewrite(definition)
+    return dict(rewrite(schema))
 
 
 def _with_service_rules(schema: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:

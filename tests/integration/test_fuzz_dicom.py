@@ -33,7 +33,7 @@ from gateways.dicomweb.stow import CANNOT_UNDERSTAND, PROCESSING_FAILURE, store_
 from telenet.config import Settings
 from telenet.services.auth import actor_for_username
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, pydicom_file
-from tests.fuzz_checks import RaisedLogs, partial_rows
+from tests.fuzz_checks import RaisedLogs, partial_rows, scaled
 
 pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
@@ -42,11 +42,11 @@ pytestmark = [
 ]
 
 #: The generated cases, by way in; the test asserts that at least ``TOTAL_CASES`` ran.
-BUILT_CASES = 1_500  # hypothesis-built datasets, in-process
-MUTATED_CASES = 8_200  # byte mutations of built and bundled files, in-process
-ASSOCIATION_CASES = 120  # hypothesis-built datasets by C-STORE over a real association
-HTTP_CASES = 240  # mutated files as parts of real STOW-RS requests (8 parts a request)
-TOTAL_CASES = 10_000
+BUILT_CASES = scaled(1_500)  # hypothesis-built datasets, in-process
+MUTATED_CASES = scaled(8_200)  # byte mutations of built and bundled files, in-process
+ASSOCIATION_CASES = scaled(120)  # hypothesis-built datasets by C-STORE over a real association
+HTTP_CASES = scaled(240)  # mutated files as parts of real STOW-RS requests (8 parts a request)
+TOTAL_CASES = scaled(10_000)
 BATCH = 1_000
 SOURCES = ("CT_small.dcm", "MR_small.dcm")
 UID = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from gateways.hl7.mllp import FS, VT, frame, read_frame
 from gateways.hl7.server import HL7Gateway
 from telenet.config import Settings
-from tests.fuzz_checks import RaisedLogs, partial_rows
+from tests.fuzz_checks import RaisedLogs, partial_rows, scaled
 from tests.integration.test_hl7_server import CONSENT, FACILITY, hl7_settings
 
 pytestmark = [
@@ -37,11 +37,11 @@ pytestmark = [
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7"
 #: The generated cases, by kind; the test asserts that at least ``TOTAL_CASES`` ran.
-FRAME_CASES = 5_000  # MLLP framing: garbage, lost or doubled blocks, empty, oversize and cut frames
-HEADER_CASES = 4_200  # MSH: separators, encoding characters, MSH-4/9/10/12/18, bytes against the charset
-SEGMENT_CASES = 300  # mutated segments of the fixture messages (hypothesis), parsed by hl7apy
-SOCKET_CASES = 500  # framing and header cases again, over a real MLLP socket
-TOTAL_CASES = 10_000
+FRAME_CASES = scaled(5_000)  # MLLP framing: garbage, lost or doubled blocks, empty, oversize and cut frames
+HEADER_CASES = scaled(4_200)  # MSH: separators, encoding characters, MSH-4/9/10/12/18, bytes against the charset
+SEGMENT_CASES = scaled(300)  # mutated segments of the fixture messages (hypothesis), parsed by hl7apy
+SOCKET_CASES = scaled(500)  # framing and header cases again, over a real MLLP socket
+TOTAL_CASES = scaled(10_000)
 BATCH = 1_000
 MAX_BYTES = 8 * 1024  # the fuzzing listener's frame limit, so that oversize frames stay cheap
 

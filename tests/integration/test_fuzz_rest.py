@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from telenet.services.auth import token_digest
 from telenet.store.models import Token, User
-from tests.fuzz_checks import partial_rows
+from tests.fuzz_checks import partial_rows, scaled
 
 pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
@@ -41,9 +41,9 @@ pytestmark = [
 ]
 
 #: Generated cases per operation and mode (an operation without parameters has one case per mode).
-POSITIVE_PER_OPERATION = 100
-NEGATIVE_PER_OPERATION = 50
-TOTAL_CASES = 10_000
+POSITIVE_PER_OPERATION = scaled(100)
+NEGATIVE_PER_OPERATION = scaled(50)
+TOTAL_CASES = scaled(10_000)
 #: One role per kind of operation, so that the checks reach the validation behind each role gate.
 ROLES = ("township_doc", "county_reader", "county_coord", "province_admin", "his_t01")
 #: WebSockets (a plain GET is refused before anything is read) are fuzzed by their own tests.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hypothesis import HealthCheck, given, settings
@@ -126,3 +127,17 @@ def test_plain_er7_ack_is_byte_for_byte_the_hl7apy_ack(
     ours = build_ack(**kw, extra_segments=extra)  # type: ignore[arg-type]
     assert ours == hl7apy_ack(**kw, extra_segments=extra)
     assert ours.endswith(b"\r") and ours.startswith(b"MSH|^~\\&|TELENET|TELENET|")
+
+
+@pytest.mark.parametrize("field", ["application_in", "facility_in"])
+@pytest.mark.parametrize("blank", [" ", "  ", "\t"])
+def test_an_echoed_msh_field_of_only_blanks_is_left_out_as_hl7apy_leaves_it_out(field: str, blank: str) -> None:
+    """Found by the differential test: a sending application of one space was echoed as ``| |`` in MSH-5."""
+    kw = {
+        "ack_code": "AA", "control_id_in": "C1", "facility_in": None, "application_in": None, "version": "2.3.1",
+        "error": None, "text": None, "trigger_event": None, "charset": "utf-8", "message_type": None,
+        "message_control_id": "TNA1", "now": datetime(2026, 3, 2, 10, 0, 5, tzinfo=UTC), field: blank,
+    }  # fmt: skip
+    ours = build_ack(**kw)  # type: ignore[arg-type]
+    assert ours.startswith(b"MSH|^~\\&|TELENET|TELENET|||20260302100005")
+    assert ours == hl7apy_ack(**kw, extra_segments=())
