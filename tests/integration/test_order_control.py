@@ -84,7 +84,9 @@ async def test_dc_cancels_returns_or_is_refused(demo_hub: Any) -> None:
 async def status_rows(hub: Any) -> list[tuple[int, str]]:
     async with hub.sessions() as session:
         rows = await session.execute(
-            select(HL7OutboxItem.request_id, HL7OutboxItem.payload).where(HL7OutboxItem.message_kind == "status")
+            select(HL7OutboxItem.request_id, HL7OutboxItem.payload)
+            .where(HL7OutboxItem.message_kind == "status")
+            .order_by(HL7OutboxItem.id)  # the order they were written in (PostgreSQL keeps no other)
         )
         return [(request_id, payload["order_status"]) for request_id, payload in rows.all()]
 
