@@ -67,7 +67,6 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_worklist_answers_in_the_set_the_modality_understands(client: Any, node: Any) -> None:
     await ordered(client, modality="DX", name=NAME)
     for registered, asked, expected, codec in ROWS:
@@ -118,7 +117,6 @@ PER_AE = [
 ]
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_each_ae_title_is_answered_in_its_own_set(client: Any, node: Any, demo_doc: dict[str, Any]) -> None:
     await ordered(client, modality="DX", name=NAME)
     for institution, ae, expected, codec in PER_AE:
@@ -153,7 +151,6 @@ def store_and_find(port: int, ds: Dataset, query_name: bytes) -> list[Dataset]:
     return found
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_datasets_and_queries_without_a_character_set_are_read_in_the_aes_set(
     client: Any, node: Any, demo_doc: dict[str, Any]
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from gateways.hl7.server import WorkerPool
@@ -19,7 +18,6 @@ from tests.integration.test_hl7_server import FACILITY, Peer, hl7, peer, request
 
 __all__ = ["hl7", "peer"]  # fixtures
 
-SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 CON = "CON|1|CONS^远程会诊知情同意^L||||||||W|A||20260302095000\r"
 
 
@@ -44,7 +42,6 @@ def consultation_order(
     return ("\r".join(lines) + "\r" + (CON if consent else "")).encode()
 
 
-@SQLITE_ONLY
 async def test_a_consultation_ordered_over_hl7_and_its_opinion_back_as_oru(
     hl7: Any, peer: Peer, settings: Settings
 ) -> None:

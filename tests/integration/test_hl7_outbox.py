@@ -173,7 +173,6 @@ async def test_final_reports_and_addenda_are_queued_with_what_the_oru_needs(demo
     assert len(await outbox_rows(demo_hub)) == 2
 
 
-@SQLITE_ONLY
 async def test_the_oru_names_the_technician_the_images_name(demo_hub: Any) -> None:
     """OBR-34: the OperatorsName of the request's study, beside OBR-32 (signer)."""
     doc = await auth.actor_for_username(demo_hub, "township_doc")
