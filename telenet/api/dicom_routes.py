@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from telenet.api.bodies import path_id
 from telenet.api.context import actor_of, hub_of, read_json
 from telenet.api.registry_routes import query_int
 from telenet.api.request_routes import request_id
@@ -159,7 +160,5 @@ async def forwarding_queue(request: web.Request) -> web.Response:
     },
 )
 async def replay_forward(request: web.Request) -> web.Response:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Invalid("the job id is a number", code="bad-parameter")
-    return web.json_response(await forwarding.replay(hub_of(request), actor_of(request), int(raw)))
+    job_id = path_id(request, what="forwarding job id")
+    return web.json_response(await forwarding.replay(hub_of(request), actor_of(request), job_id))

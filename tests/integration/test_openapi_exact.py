@@ -28,6 +28,17 @@ async def test_an_id_past_64_bits_is_a_404_not_a_500(client: Any, method: str, p
     assert resp.content_type == "application/problem+json"
 
 
+@pytest.mark.parametrize("job_id,status", [("9223372036854775807", 404), ("99999999999999999999", 404), ("x1", 422)])
+async def test_a_replay_of_any_64_bit_job_id_is_looked_up_as_the_document_says(
+    client: Any, job_id: str, status: int
+) -> None:
+    """Found by the full fuzzing: the replay route read its id by hand and refused 2**63-1 (which the document
+    allows) as not a number; it reads it as every numeric path id is read."""
+    resp = await client.post(f"/api/v1/forwarding/{job_id}/replay", headers=await client.login("county_coord"))
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+
+
 @pytest.mark.parametrize(
     "path",
     [
