@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import text
@@ -88,14 +88,18 @@ def engine_params() -> list[Any]:
     return params
 
 
+def missing_peer(message: str) -> NoReturn:
+    """A real peer the test needs is missing: skip with the reason, or fail where peers are required (CI)."""
+    if REQUIRE_PEERS:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
     """The path of a peer tool; skip with a reason when missing, fail when peers are required (CI)."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install dcmtk orthanc); TELENET_REQUIRE_PEERS=1 fails here"
-        if REQUIRE_PEERS:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_peer(f"{name} is not installed (apt-get install dcmtk orthanc); TELENET_REQUIRE_PEERS=1 fails here")
     return path
 
 

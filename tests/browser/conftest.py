@@ -9,12 +9,12 @@ import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from bench.common import PASSWORD, HubProcess
-from tests.conftest import REQUIRE_PEERS, ROOT
+from tests.conftest import ROOT, missing_peer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,11 +45,8 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map((el) => el.outerHTML)"""
 
 
-def _missing(what: str) -> None:
-    message = f"{what}; TELENET_REQUIRE_PEERS=1 fails here"
-    if REQUIRE_PEERS:
-        pytest.fail(message)
-    pytest.skip(message)
+def _missing(what: str) -> NoReturn:
+    missing_peer(f"{what}; TELENET_REQUIRE_PEERS=1 fails here")
 
 
 def require_viewer() -> Path:

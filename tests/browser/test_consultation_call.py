@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_PEERS
+from tests.conftest import missing_peer
 from tests.factories import national_id
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,10 +33,7 @@ def _browser_or_skip() -> Any:
     except ImportError:
         async_playwright = None
     if async_playwright is None or not shutil.which(CHROMIUM):
-        message = "Playwright for Python and /usr/bin/chromium are needed; TELENET_REQUIRE_PEERS=1 fails here"
-        if REQUIRE_PEERS:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_peer("Playwright for Python and /usr/bin/chromium are needed; TELENET_REQUIRE_PEERS=1 fails here")
     return async_playwright
 
 

@@ -10,12 +10,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydicom.filebase import DicomBytesIO
 from sqlalchemy import select
 
 from telenet.store.models import DicomStudy
-from tests.conftest import REQUIRE_PEERS, require_tool
+from tests.conftest import missing_peer, require_tool
 from tests.dicom_fixtures import instance, ordered
 from tests.dicomweb_fixtures import study, web_for
 from tests.interop.test_dicom_orthanc import Orthanc
@@ -25,10 +24,7 @@ PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 def dicomweb_orthanc(workdir: Path, hub_url: str, headers: dict[str, str]) -> Orthanc:
     if not PLUGIN.exists():
-        message = "the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
-        if REQUIRE_PEERS:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_peer("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
     workdir.mkdir(parents=True, exist_ok=True)
     server = Orthanc(require_tool("Orthanc"), workdir)
     config = json.loads(server.config.read_text())
