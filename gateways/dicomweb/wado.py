@@ -23,7 +23,7 @@ from gateways.dicomweb.dicomjson import (
     value_location,
 )
 from gateways.dicomweb.media import EXPLICIT_LE, BadRequest, negotiate_json, negotiate_multipart
-from gateways.dicomweb.multipart import Part, stream_multipart
+from gateways.dicomweb.multipart import Part, send_multipart, stream_multipart
 from gateways.dicomweb.qido import base_url
 from telenet.domain.errors import NotFound
 from telenet.services.study_search import StoredInstance
@@ -54,6 +54,17 @@ async def retrieve(request: web.Request, items: list[StoredInstance]) -> web.Str
     stored = {item.transfer_syntax_uid for item in items}
     syntax = negotiate_multipart(request.headers.get("Accept"), DICOM, stored)
     root = base_url(request)
+    if all(syntax in ("*", item.transfer_syntax_uid) for item in items):
+        as_stored = [
+            Part(
+                f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}",
+                path=item.path,
+                location=instance_url(root, item),
+                size=item.size_bytes,
+            )
+            for item in items
+        ]
+        return await send_multipart(request, as_stored, DICOM)
 
     async def parts() -> AsyncIterator[Part]:
         for item in items:
@@ -129,12 +140,7 @@ async def frames(request: web.Request, item: StoredInstance, numbers: list[int] 
     Endian byte order), encapsulated frames as stored when the client takes ``transfer-syntax=*``."""
     syntax = negotiate_multipart(request.headers.get("Accept"), OCTETS, {item.transfer_syntax_uid}, allow_images=True)
     parts = await asyncio.to_thread(_frame_parts, item, numbers, syntax)
-
-    async def produce() -> AsyncIterator[Part]:
-        for part in parts:
-            yield part
-
-    return await stream_multipart(request, produce(), OCTETS)
+    return await send_multipart(request, parts, OCTETS)
 
 
 def _bulk_part(item: StoredInstance, hex_tag: str) -> Part:
@@ -156,8 +162,4 @@ async def bulkdata(request: web.Request, item: StoredInstance, hex_tag: str) -> 
         return await frames(request, item, None)
     negotiate_multipart(request.headers.get("Accept"), OCTETS, {EXPLICIT_LE})
     part = await asyncio.to_thread(_bulk_part, item, hex_tag)
-
-    async def produce() -> AsyncIterator[Part]:
-        yield part
-
-    return await stream_multipart(request, produce(), OCTETS)
+    return await send_multipart(request, [part], OCTETS)

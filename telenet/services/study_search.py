@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
-from sqlalchemy import ColumnElement, exists, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, bindparam, exists, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
@@ -319,7 +319,7 @@ async def search(hub: Hub, actor: Actor, query: SearchQuery) -> list[dict[str, A
     (and series, instance) values, in arrival order, paged in the query. One SELECT on a read session (no
     write lock); the audit rows (the search's and one per study) are durable before this returns."""
     _check(query)
-    async with read_use_case(hub, actor, f"dicomweb.search.{query.level}", "dicom_study") as uow:
+    async with read_use_case(hub, actor, f"dicomweb.search.{query.level}", "dicom_study", single_statement=True) as uow:
         rows = await _search(uow.session, hub.dialect, actor, query)
         seen: dict[str, Any] = {}
         for row in rows:
@@ -366,6 +366,56 @@ async def _search(session: AsyncSession, dialect: str, actor: Actor, query: Sear
 # --------------------------------------------------------------------------------------------------
 
 
+def _scope_key(actor: Actor) -> tuple[Any, ...]:
+    """What :func:`visible_studies` depends on: actors with equal keys see the same studies."""
+    return (
+        actor.role,
+        actor.institution_id,
+        actor.institution_path,
+        actor.user_id,
+        actor.center_codes,
+        bool(actor.break_glass),
+    )
+
+
+# Built once per scope and shape, with bound parameters for the UIDs: a statement object that is reused
+# keeps SQLAlchemy's cache key memoized, so a retrieve neither builds nor hashes the scope's clauses again.
+_LOCATE_SQL: dict[tuple[Any, ...], Any] = {}
+_LOCATE_CACHE_SIZE: Final = 1024
+
+
+def _locate_sql(actor: Actor, by_series: bool, by_instance: bool) -> Any:
+    key = (_scope_key(actor), by_series, by_instance)
+    sql = _LOCATE_SQL.get(key)
+    if sql is None:
+        sql = (
+            select(
+                DicomInstance.path,
+                DicomInstance.sop_instance_uid,
+                DicomInstance.sop_class_uid,
+                DicomInstance.transfer_syntax_uid,
+                DicomInstance.size_bytes,
+                DicomSeries.series_instance_uid,
+                EcgMeasurement.svg_path,
+                DicomStudy.source_path,
+                DicomStudy.patient_id,
+            )
+            .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
+            .join(DicomStudy, DicomStudy.id == DicomInstance.study_id)
+            .outerjoin(EcgMeasurement, EcgMeasurement.instance_id == DicomInstance.id)
+            .where(DicomStudy.study_instance_uid == bindparam("study_uid"), visible_studies(actor))
+            .order_by(DicomSeries.series_number, DicomSeries.id, DicomInstance.instance_number, DicomInstance.id)
+        )
+        if by_series:
+            sql = sql.where(DicomSeries.series_instance_uid == bindparam("series_uid"))
+        if by_instance:
+            sql = sql.where(DicomInstance.sop_instance_uid == bindparam("sop_uid"))
+        if len(_LOCATE_SQL) >= _LOCATE_CACHE_SIZE:
+            _LOCATE_SQL.clear()
+        _LOCATE_SQL[key] = sql
+    return sql
+
+
 async def locate(
     hub: Hub,
     actor: Actor,
@@ -376,49 +426,29 @@ async def locate(
     action: str = "retrieve",
 ) -> list[StoredInstance]:
     """The stored instances of a study (or one series, one instance) the caller may read, in series and
-    instance order; 404 when the study is unknown or outside the caller's scope (its existence is not told)."""
-    async with read_use_case(hub, actor, f"dicomweb.{action}", "dicom_study", study_uid) as uow:
+    instance order; 404 when the study is unknown or outside the caller's scope (its existence is not told).
+    One SELECT when there is something to read (files, the study's owner and patient for the audit)."""
+    async with read_use_case(hub, actor, f"dicomweb.{action}", "dicom_study", study_uid, single_statement=True) as uow:
         session = uow.session
-        study = (
-            await session.execute(
-                select(DicomStudy.id, DicomStudy.source_path, DicomStudy.patient_id).where(
-                    DicomStudy.study_instance_uid == study_uid, visible_studies(actor)
-                )
-            )
-        ).one_or_none()
-        if study is None:
-            # Outside the caller's scope (or unknown): the refusal is filed where the owner's admins see it.
-            owner = (
-                await session.execute(select(DicomStudy.source_path).where(DicomStudy.study_instance_uid == study_uid))
-            ).scalar_one_or_none()
-            if owner is not None:
-                uow.audit(object_path=owner)
-            raise NotFound(f"no study {study_uid}", code="no-study")
-        uow.audit(object_path=study.source_path, detail={"patient_id": study.patient_id})
-        sql = (
-            select(
-                DicomInstance.path,
-                DicomInstance.sop_instance_uid,
-                DicomInstance.sop_class_uid,
-                DicomInstance.transfer_syntax_uid,
-                DicomInstance.size_bytes,
-                DicomSeries.series_instance_uid,
-                EcgMeasurement.svg_path,
-            )
-            .join(DicomSeries, DicomSeries.id == DicomInstance.series_id)
-            .outerjoin(EcgMeasurement, EcgMeasurement.instance_id == DicomInstance.id)
-            .where(DicomInstance.study_id == study.id)
-            .order_by(DicomSeries.series_number, DicomSeries.id, DicomInstance.instance_number, DicomInstance.id)
-        )
+        parameters = {"study_uid": study_uid}
         if series_uid is not None:
-            sql = sql.where(DicomSeries.series_instance_uid == series_uid)
+            parameters["series_uid"] = series_uid
         if sop_uid is not None:
-            sql = sql.where(DicomInstance.sop_instance_uid == sop_uid)
-        rows = (await session.execute(sql)).all()
+            parameters["sop_uid"] = sop_uid
+        sql = _locate_sql(actor, series_uid is not None, sop_uid is not None)
+        rows = (await session.execute(sql, parameters)).all()
         if not rows:
-            what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else "instance"
-            raise NotFound(f"no {what} in study {study_uid}", code="no-instance")
-        uow.audit(detail={"series": series_uid, "instance": sop_uid, "instances": len(rows)})
+            await _not_located(uow, actor, study_uid, series_uid, sop_uid)
+        first = rows[0]
+        uow.audit(
+            object_path=first.source_path,
+            detail={
+                "patient_id": first.patient_id,
+                "series": series_uid,
+                "instance": sop_uid,
+                "instances": len(rows),
+            },
+        )
         return [
             StoredInstance(
                 path=path,
@@ -430,5 +460,30 @@ async def locate(
                 size_bytes=size,
                 ecg_svg_path=svg,
             )
-            for path, sop, sop_class, syntax, size, series, svg in rows
+            for path, sop, sop_class, syntax, size, series, svg, _owner, _patient in rows
         ]
+
+
+async def _not_located(
+    uow: UnitOfWork, actor: Actor, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> NoReturn:
+    """Why nothing was found: the study is unknown or outside the caller's scope (the refusal filed where the
+    owner's admins see it), or it has no such series or instance."""
+    session = uow.session
+    study = (
+        await session.execute(
+            select(DicomStudy.source_path, DicomStudy.patient_id).where(
+                DicomStudy.study_instance_uid == study_uid, visible_studies(actor)
+            )
+        )
+    ).one_or_none()
+    if study is None:
+        owner = (
+            await session.execute(select(DicomStudy.source_path).where(DicomStudy.study_instance_uid == study_uid))
+        ).scalar_one_or_none()
+        if owner is not None:
+            uow.audit(object_path=owner)
+        raise NotFound(f"no study {study_uid}", code="no-study")
+    uow.audit(object_path=study.source_path, detail={"patient_id": study.patient_id})
+    what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else "instance"
+    raise NotFound(f"no {what} in study {study_uid}", code="no-instance")

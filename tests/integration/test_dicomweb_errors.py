@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,25 @@ async def test_retrieve_in_explicit_little_endian_by_default(client: Any) -> Non
         url, headers={**headers, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
     )
     assert b"transfer-syntax=1.2.840.10008.1.2\r\n" in await stored.read()
+
+
+async def test_a_retrieve_is_sent_whole_with_its_length_or_refused_before_the_first_byte(client: Any) -> None:
+    """A study retrieve declares its Content-Length and sends every file as stored (sendfile), each part
+    byte for byte; when a stored file is gone the answer is a problem before any part is sent."""
+    series = study(3, patient_id="P-LEN")
+    body, content_type = multipart(*(part10(ds) for ds in series))
+    assert (await post(client, "/dicom-web/studies", body, content_type)).status == 200
+    headers = await client.login("township_doc")
+    url = f"/dicom-web/studies/{series[0].StudyInstanceUID}"
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    resp = await client.get(url, headers={**headers, **accept})
+    data = await resp.read()
+    assert resp.status == 200 and int(resp.headers["Content-Length"]) == len(data)
+    async with client.hub.reader() as session:
+        paths = (await session.execute(select(DicomInstance.path).order_by(DicomInstance.id))).scalars().all()
+    stored = await asyncio.to_thread(lambda: [Path(path).read_bytes() for path in paths])
+    assert all(file in data for file in stored), "each part is the stored file, byte for byte"
+    assert data.endswith(b"--\r\n") and data.count(b"Content-Location: ") == 3
+
+    await asyncio.to_thread(Path(paths[1]).unlink)
+    await problem(await client.get(url, headers={**headers, **accept}), 500, "stored-file-missing")

@@ -25,7 +25,9 @@ from telenet.config import Settings
 from telenet.store.models import AuditEntry, Institution
 from tests.conftest import TEST_PASSWORD, require_tool
 from tests.dicom_fixtures import dicom_settings, instance, ordered
+from tests.dicomweb_fixtures import study
 from tests.integration.test_cli import free_port
+from tests.integration.test_dicomweb_scope import multipart, part10
 from tests.integration.test_hl7_outbox import final_report, point_township_at
 from tests.interop.test_hl7_peer import exchange, his_message
 from tests.tls_certs import Pki, make_pki
@@ -285,7 +287,7 @@ async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(client: Any) -> 
     assert rows == ["127.0.0.1", "203.0.113.7"]
 
 
-async def test_https_from_aiohttp(settings: Settings, database: Any, pki: Pki) -> None:
+async def test_https_from_aiohttp(settings: Settings, database: Any, demo_hub: Any, pki: Pki) -> None:
     from telenet import tls
 
     configured = tls_settings(settings, pki, http_tls=True)
@@ -309,6 +311,32 @@ async def test_https_from_aiohttp(settings: Settings, database: Any, pki: Pki) -
             with pytest.raises(aiohttp.ClientError):
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                     await resp.read()
+            # A WADO-RS retrieve over TLS: no plain socket to sendfile to, so asyncio reads and writes the
+            # files; the body is still whole, its declared length exact.
+            async with http.post(
+                f"https://127.0.0.1:{port}/api/v1/auth/token",
+                json={"username": "township_doc", "password": TEST_PASSWORD},
+                ssl=client_tls(pki, None),
+            ) as resp:
+                bearer = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+            files = study(2, patient_id="P-TLS")
+            body, content_type = multipart(*(part10(ds) for ds in files))
+            async with http.post(
+                f"https://127.0.0.1:{port}/dicom-web/studies",
+                data=body,
+                headers={**bearer, **content_type},
+                ssl=client_tls(pki, None),
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+            async with http.get(
+                f"https://127.0.0.1:{port}/dicom-web/studies/{files[0].StudyInstanceUID}",
+                headers={**bearer, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+                ssl=client_tls(pki, None),
+            ) as resp:
+                data = await resp.read()
+                assert resp.status == 200 and int(resp.headers["Content-Length"]) == len(data)
+            assert data.count(b"Content-Location: ") == 2 and data.endswith(b"--\r\n")
+            assert all(str(ds.SOPInstanceUID).encode() in data for ds in files)
     finally:
         await runner.cleanup()
 
