@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from sqlalchemy import ColumnElement, bindparam, exists, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, bindparam, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
@@ -138,70 +138,131 @@ def is_wild(value: str) -> bool:
     return "*" in value or "?" in value
 
 
-def match_value(column: Any, pattern: str, *, dialect: str) -> ColumnElement[bool]:
-    """Single value matching, case-sensitive (SQLite's LIKE is not: GLOB there); ``*`` alone matches all."""
-    if pattern == "*":
-        return literal(True)
-    if not is_wild(pattern):
-        return column == pattern  # type: ignore[no-any-return]
-    if dialect == "sqlite":
-        glob = "".join(f"[{c}]" if c in "[]" else c for c in pattern)
-        return column.op("GLOB")(glob)  # type: ignore[no-any-return]
-    return column.like(like_pattern(pattern), escape="\\")  # type: ignore[no-any-return]
+class _Plan:
+    """A search's matching conditions as a shape (the statement's structure: which keys, matched how) and the
+    values bound to it. Searches of one shape within one scope share one statement object, built once and
+    reused with other values, so a query neither builds nor hashes its clauses again."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.shape: list[tuple[Any, ...]] = []
+        self.values: dict[str, Any] = {}
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return name
+
+    def match(self, key: str, pattern: str) -> None:
+        """Single value matching, case-sensitive (SQLite's LIKE is not: GLOB there); ``*`` alone matches all."""
+        if pattern == "*":
+            return
+        if not is_wild(pattern):
+            self.shape.append(("eq", key, self.bind(pattern)))
+        elif self.dialect == "sqlite":
+            self.shape.append(("glob", key, self.bind("".join(f"[{c}]" if c in "[]" else c for c in pattern))))
+        else:
+            self.shape.append(("like", key, self.bind(like_pattern(pattern))))
+
+    def any_of(self, key: str, patterns: Sequence[str]) -> None:
+        """``key`` matches one of ``patterns`` (each as :meth:`match`); ``*`` among them matches all."""
+        if "*" in patterns:
+            return
+        forms = []
+        for pattern in patterns:
+            if not is_wild(pattern):
+                forms.append(("eq", self.bind(pattern)))
+            elif self.dialect == "sqlite":
+                forms.append(("glob", self.bind("".join(f"[{c}]" if c in "[]" else c for c in pattern))))
+            else:
+                forms.append(("like", self.bind(like_pattern(pattern))))
+        self.shape.append(("any", key, tuple(forms)))
+
+    def person_name(self, key: str, pattern: str) -> None:
+        """PN matching, case-insensitive (PS3.4 C.2.2.2.1 allows it), against the whole value or any one of its
+        component groups: ``张*`` finds ``Zhang^San=张^三``, ``Zhang^San`` finds it too."""
+        if pattern == "*":
+            return
+        if "=" in pattern:
+            self.shape.append(("ilike", key, (self.bind(like_pattern(pattern)),)))
+            return
+        p = like_pattern(pattern)
+        self.shape.append(("ilike", key, tuple(self.bind(form) for form in (p, p + "=%", "%=" + p, "%=" + p + "=%"))))
+
+    def one_of(self, key: str, values: Sequence[str]) -> None:
+        if values:
+            self.shape.append(("in", key, self.bind(list(values))))
+
+    def compare(self, op: str, key: str, value: Any) -> None:
+        self.shape.append((op, key, self.bind(value)))
 
 
-def match_person_name(column: Any, pattern: str) -> ColumnElement[bool]:
-    """PN matching, case-insensitive (PS3.4 C.2.2.2.1 allows it), against the whole value or any one of its
-    component groups: ``张*`` finds ``Zhang^San=张^三``, ``Zhang^San`` finds it too."""
-    if pattern == "*":
-        return literal(True)
-    if "=" in pattern:
-        return column.ilike(like_pattern(pattern), escape="\\")  # type: ignore[no-any-return]
-    p = like_pattern(pattern)
-    forms = (p, p + "=%", "%=" + p, "%=" + p + "=%")
-    return or_(*(column.ilike(form, escape="\\") for form in forms))
+_COLUMNS: Final[dict[str, Any]] = {
+    "study_uid": DicomStudy.study_instance_uid,
+    "patient_name": DicomStudy.patient_name,
+    "patient_id": DicomStudy.patient_id,
+    "accession_number": DicomStudy.accession_number,
+    "study_description": DicomStudy.study_description,
+    "study_date": DicomStudy.study_date,
+    "series_modality": DicomSeries.modality,
+    "series_uid": DicomSeries.series_instance_uid,
+    "sop_uid": DicomInstance.sop_instance_uid,
+    "sop_class_uid": DicomInstance.sop_class_uid,
+}
 
 
-def _study_conditions(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [DicomStudy.instance_count > 0]
-    if query.study_uids:
-        conditions.append(DicomStudy.study_instance_uid.in_(query.study_uids))
+def _clause(entry: tuple[Any, ...]) -> ColumnElement[bool]:
+    kind, key, names = entry
+    column = _COLUMNS[key]
+    if kind == "eq":
+        return column == bindparam(names)  # type: ignore[no-any-return]
+    if kind == "glob":
+        return column.op("GLOB")(bindparam(names))  # type: ignore[no-any-return]
+    if kind == "like":
+        return column.like(bindparam(names), escape="\\")  # type: ignore[no-any-return]
+    if kind == "ilike":
+        return or_(*(column.ilike(bindparam(name), escape="\\") for name in names))
+    if kind == "in":
+        return column.in_(bindparam(names, expanding=True))  # type: ignore[no-any-return]
+    if kind == "ge":
+        return column >= bindparam(names)  # type: ignore[no-any-return]
+    if kind == "le":
+        return column <= bindparam(names)  # type: ignore[no-any-return]
+    if kind == "any":
+        return or_(*(_clause((form, key, name)) for form, name in names))
+    if kind == "has_series":  # ModalitiesInStudy: a series of the study matches
+        return exists().where(DicomSeries.study_id == DicomStudy.id, _clause(names)).correlate(DicomStudy)
+    raise ValueError(kind)
+
+
+def _plan(query: SearchQuery, dialect: str) -> _Plan:
+    plan = _Plan(dialect)
+    plan.one_of("study_uid", query.study_uids)
     if query.patient_name:
-        conditions.append(match_person_name(DicomStudy.patient_name, query.patient_name))
+        plan.person_name("patient_name", query.patient_name)
     if query.patient_id:
-        conditions.append(match_value(DicomStudy.patient_id, query.patient_id, dialect=dialect))
+        plan.match("patient_id", query.patient_id)
     if query.accession_number:
-        conditions.append(match_value(DicomStudy.accession_number, query.accession_number, dialect=dialect))
+        plan.match("accession_number", query.accession_number)
     if query.study_description:
-        conditions.append(match_value(DicomStudy.study_description, query.study_description, dialect=dialect))
+        plan.match("study_description", query.study_description)
     if query.date_from:
-        conditions.append(DicomStudy.study_date >= query.date_from)
+        plan.compare("ge", "study_date", query.date_from)
     if query.date_to:
-        conditions.append(DicomStudy.study_date <= query.date_to)
+        plan.compare("le", "study_date", query.date_to)
     if query.modalities_in_study:
-        series_modality = [match_value(DicomSeries.modality, m, dialect=dialect) for m in query.modalities_in_study]
-        conditions.append(
-            exists().where(DicomSeries.study_id == DicomStudy.id, or_(*series_modality)).correlate(DicomStudy)
-        )
-    return conditions
-
-
-def _series_conditions(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if query.series_uids:
-        conditions.append(DicomSeries.series_instance_uid.in_(query.series_uids))
-    if query.modality:
-        conditions.append(match_value(DicomSeries.modality, query.modality, dialect=dialect))
-    return conditions
-
-
-def _instance_conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if query.sop_uids:
-        conditions.append(DicomInstance.sop_instance_uid.in_(query.sop_uids))
-    if query.sop_class_uids:
-        conditions.append(DicomInstance.sop_class_uid.in_(query.sop_class_uids))
-    return conditions
+        inner = _Plan(dialect)
+        inner.values = plan.values  # one namespace of bound values
+        inner.any_of("series_modality", query.modalities_in_study)
+        plan.shape.extend(("has_series", "series_modality", entry) for entry in inner.shape)
+    if query.level in ("series", "instance"):
+        plan.one_of("series_uid", query.series_uids)
+        if query.modality:
+            plan.match("series_modality", query.modality)
+    if query.level == "instance":
+        plan.one_of("sop_uid", query.sop_uids)
+        plan.one_of("sop_class_uid", query.sop_class_uids)
+    return plan
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,10 +390,17 @@ async def search(hub: Hub, actor: Actor, query: SearchQuery) -> list[dict[str, A
         return [_row(row, query.level) for row in rows]
 
 
-async def _search(session: AsyncSession, dialect: str, actor: Actor, query: SearchQuery) -> list[Any]:
-    conditions = [visible_studies(actor), *_study_conditions(query, dialect)]
-    sql: Any
-    if query.level == "study":
+_SEARCH_SQL: dict[tuple[Any, ...], Any] = {}
+_SEARCH_CACHE_SIZE: Final = 4096
+
+
+def _search_sql(actor: Actor, level: str, shape: tuple[tuple[Any, ...], ...]) -> Any:
+    key = (_scope_key(actor), level, shape)
+    sql = _SEARCH_SQL.get(key)
+    if sql is not None:
+        return sql
+    conditions = [visible_studies(actor), DicomStudy.instance_count > 0, *(_clause(entry) for entry in shape)]
+    if level == "study":
         series_count = (
             select(func.count())
             .select_from(DicomSeries)
@@ -342,11 +410,11 @@ async def _search(session: AsyncSession, dialect: str, actor: Actor, query: Sear
             .label("series_count")
         )
         sql = select(*_STUDY_COLUMNS, series_count).where(*conditions).order_by(DicomStudy.id)
-    elif query.level == "series":
+    elif level == "series":
         sql = (
             select(*_STUDY_COLUMNS, *_SERIES_COLUMNS)
             .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
-            .where(*conditions, *_series_conditions(query, dialect))
+            .where(*conditions)
             .order_by(DicomSeries.id)
         )
     else:
@@ -354,11 +422,20 @@ async def _search(session: AsyncSession, dialect: str, actor: Actor, query: Sear
             select(*_STUDY_COLUMNS, *_SERIES_COLUMNS, *_INSTANCE_COLUMNS)
             .join(DicomSeries, DicomSeries.study_id == DicomStudy.id)
             .join(DicomInstance, DicomInstance.series_id == DicomSeries.id)
-            .where(*conditions, *_series_conditions(query, dialect), *_instance_conditions(query))
+            .where(*conditions)
             .order_by(DicomInstance.id)
         )
-    sql = sql.limit(query.limit).offset(query.offset)
-    return list((await session.execute(sql)).all())
+    sql = sql.limit(bindparam("limit")).offset(bindparam("offset"))
+    if len(_SEARCH_SQL) >= _SEARCH_CACHE_SIZE:
+        _SEARCH_SQL.clear()
+    _SEARCH_SQL[key] = sql
+    return sql
+
+
+async def _search(session: AsyncSession, dialect: str, actor: Actor, query: SearchQuery) -> list[Any]:
+    plan = _plan(query, dialect)
+    sql = _search_sql(actor, query.level, tuple(plan.shape))
+    return list((await session.execute(sql, {**plan.values, "limit": query.limit, "offset": query.offset})).all())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -123,3 +123,28 @@ async def test_qido_search_and_wado_locate_read_without_the_write_lock(client: A
     assert count(seen, "INSERT INTO audit") <= 2 and count(seen, "UPDATE") == 0
     if database.kind == "sqlite":
         assert seen.begun_with(reads[0]) == "", "the locate reads without any transaction, so without the lock"
+
+
+async def test_searches_of_one_shape_share_one_statement_and_each_gets_its_own_answer(client: Any) -> None:
+    """The QIDO-RS statement is built once per scope and shape (which keys, matched how) and reused with other
+    values: the second search builds nothing, and still answers for its own values; a wildcard is another
+    shape, and so is another caller's scope."""
+    from telenet.services import study_search
+
+    web = await web_for(client, "township_doc")
+    for patient in ("P-SHAPE-1", "P-SHAPE-2"):
+        datasets = study(1, patient_id=patient)
+        await web.call(lambda c: c.store_instances(datasets))  # noqa: B023 - awaited at once
+    study_search._SEARCH_SQL.clear()
+    first = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "P-SHAPE-1"}))
+    assert len(study_search._SEARCH_SQL) == 1
+    second = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "P-SHAPE-2"}))
+    assert len(study_search._SEARCH_SQL) == 1, "the same shape: the same statement"
+    assert [f["00100020"]["Value"] for f in first] == [["P-SHAPE-1"]]
+    assert [f["00100020"]["Value"] for f in second] == [["P-SHAPE-2"]]
+    both = await web.call(lambda c: c.search_for_studies(search_filters={"PatientID": "P-SHAPE-?"}))
+    assert sorted(f["00100020"]["Value"][0] for f in both) == ["P-SHAPE-1", "P-SHAPE-2"]
+    assert len(study_search._SEARCH_SQL) == 2, "a wildcard is another shape"
+    other = await web_for(client, "township_doc2")
+    assert await other.call(lambda c: c.search_for_studies(search_filters={"PatientID": "P-SHAPE-1"})) == []
+    assert len(study_search._SEARCH_SQL) == 3, "another scope, another statement"
