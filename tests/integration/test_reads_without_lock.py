@@ -1,5 +1,6 @@
 """Reads never wait for writers: with a write transaction held open (SQLite's write lock, a PostgreSQL row
-lock), a worklist page, a request page, /healthz and a DICOM C-FIND all answer, and the audit rows of those
+lock), a worklist page, a request page, /healthz, a DICOM C-FIND and a live subscription all answer, and the
+audit rows of those
 reads are durable before they answer (journaled on SQLite while the lock is held, in the table afterwards)."""
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ async def test_reads_answer_while_a_writer_holds_the_lock(client: Any, node: Any
     view = await queued_imaging(client, patient_id="L1")
     reader = await client.login("county_reader")
     requester = await client.login("township_doc")
-    before = {a: await _audit_count(client, a) for a in ("worklist.read", "request.read", "dicom.find")}
+    actions = ("worklist.read", "request.read", "dicom.find", "events.subscribe")
+    before = {a: await _audit_count(client, a) for a in actions}
 
     async with database.engine.connect() as writer:
         # SQLite: BEGIN IMMEDIATE, the database's one write lock; PostgreSQL: a row lock on the request read.
@@ -68,6 +70,11 @@ async def test_reads_answer_while_a_writer_holds_the_lock(client: Any, node: Any
             page = await client.get(f"/api/v1/requests/{view['id']}", headers=requester)
             health = await client.get("/healthz")
             found = await asyncio.to_thread(_c_find, node.port)
+            # A live subscription (and every later re-check of its topics) is a read of the worklist's events.
+            async with client.ws_connect("/api/v1/ws", headers=reader) as ws:
+                await ws.send_json({"action": "subscribe", "topics": ["worklist:NL-C01-K01-IMG"]})
+                subscribed = await ws.receive_json()
+            assert subscribed == {"type": "subscribed", "topics": ["worklist:NL-C01-K01-IMG"]}, subscribed
             return worklist.status, (await worklist.json()), page.status, (await page.json()), health.status, found
 
         w_status, w_body, p_status, p_body, h_status, found = await asyncio.wait_for(answers(), ANSWER_WITHIN_S)
@@ -79,7 +86,7 @@ async def test_reads_answer_while_a_writer_holds_the_lock(client: Any, node: Any
         if journal is not None:
             # The audit rows could not reach the table under the lock: they are fsynced in the journal.
             text = "".join(p.read_text(encoding="utf-8") for p in journal.glob("audit-*.journal"))
-            for action in ("worklist.read", "request.read", "dicom.find"):
+            for action in actions:
                 assert f'"action": "{action}"' in text, f"{action} is not in the audit journal"
         await writer.rollback()
 
