@@ -44,7 +44,17 @@ def main() -> None:
         seed=args.seed,
         hl7_destination=("127.0.0.1", his_port),
     )
-    extra = {"TELENET_STUDY_QUIET_SECONDS": "2", "TELENET_SWEEP_INTERVAL_SECONDS": "2"}
+    # Every simulated township, modality and reader connects from 127.0.0.1, which the per-address limits
+    # (issue 14) would read as one peer flooding the hub: here they are raised to what 1,000 townships on
+    # their own addresses would be allowed together.
+    extra = {
+        "TELENET_STUDY_QUIET_SECONDS": "2",
+        "TELENET_SWEEP_INTERVAL_SECONDS": "2",
+        "TELENET_HL7_MAX_CONNECTIONS_PER_PEER": "4000",
+        "TELENET_DICOM_MAX_ASSOCIATIONS_PER_PEER": "1000",
+        "TELENET_LOGIN_ATTEMPTS_PER_ADDRESS_MINUTE": "100000",
+        "TELENET_HL7_DEAD_LETTERS_PER_PEER_HOUR": "100000",
+    }
     hub = HubProcess(database_url=args.postgres, protocols=True, env_extra=extra)
     network = Path(hub.tmp) / "province.json"
     network.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")

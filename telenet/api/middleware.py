@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.context import ACTOR, HUB, PUBLIC
@@ -61,6 +62,12 @@ _TITLES = {
 }
 
 
+def is_lock_timeout(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": a writer waited out busy_timeout for the one write lock."""
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -89,9 +96,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.text if exc.text else None,
             request.path,
         )
-    except SQLAlchemyTimeoutError:
-        # Every database connection is busy: the hub is overloaded, not broken. Tell the client to come back.
-        log.warning("database connections exhausted on %s %s", request.method, request.path)
+    except (SQLAlchemyTimeoutError, OperationalError) as exc:
+        if isinstance(exc, OperationalError) and not is_lock_timeout(exc):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return problem(500, "internal", "Internal server error", "the error was logged", request.path)
+        # Every database connection is busy, or SQLite's write lock was not free within busy_timeout: the hub
+        # is overloaded, not broken (the use case was rolled back whole). Tell the client to come back.
+        log.warning("database overloaded (%s) on %s %s", type(exc).__name__, request.method, request.path)
         return problem(
             503,
             "overloaded",

@@ -1,10 +1,16 @@
-"""The problem middleware maps an exhausted connection pool to 503 with Retry-After, not to a 500."""
+"""The problem middleware maps an exhausted connection pool, and SQLite's write lock not free within its busy
+timeout, to 503 with Retry-After, not to a 500; any other database error stays a 500."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from telenet.api.middleware import problem_middleware
@@ -25,4 +31,50 @@ async def test_overload_is_503_with_retry_after(aiohttp_client: Any) -> None:
     assert resp.status == 503 and resp.headers["Retry-After"] == "5"
     assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
     resp = await client.get("/broken")
+    assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+
+
+def _locked_error(path: Path) -> OperationalError:
+    """The error SQLAlchemy raises when a SQLite writer waits out its busy timeout: made for real, with one
+    connection holding the write lock and another asking for it."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    try:
+        with engine.connect() as conn, pytest.raises(OperationalError) as raised:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        return raised.value
+    finally:
+        engine.dispose()
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_a_write_lock_not_had_in_time_is_503_and_other_database_errors_500(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    locked = _locked_error(tmp_path / "locked.db")
+    assert "database is locked" in str(locked)
+
+    async def waits_for_the_lock(_request: web.Request) -> web.Response:
+        raise locked
+
+    async def bad_sql(_request: web.Request) -> web.Response:
+        engine = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT * FROM no_such_table")
+        finally:
+            engine.dispose()
+        return web.Response()
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_get("/locked", waits_for_the_lock)
+    app.router.add_get("/bad", bad_sql)
+    client = await aiohttp_client(app)
+    resp = await client.get("/locked")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
+    resp = await client.get("/bad")
     assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
