@@ -98,6 +98,7 @@ def main() -> None:
         ]
         done = subprocess.run(command, capture_output=True, text=True, env=hub.env, check=False)
         elapsed = time.monotonic() - started
+        (Path(hub.tmp) / "simulate.json").write_text(done.stdout, encoding="utf-8")
     finally:
         for process in processes:
             process.stop()

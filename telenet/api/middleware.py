@@ -111,6 +111,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             request.path,
             headers={"Retry-After": "5"},
         )
+    except ConnectionResetError:
+        # The client went away (a WebSocket closed while it was being opened): nobody is left to answer, and
+        # it is no error of the hub's. aiohttp drops what is written to a lost connection.
+        log.info("client went away during %s %s", request.method, request.path)
+        return web.Response(status=499, text="client closed the connection")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "internal", "Internal server error", "the error was logged", request.path)

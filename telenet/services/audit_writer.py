@@ -28,6 +28,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from telenet.store import db as db_module
 from telenet.store.db import LOCK_WAIT_MS, RawInsert, in_driver_thread
 from telenet.store.models import AuditEntry
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 # How long a batch waits for SQLite's write lock before it goes to the journal instead.
 JOURNAL_AFTER_MS = 20
 _JOURNAL_GLOB = "audit-*.journal"
+# The copier's pauses when the journal could not be copied for the lock (doubling up to the maximum).
+COPY_RETRY_FIRST_S = 0.5
+COPY_RETRY_MAX_S = 10.0
 
 
 class AuditWriter:
@@ -148,7 +152,7 @@ class AuditWriter:
                     raise
             finally:
                 if lock_wait_ms is not None:
-                    db.execute("PRAGMA busy_timeout=30000")
+                    db.execute(f"PRAGMA busy_timeout={db_module.BUSY_TIMEOUT_MS}")
 
         try:
             async with self._engine.connect() as conn:
@@ -166,7 +170,7 @@ class AuditWriter:
             await asyncio.to_thread(_append_durably, fd, lines)
             self._journaled.extend(rows)
         if self._copier is None or self._copier.done():
-            self._copier = asyncio.get_running_loop().create_task(self._copy_journal(wait=True), name="audit-copier")
+            self._copier = asyncio.get_running_loop().create_task(self._keep_copying(), name="audit-copier")
 
     def _open_journal(self) -> int:
         if self._journal_fd is None:
@@ -178,6 +182,22 @@ class AuditWriter:
             _fsync_dir(self._journal_dir)
             self._journal_fd = fd
         return self._journal_fd
+
+    async def _keep_copying(self) -> None:
+        """The copier task: copy the journal into the table, and when SQLite's lock stays taken past its busy
+        timeout (a long burst of writers), wait and try again; the rows are durable in the journal meanwhile,
+        and every later batch goes to the journal until the copy is through."""
+        pause = COPY_RETRY_FIRST_S
+        while self._journaled:
+            try:
+                await self._copy_journal(wait=True)
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                log.warning("audit journal copy waited out the write lock; retrying in %.1f s", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, COPY_RETRY_MAX_S)
 
     async def _copy_journal(self, *, wait: bool) -> None:
         """Copy the journaled rows into the table (waiting for the lock as any writer does), then truncate;

@@ -38,7 +38,7 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
             # FULL: a commit that was acknowledged survives a power loss (NORMAL in WAL mode may lose it).
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.close()
 
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a write
@@ -64,7 +64,7 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             finally:
-                conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
         return engine
     kwargs["pool_size"] = 10
@@ -80,6 +80,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 READ_ONLY = "telenet_read_only"
+# How long a SQLite writer waits for the one write lock before "database is locked" (read at each use).
+BUSY_TIMEOUT_MS = 30_000
 # Execution option of read sessions that issue one statement: on SQLite no BEGIN (a lone SELECT is its own
 # snapshot), one round trip less.
 SINGLE_STATEMENT = "telenet_single_statement"

@@ -78,3 +78,19 @@ async def test_a_write_lock_not_had_in_time_is_503_and_other_database_errors_500
     assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
     resp = await client.get("/bad")
     assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+
+
+async def test_a_client_gone_is_no_error_of_the_hubs(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A connection lost while the handler ran (a WebSocket closed while it was opened) is logged at INFO, not
+    as an unhandled error with a traceback."""
+
+    async def gone(_request: web.Request) -> web.Response:
+        raise ConnectionResetError("Connection lost")
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_get("/gone", gone)
+    client = await aiohttp_client(app)
+    with caplog.at_level("INFO", logger="telenet.api.middleware"):
+        resp = await client.get("/gone")
+    assert resp.status == 499
+    assert [r.levelname for r in caplog.records if r.name == "telenet.api.middleware"] == ["INFO"]
