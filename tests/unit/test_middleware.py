@@ -16,6 +16,22 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from telenet.api.middleware import problem_middleware
 
 
+async def served(aiohttp_client: Any, **handlers: Any) -> Any:
+    """A test client of an app with only the problem middleware and ``handlers`` at ``/<name>``."""
+    app = web.Application(middlewares=[problem_middleware])
+    for name, handler in handlers.items():
+        app.router.add_get(f"/{name}", handler)
+    return await aiohttp_client(app)
+
+
+async def assert_overloaded_then_internal(client: Any, overloaded: str, internal: str) -> None:
+    resp = await client.get(overloaded)
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
+    resp = await client.get(internal)
+    assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+
+
 async def test_overload_is_503_with_retry_after(aiohttp_client: Any) -> None:
     async def busy(_request: web.Request) -> web.Response:
         raise SQLAlchemyTimeoutError("QueuePool limit reached")
@@ -23,15 +39,7 @@ async def test_overload_is_503_with_retry_after(aiohttp_client: Any) -> None:
     async def broken(_request: web.Request) -> web.Response:
         raise RuntimeError("bug")
 
-    app = web.Application(middlewares=[problem_middleware])
-    app.router.add_get("/busy", busy)
-    app.router.add_get("/broken", broken)
-    client = await aiohttp_client(app)
-    resp = await client.get("/busy")
-    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
-    assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
-    resp = await client.get("/broken")
-    assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+    await assert_overloaded_then_internal(await served(aiohttp_client, busy=busy, broken=broken), "/busy", "/broken")
 
 
 def _locked_error(path: Path) -> OperationalError:
@@ -69,15 +77,8 @@ async def test_a_write_lock_not_had_in_time_is_503_and_other_database_errors_500
             engine.dispose()
         return web.Response()
 
-    app = web.Application(middlewares=[problem_middleware])
-    app.router.add_get("/locked", waits_for_the_lock)
-    app.router.add_get("/bad", bad_sql)
-    client = await aiohttp_client(app)
-    resp = await client.get("/locked")
-    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
-    assert (await resp.json())["type"] == "urn:telenet:problem:overloaded"
-    resp = await client.get("/bad")
-    assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+    client = await served(aiohttp_client, locked=waits_for_the_lock, bad=bad_sql)
+    await assert_overloaded_then_internal(client, "/locked", "/bad")
 
 
 async def test_a_client_gone_is_no_error_of_the_hubs(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -87,9 +88,7 @@ async def test_a_client_gone_is_no_error_of_the_hubs(aiohttp_client: Any, caplog
     async def gone(_request: web.Request) -> web.Response:
         raise ConnectionResetError("Connection lost")
 
-    app = web.Application(middlewares=[problem_middleware])
-    app.router.add_get("/gone", gone)
-    client = await aiohttp_client(app)
+    client = await served(aiohttp_client, gone=gone)
     with caplog.at_level("INFO", logger="telenet.api.middleware"):
         resp = await client.get("/gone")
     assert resp.status == 499
