@@ -112,6 +112,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers={"Retry-After": "5"},
         )
     except ConnectionResetError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            # Not this request's connection (a peer the handler talked to): an error like any other.
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return problem(500, "internal", "Internal server error", "the error was logged", request.path)
         # The client went away (a WebSocket closed while it was being opened): nobody is left to answer, and
         # it is no error of the hub's. aiohttp drops what is written to a lost connection.
         log.info("client went away during %s %s", request.method, request.path)

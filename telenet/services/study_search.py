@@ -153,30 +153,25 @@ class _Plan:
         self.values[name] = value
         return name
 
-    def match(self, key: str, pattern: str) -> None:
-        """Single value matching, case-sensitive (SQLite's LIKE is not: GLOB there); ``*`` alone matches all."""
-        if pattern == "*":
-            return
+    def _form(self, pattern: str) -> tuple[str, str]:
+        """How one non-``*`` pattern matches, and its bound value: equality, or a wildcard (SQLite's LIKE
+        is case-insensitive, so GLOB there)."""
         if not is_wild(pattern):
-            self.shape.append(("eq", key, self.bind(pattern)))
-        elif self.dialect == "sqlite":
-            self.shape.append(("glob", key, self.bind("".join(f"[{c}]" if c in "[]" else c for c in pattern))))
-        else:
-            self.shape.append(("like", key, self.bind(like_pattern(pattern))))
+            return "eq", self.bind(pattern)
+        if self.dialect == "sqlite":
+            return "glob", self.bind("".join(f"[{c}]" if c in "[]" else c for c in pattern))
+        return "like", self.bind(like_pattern(pattern))
+
+    def match(self, key: str, pattern: str) -> None:
+        """Single value matching, case-sensitive; ``*`` alone matches all."""
+        if pattern != "*":
+            kind, name = self._form(pattern)
+            self.shape.append((kind, key, name))
 
     def any_of(self, key: str, patterns: Sequence[str]) -> None:
         """``key`` matches one of ``patterns`` (each as :meth:`match`); ``*`` among them matches all."""
-        if "*" in patterns:
-            return
-        forms = []
-        for pattern in patterns:
-            if not is_wild(pattern):
-                forms.append(("eq", self.bind(pattern)))
-            elif self.dialect == "sqlite":
-                forms.append(("glob", self.bind("".join(f"[{c}]" if c in "[]" else c for c in pattern))))
-            else:
-                forms.append(("like", self.bind(like_pattern(pattern))))
-        self.shape.append(("any", key, tuple(forms)))
+        if "*" not in patterns:
+            self.shape.append(("any", key, tuple(self._form(pattern) for pattern in patterns)))
 
     def person_name(self, key: str, pattern: str) -> None:
         """PN matching, case-insensitive (PS3.4 C.2.2.2.1 allows it), against the whole value or any one of its

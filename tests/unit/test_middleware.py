@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import create_engine
@@ -83,13 +84,21 @@ async def test_a_write_lock_not_had_in_time_is_503_and_other_database_errors_500
 
 async def test_a_client_gone_is_no_error_of_the_hubs(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A connection lost while the handler ran (a WebSocket closed while it was opened) is logged at INFO, not
-    as an unhandled error with a traceback."""
+    as an unhandled error with a traceback; a reset of another connection the handler used stays a 500."""
 
-    async def gone(_request: web.Request) -> web.Response:
+    async def gone(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()  # the client's connection is lost while the handler runs
         raise ConnectionResetError("Connection lost")
 
-    client = await served(aiohttp_client, gone=gone)
+    async def peer_reset(_request: web.Request) -> web.Response:
+        raise ConnectionResetError("a peer the handler called reset its connection")
+
+    client = await served(aiohttp_client, gone=gone, peer=peer_reset)
     with caplog.at_level("INFO", logger="telenet.api.middleware"):
-        resp = await client.get("/gone")
-    assert resp.status == 499
-    assert [r.levelname for r in caplog.records if r.name == "telenet.api.middleware"] == ["INFO"]
+        with pytest.raises(aiohttp.ClientError):
+            await (await client.get("/gone")).read()
+        assert [r.levelname for r in caplog.records if r.name == "telenet.api.middleware"] == ["INFO"]
+        resp = await client.get("/peer")
+    assert resp.status == 500 and (await resp.json())["type"] == "urn:telenet:problem:internal"
+    assert [r.levelname for r in caplog.records if r.name == "telenet.api.middleware"] == ["INFO", "ERROR"]
