@@ -216,7 +216,9 @@ async def test_every_study_read_is_audited_per_study(client: Any, stored: dict[s
         rows = (
             (
                 await session.execute(
-                    select(AuditEntry).where(AuditEntry.actor == "county_reader", AuditEntry.object_id == a)
+                    select(AuditEntry)
+                    .where(AuditEntry.actor == "county_reader", AuditEntry.object_id == a)
+                    .order_by(AuditEntry.id)
                 )
             )
             .scalars()

@@ -138,7 +138,11 @@ async def test_recognition_api(client: Any, clock: Any) -> None:
     assert admin_view.status == 200, "an admin above the institution may look"
     async with hub.sessions() as session:
         audited = (
-            (await session.execute(select(AuditEntry).where(AuditEntry.action == "recognition.results")))
+            (
+                await session.execute(
+                    select(AuditEntry).where(AuditEntry.action == "recognition.results").order_by(AuditEntry.id)
+                )
+            )
             .scalars()
             .all()
         )

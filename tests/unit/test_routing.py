@@ -563,9 +563,9 @@ def order_by_hand(q: RouteQuery, c: CenterCandidate, now: datetime) -> tuple[Any
         not is_open(c.opening_hours, now),
         steps < 0,
         abs(steps),
+        c.load >= c.capacity,  # at the same distance a center with room first, ancestor or not
         not is_within(q.requester_path, c.institution_path),
         q.subspecialty is not None and q.subspecialty not in c.subspecialties,
-        c.load >= c.capacity,
         c.load / c.capacity,
         c.code,
     )
