@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import exists, func, select, text
 
 from telenet.store.models import (
@@ -18,6 +19,23 @@ from telenet.store.models import (
     Request,
     RouteStep,
 )
+
+
+def examples(strategy: Any, count: int) -> list[Any]:
+    """``count`` values drawn from a hypothesis strategy, generated only (no shrinking, no example database):
+    the fuzz tests' input, sent afterwards in batches."""
+    collected: list[Any] = []
+
+    @settings(
+        max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    @given(strategy)
+    def collect(value: Any) -> None:
+        collected.append(value)
+
+    collect()
+    return collected
 
 
 def scaled(cases: int) -> int:
@@ -36,40 +54,25 @@ async def partial_rows(hub: Any, *, storage_dir: Path | None = None, hl7_only: b
     - an instance whose file is missing, a stored file no instance names (``storage_dir``);
     - on SQLite, a row whose foreign key points nowhere.
     """
+    checks: list[tuple[Any, Any, str]] = [
+        (Request, ~exists().where(RouteStep.request_id == Request.id), "request(s) without a route step"),
+        (Request, Request.accession_number.like("tmp-%"), "request(s) with a temporary accession number"),
+        (DicomSeries, ~exists().where(DicomInstance.series_id == DicomSeries.id), "DICOM series without an instance"),
+        (
+            DicomInstance,
+            ~exists().where(DicomStudy.id == DicomInstance.study_id),
+            "DICOM instance(s) without their study",
+        ),
+    ]
+    if hl7_only:
+        orphan = ~exists().where(HL7InboundMessage.request_id == Request.id)
+        checks.append((Request, orphan, "request(s) that no inbound HL7 message created"))
     problems: list[str] = []
     async with hub.sessions() as session:
-        unrouted = await session.scalar(
-            select(func.count()).select_from(Request).where(~exists().where(RouteStep.request_id == Request.id))
-        )
-        if unrouted:
-            problems.append(f"{unrouted} request(s) without a route step")
-        temporary = await session.scalar(
-            select(func.count()).select_from(Request).where(Request.accession_number.like("tmp-%"))
-        )
-        if temporary:
-            problems.append(f"{temporary} request(s) with a temporary accession number")
-        if hl7_only:
-            orphan = await session.scalar(
-                select(func.count())
-                .select_from(Request)
-                .where(~exists().where(HL7InboundMessage.request_id == Request.id))
-            )
-            if orphan:
-                problems.append(f"{orphan} request(s) that no inbound HL7 message created")
-        empty_series = await session.scalar(
-            select(func.count())
-            .select_from(DicomSeries)
-            .where(~exists().where(DicomInstance.series_id == DicomSeries.id))
-        )
-        if empty_series:
-            problems.append(f"{empty_series} DICOM series without an instance")
-        stray_instances = await session.scalar(
-            select(func.count())
-            .select_from(DicomInstance)
-            .where(~exists().where(DicomStudy.id == DicomInstance.study_id))
-        )
-        if stray_instances:
-            problems.append(f"{stray_instances} DICOM instance(s) without their study")
+        for table, broken_when, what in checks:
+            found = await session.scalar(select(func.count()).select_from(table).where(broken_when))
+            if found:
+                problems.append(f"{found} {what}")
         paths = set((await session.execute(select(DicomInstance.path))).scalars())
         if session.bind.dialect.name == "sqlite":
             broken = (await session.execute(text("PRAGMA foreign_key_check"))).all()

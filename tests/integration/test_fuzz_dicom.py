@@ -20,8 +20,6 @@ from typing import Any
 
 import pydicom
 import pytest
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -33,7 +31,7 @@ from gateways.dicomweb.stow import CANNOT_UNDERSTAND, PROCESSING_FAILURE, store_
 from telenet.config import Settings
 from telenet.services.auth import actor_for_username
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, pydicom_file
-from tests.fuzz_checks import RaisedLogs, partial_rows, scaled
+from tests.fuzz_checks import RaisedLogs, examples, partial_rows, scaled
 
 pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
@@ -109,24 +107,13 @@ def encode(ds: Dataset) -> bytes:
 
 
 def built(count: int) -> list[bytes]:
-    collected: list[bytes] = []
     validation = (pydicom.config.settings.reading_validation_mode, pydicom.config.settings.writing_validation_mode)
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-
-    @hypothesis_settings(
-        max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
-    @given(built_datasets())
-    def collect(raw: bytes) -> None:
-        collected.append(raw)
-
     try:
-        collect()
+        return examples(built_datasets(), count)
     finally:
         pydicom.config.settings.reading_validation_mode, pydicom.config.settings.writing_validation_mode = validation
-    return collected
 
 
 def mutate(rng: random.Random, raw: bytes) -> bytes:

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from gateways.hl7.mllp import FS, VT, frame, read_frame
 from gateways.hl7.server import HL7Gateway
 from telenet.config import Settings
-from tests.fuzz_checks import RaisedLogs, partial_rows, scaled
+from tests.fuzz_checks import RaisedLogs, examples, partial_rows, scaled
 from tests.integration.test_hl7_server import CONSENT, FACILITY, hl7_settings
 
 pytestmark = [
@@ -207,18 +206,7 @@ def segment_messages(draw: Any) -> bytes:
 
 
 def segment_cases(count: int) -> list[bytes]:
-    collected: list[bytes] = []
-
-    @settings(
-        max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
-    @given(segment_messages())
-    def collect(message: bytes) -> None:
-        collected.append(frame(message))
-
-    collect()
-    return collected
+    return [frame(message) for message in examples(segment_messages(), count)]
 
 
 # ------------------------------------------------------------------------------------------ the listener
