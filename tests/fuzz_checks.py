@@ -39,8 +39,8 @@ def examples(strategy: Any, count: int) -> list[Any]:
 
 
 def scaled(cases: int) -> int:
-    """A fuzz test's case count under ``TELENET_FUZZ_SCALE`` (1 by default: the full count; ``make test`` runs
-    a tenth of every count so the suite stays inside its time, ``make fuzz`` the full ones)."""
+    """A fuzz test's case count under ``TELENET_FUZZ_SCALE`` (1 by default: the full count, as ``make test``
+    runs them; 0.1 runs a tenth of every count, for a quicker loop while working)."""
     scale = float(os.environ.get("TELENET_FUZZ_SCALE", "1"))
     return max(1, round(cases * scale))
 

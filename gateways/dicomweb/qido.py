@@ -71,7 +71,7 @@ def date_range(value: str) -> tuple[str | None, str | None]:
 
 def _int(request: web.Request, name: str, default: int, high: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -121,6 +121,8 @@ async def test_bad_queries_and_unknown_resources(client: Any) -> None:
 
     await problem(await get("/dicom-web/studies?StudyDate=2026-03-01"), 400, "bad-date")
     await problem(await get("/dicom-web/studies?limit=-1"), 400, "bad-parameter")
+    await problem(await get("/dicom-web/studies?limit="), 400, "bad-parameter")  # empty is not an integer
+    await problem(await get("/dicom-web/series?offset=x"), 400, "bad-parameter")
     await problem(await get("/dicom-web/studies?NoSuchAttribute=1"), 400, "bad-parameter")
     await problem(await get("/dicom-web/studies?includefield=Nonsense"), 400, "bad-parameter")
     await problem(await get("/dicom-web/studies/not-a-uid/metadata"), 400, "bad-uid")

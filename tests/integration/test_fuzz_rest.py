@@ -1,6 +1,8 @@
 """Bounded REST fuzzing with schemathesis against ``/api/v1/openapi.json``, served by the real app on
-loopback: for every operation, cases built from its parameters and body as the document describes them
-(positive) and cases that break the description (negative), each sent with a token of a role the operation
+loopback: for every operation, schemathesis's coverage cases (each parameter and body property missing,
+empty, at and past its bounds, of another type, unexpected methods), then random cases built from its
+parameters and body as the document describes them (positive) and cases that break the description
+(negative), each sent with a token of a role the operation
 serves. Checks: no 5xx, the response is what the document says, schema-valid requests are accepted and
 invalid ones rejected (the validation-mismatch checks), every error is problem JSON; the database holds no
 partial rows after each operation's batch."""
@@ -40,10 +42,14 @@ pytestmark = [
     pytest.mark.fuzz,
 ]
 
-#: Generated cases per operation and mode (an operation without parameters has one case per mode).
-POSITIVE_PER_OPERATION = scaled(100)
-NEGATIVE_PER_OPERATION = scaled(50)
+#: Random cases per operation and mode (an operation without parameters has one case per mode), after the
+#: coverage cases (schemathesis's deterministic boundary and negation cases: every parameter missing, empty,
+#: at and past each bound, of each wrong type; about 4,500 for the whole document).
+POSITIVE_PER_OPERATION = scaled(50)
+NEGATIVE_PER_OPERATION = scaled(25)
 TOTAL_CASES = scaled(10_000)
+#: Tokens for the logout cases (each ends the one it presents): its random and coverage cases.
+LOGOUT_TOKENS = POSITIVE_PER_OPERATION + NEGATIVE_PER_OPERATION + 100
 #: One role per kind of operation, so that the checks reach the validation behind each role gate.
 ROLES = ("township_doc", "county_reader", "county_coord", "province_admin", "his_t01")
 #: WebSockets (a plain GET is refused before anything is read) are fuzzed by their own tests.
@@ -125,65 +131,88 @@ def auth_negated(case: Any) -> bool:
     return header is not None and header.mode.is_negative and "Authorization" not in (case.headers or {})
 
 
+class Sender:
+    """Sends the cases of one operation with a token of its role and collects what the checks found."""
+
+    def __init__(
+        self, operation: Any, base_url: str, headers: dict[str, str], logout_tokens: list[str], failures: list[str]
+    ) -> None:
+        self.operation = operation
+        self.base_url = base_url
+        self.headers = headers
+        self.logout_tokens = logout_tokens
+        self.failures = failures
+        self.session = requests.Session()
+        beyond = any(part in operation.path for part in BEYOND_JSON_SCHEMA)
+        self.checks = [c for c in CHECKS if not (beyond and c is positive_data_acceptance)]
+        self.ran: Counter[str] = Counter()
+
+    def send(self, case: Any, kind: str, label: str) -> None:
+        sent = {} if auth_negated(case) else dict(self.headers)
+        if self.operation.path == "/api/v1/auth/logout" and self.logout_tokens and sent:
+            sent["Authorization"] = f"Bearer {self.logout_tokens.pop()}"
+        response = case.call(base_url=self.base_url, session=self.session, headers=sent, timeout=30)
+        self.ran[kind] += 1
+        try:
+            case.validate_response(response, checks=self.checks, headers=sent)
+        except (Exception, BaseExceptionGroup) as exc:  # a check failed: keep going, report them all
+            positive = case.meta is None or not case.meta.generation.mode.is_negative
+            if not (positive and refused_by_service_rule(response)):
+                self.failures.append(f"{label}: {str(exc)[:600]}")
+        if (problem := problem_json_on_errors(response, case)) is not None:
+            self.failures.append(problem)
+
+
 def fuzz_operation(
-    operation: Any, base_url: str, headers: dict[str, str], logout_tokens: list[str], failures: list[str]
-) -> int:
-    """Send every generated case of one operation (both modes); return how many ran."""
-    session = requests.Session()
-    try:
-        return sum(
-            fuzz_mode(operation, mode, count, session, base_url, headers, logout_tokens, failures)
-            for mode, count in (
-                (GenerationMode.POSITIVE, POSITIVE_PER_OPERATION),
-                (GenerationMode.NEGATIVE, NEGATIVE_PER_OPERATION),
-            )
-        )
-    finally:
-        session.close()
-
-
-def fuzz_mode(
-    operation: Any,
-    mode: GenerationMode,
-    count: int,
-    session: requests.Session,
-    base_url: str,
-    headers: dict[str, str],
-    logout_tokens: list[str],
+    schema: Any, operation: Any, base_url: str, headers: dict[str, str], logout_tokens: list[str],
     failures: list[str],
-) -> int:
-    ran = 0
-    label = f"{operation.label} [{mode.value}]"
+) -> Counter[str]:  # fmt: skip
+    """Send the coverage cases of one operation, then its random cases of both modes; how many ran of each."""
+    sender = Sender(operation, base_url, headers, logout_tokens, failures)
+    try:
+        fuzz_coverage(schema, sender)
+        for mode, count in (
+            (GenerationMode.POSITIVE, POSITIVE_PER_OPERATION),
+            (GenerationMode.NEGATIVE, NEGATIVE_PER_OPERATION),
+        ):
+            fuzz_mode(sender, mode, count)
+    finally:
+        sender.session.close()
+    return sender.ran
+
+
+def fuzz_coverage(schema: Any, sender: Sender) -> None:
+    operation = sender.operation
+    label = f"{operation.label} [coverage]"
+    cases = schema.iter_coverage_cases(
+        operation,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=schema.config.generation_for(operation=operation, phase="coverage"),
+    )
+    try:
+        for case in cases:
+            sender.send(case, "coverage", label)
+    except (Exception, BaseExceptionGroup) as exc:
+        sender.failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
+
+
+def fuzz_mode(sender: Sender, mode: GenerationMode, count: int) -> None:
+    label = f"{sender.operation.label} [{mode.value}]"
 
     @settings(
         max_examples=count, database=None, deadline=None, phases=[Phase.generate],
         suppress_health_check=list(HealthCheck), derandomize=True,
     )  # fmt: skip
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=sender.operation.as_strategy(generation_mode=mode))
     def send(case: Any) -> None:
-        nonlocal ran
-        sent = {} if auth_negated(case) else dict(headers)
-        if operation.path == "/api/v1/auth/logout" and logout_tokens and sent:
-            sent["Authorization"] = f"Bearer {logout_tokens.pop()}"
-        response = case.call(base_url=base_url, session=session, headers=sent, timeout=30)
-        ran += 1
-        beyond = any(part in operation.path for part in BEYOND_JSON_SCHEMA)
-        checks = [c for c in CHECKS if not (beyond and c is positive_data_acceptance)]
-        try:
-            case.validate_response(response, checks=checks, headers=sent)
-        except (Exception, BaseExceptionGroup) as exc:  # a check failed: keep going, report them all
-            if not (mode is GenerationMode.POSITIVE and refused_by_service_rule(response)):
-                failures.append(f"{label}: {str(exc)[:600]}")
-        if (problem := problem_json_on_errors(response, case)) is not None:
-            failures.append(problem)
+        sender.send(case, mode.value, label)
 
     try:
         send()
     except Unsatisfiable:
         pass  # nothing to negate (an operation without parameters): its one positive case ran
     except (Exception, BaseExceptionGroup) as exc:
-        failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
-    return ran
+        sender.failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
 
 
 async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_and_no_partial_rows(
@@ -192,24 +221,23 @@ async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_an
     document = await (await client.get("/api/v1/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(document)
     tokens = {username: await client.login(username) for username in ROLES}
-    logout_tokens = await fresh_tokens(client.hub, "township_doc2", POSITIVE_PER_OPERATION + NEGATIVE_PER_OPERATION)
+    logout_tokens = await fresh_tokens(client.hub, "township_doc2", LOGOUT_TOKENS)
     base_url = str(client.make_url("")).rstrip("/")
     failures: list[str] = []
-    ran = 0
+    ran: Counter[str] = Counter()
     operations = [result.ok() for result in schema.get_all_operations()]
     started = time.monotonic()
     for operation in operations:
         if operation.path in SKIPPED:
             continue
         headers = tokens[role_for(operation)]
-        ran += await asyncio.to_thread(fuzz_operation, operation, base_url, headers, logout_tokens, failures)
+        ran += await asyncio.to_thread(fuzz_operation, schema, operation, base_url, headers, logout_tokens, failures)
         assert await partial_rows(client.hub) == [], operation.label
     elapsed = time.monotonic() - started
     kinds = Counter(
         (f.split(":", 1)[0], *(re.findall(r'"type": "urn:telenet:problem:([\w-]+)"', f)[:1] or [f[:160]]))
         for f in failures
     )
-    assert not failures, f"{len(failures)} failures in {ran} cases ({elapsed:.0f} s): {kinds.most_common()}\n" + (
-        "\n\n".join(failures[:20])
-    )
-    assert ran >= TOTAL_CASES, ran
+    summary = f"{len(failures)} failures in {ran.total()} cases ({elapsed:.0f} s): {kinds.most_common()}"
+    assert not failures, summary + "\n" + "\n\n".join(failures[:20])
+    assert ran.total() >= TOTAL_CASES and ran["coverage"] and ran["positive"] and ran["negative"], ran
