@@ -48,7 +48,14 @@ from telenet.services.hub import Hub, HubOptions
 from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
 from telenet.store.auth_version import auth_version
-from telenet.store.db import audit_journal_dir, create_engine, read_session_factory, session_factory
+from telenet.store.db import (
+    BUSY_TIMEOUT_MS,
+    audit_journal_dir,
+    create_engine,
+    read_session_factory,
+    session_factory,
+)
+from telenet.store.write_gate import WriteGate
 from telenet.web import install as install_console
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,10 @@ def load_or_create_secret(settings: Settings) -> bytes:
     return value
 
 
+#: Writers one process keeps waiting for SQLite's write lock; past them a writer is refused at once (overload).
+WRITE_QUEUE_MAX = 5_000
+
+
 def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None) -> Hub:
     options = HubOptions(
         secret=load_or_create_secret(settings),
@@ -100,8 +111,12 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         login_lockout_minutes=settings.login_lockout_minutes,
         claim_breach_grace_minutes=settings.claim_breach_grace_minutes,
     )
+    # SQLite has one write lock: the process's writers wait for it in one queue, in order, not in the pool.
+    sqlite = engine.dialect.name == "sqlite"
+    gate = WriteGate(wait_s=BUSY_TIMEOUT_MS / 1000, max_waiting=WRITE_QUEUE_MAX) if sqlite else None
     hub = Hub(
-        sessions=session_factory(engine),
+        sessions=session_factory(engine, gate=gate),
+        write_gate=gate,
         clock=clock or SystemClock(),
         options=options,
         dialect=engine.dialect.name,

@@ -20,6 +20,7 @@ from telenet.services.follow_ups import FollowUps
 from telenet.store.auth_version import AuthVersion
 from telenet.store.db import SINGLE_STATEMENT
 from telenet.store.models import AuditEntry
+from telenet.store.write_gate import WriteGate
 
 if TYPE_CHECKING:
     from telenet.services.group_commit import GroupCommit
@@ -58,6 +59,8 @@ class Hub:
     # Made from read_sessions on first use (see reader); the source tells a copied hub's own sessions apart.
     single_read_sessions: async_sessionmaker[AsyncSession] | None = None
     single_read_source: async_sessionmaker[AsyncSession] | None = None
+    # SQLite: the process's queue of writers that ``sessions`` wait in (telenet.store.write_gate).
+    write_gate: WriteGate | None = None
 
     def reader(self, *, single_statement: bool = False) -> AsyncSession:
         """A read session; ``single_statement``: the caller issues one statement, which on SQLite is its own

@@ -101,7 +101,27 @@ class MetricsRegistry:
             except Exception:  # one broken probe must not take the whole scrape down
                 log.exception("metrics probe %r failed", probe)
         families.extend(t.family() for t in self._tallies.values())
+        families.extend(write_queue_families(hub))
         return families
+
+
+def write_queue_families(hub: Hub) -> list[Family]:
+    """SQLite: the process's queue of writers waiting for the write lock (``telenet.store.write_gate``)."""
+    gate = hub.write_gate
+    if gate is None:
+        return []
+    return [
+        Family("telenet_write_queue_waiting", "gauge", "Writers of this process waiting for SQLite's write lock",
+               samples=(Sample((), float(gate.waiting)),)),
+        Family("telenet_write_queue_waited_total", "counter", "Writers that had to wait for the write lock",
+               samples=(Sample((), float(gate.waited)),)),
+        Family("telenet_write_queue_refused_total", "counter",
+               "Writers refused at once because the queue was full (answered as overload)",
+               samples=(Sample((), float(gate.refused)),)),
+        Family("telenet_write_queue_timeouts_total", "counter",
+               "Writers that waited out the lock wait in the queue (answered as overload)",
+               samples=(Sample((), float(gate.timed_out)),)),
+    ]  # fmt: skip
 
 
 def _per_center(codes: list[str], values: dict[str, float]) -> tuple[Sample, ...]:

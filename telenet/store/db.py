@@ -9,6 +9,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from telenet.store.write_gate import GATE, WriteGate
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -75,8 +77,11 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
     return create_async_engine(url, **kwargs)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def session_factory(engine: AsyncEngine, *, gate: WriteGate | None = None) -> async_sessionmaker[AsyncSession]:
+    """Write sessions; with ``gate`` (SQLite) each waits its turn in the process's write queue before it takes
+    a connection (see ``telenet.store.write_gate``)."""
+    info = {GATE: gate} if gate is not None else None
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 READ_ONLY = "telenet_read_only"
