@@ -6,8 +6,8 @@ sends ``BEGIN IMMEDIATE`` and, while another holds the lock, polls for it (SQLit
 timeout while holding pooled connections, the pool runs dry and even reads fail. With the gate a write
 session waits here, before it takes a connection, in arrival order; the lock is handed to the next writer
 the moment the last one's transaction ends. The wait is bounded (``wait_s``, then the same "database is
-locked" error SQLite gives, which every interface answers as overload) and so is the queue (``max_waiting``:
-past it a writer is refused at once).
+locked" error SQLite gives, which the REST API answers as overload: 503 with Retry-After) and so is the
+queue (``max_waiting``: past it a writer is refused at once, with the same error).
 
 The gate holds from a session's first statement (when it takes its connection) to the end of its
 transaction. Sessions of the hub's write factory carry it (``session_factory(engine, gate=...)``); read
@@ -52,7 +52,7 @@ class WriteGate:
 
     @property
     def waiting(self) -> int:
-        return sum(not f.done() for f in self._waiters)
+        return len(self._waiters)
 
     def held_by_current_task(self) -> bool:
         return self._held and self._owner is not None and self._owner is asyncio.current_task()
@@ -77,7 +77,7 @@ class WriteGate:
             if turn.done() and not turn.cancelled():
                 self.release()  # handed over just as this writer gave up: pass it on
             else:
-                turn.cancel()
+                self._waiters.remove(turn)  # gave up while waiting: out of the queue (and of its length)
             if isinstance(exc, TimeoutError):
                 self.timed_out += 1
                 raise locked(f"no turn to write within {self.wait_s:g} s") from None
@@ -85,18 +85,16 @@ class WriteGate:
         self._owner = asyncio.current_task()
 
     def release(self) -> None:
-        while self._waiters:
-            turn = self._waiters.popleft()
-            if not turn.done():
-                self._owner = None
-                turn.set_result(None)  # still held: ownership goes to that writer
-                return
+        if self._waiters:
+            self._owner = None
+            self._waiters.popleft().set_result(None)  # still held: ownership goes to that writer
+            return
         self._held, self._owner = False, None
 
 
 def locked(why: str) -> OperationalError:
-    """The error SQLite gives a writer that waited out its busy timeout, which every interface answers as
-    overload (HTTP 503 with Retry-After, HL7 AE, DICOM out of resources)."""
+    """The error SQLite gives a writer that waited out its busy timeout (the REST API answers it as overload,
+    503 with Retry-After; HL7 and DICOM as any failed database write)."""
     return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(f"database is locked ({why})"))
 
 
