@@ -10,8 +10,10 @@ from enum import StrEnum
 from typing import Final
 
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import OperationalError
 
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound, TelenetError
+from telenet.store.write_gate import is_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +67,17 @@ TABLE: Final[tuple[tuple[type[BaseException], dict[Op, int]], ...]] = (
         | {Op.N_ACTION: 0x0110},
     ),
     # out of resources: 0xA700 (C-STORE, C-FIND), 0xA701 (C-MOVE, C-GET: cannot compute matches); N-*: 0x0213
-    (Busy, {Op.STORE: 0xA700, Op.FIND: 0xA700, Op.MOVE: 0xA701, Op.GET: 0xA701, **dict.fromkeys(_N, 0x0213)}),
-    (
-        concurrent.futures.TimeoutError,
-        {Op.STORE: 0xA700, Op.FIND: 0xA700, Op.MOVE: 0xA701, Op.GET: 0xA701, **dict.fromkeys(_N, 0x0213)},
-    ),
-    (OSError, {Op.STORE: 0xA700, Op.FIND: 0xA700, Op.MOVE: 0xA701, Op.GET: 0xA701, **dict.fromkeys(_N, 0x0213)}),
+    (Busy, _OUT_OF_RESOURCES),
+    (concurrent.futures.TimeoutError, _OUT_OF_RESOURCES),
+    (OSError, _OUT_OF_RESOURCES),
     # anything else: a processing failure, logged with its traceback
     (Exception, {**dict.fromkeys(_C, 0xC001), **dict.fromkeys(_N, 0x0110)}),
 )
 
 
 def status_for(op: Op, exc: BaseException) -> int:
+    if is_lock_timeout(exc):  # the one SQLite write lock stayed taken past its wait: an overload, as Busy
+        return _OUT_OF_RESOURCES[op]
     for kind, statuses in TABLE:
         if isinstance(exc, kind):
             return statuses[op]
@@ -84,6 +85,8 @@ def status_for(op: Op, exc: BaseException) -> int:
 
 
 def comment_for(exc: BaseException) -> str:
+    if is_lock_timeout(exc):
+        return "hub busy: the database stayed locked; send again later"
     text = exc.message if isinstance(exc, TelenetError) else (str(exc) or type(exc).__name__)
     # ErrorComment is LO: 64 characters, no backslash or control characters.
     return " ".join(text.replace("\\", "/").split())[:64]
@@ -91,7 +94,9 @@ def comment_for(exc: BaseException) -> str:
 
 def failure(op: Op, exc: BaseException) -> Dataset:
     """A status dataset (Status + ErrorComment) for ``exc``; unexpected errors are logged with traceback."""
-    if not isinstance(exc, (TelenetError, BadDataset, Busy, concurrent.futures.TimeoutError)):
+    if is_lock_timeout(exc):
+        log.warning("%s refused: %s", op.value, exc.orig if isinstance(exc, OperationalError) else exc)
+    elif not isinstance(exc, (TelenetError, BadDataset, Busy, concurrent.futures.TimeoutError)):
         log.error("%s failed", op.value, exc_info=exc)
     status = Dataset()
     status.Status = status_for(op, exc)

@@ -17,6 +17,7 @@ from telenet.api.spec import Handler
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Forbidden, Invalid, TelenetError, TooManyRequests, Unauthorized
 from telenet.services import auth, console_sessions
+from telenet.store.write_gate import is_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,6 @@ _TITLES = {
     422: "Unprocessable content",
     500: "Internal server error",
 }
-
-
-def is_lock_timeout(exc: OperationalError) -> bool:
-    """SQLite's "database is locked" / "busy": a writer waited out busy_timeout for the one write lock."""
-    text = str(exc.orig if exc.orig is not None else exc).lower()
-    return "database is locked" in text or "database is busy" in text
 
 
 @web.middleware

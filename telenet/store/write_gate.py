@@ -94,8 +94,17 @@ class WriteGate:
 
 def locked(why: str) -> OperationalError:
     """The error SQLite gives a writer that waited out its busy timeout (the REST API answers it as overload,
-    503 with Retry-After; HL7 and DICOM as any failed database write)."""
+    503 with Retry-After; DICOM as out of resources, 0xA700/0xA701/0x0213; HL7 as AE 207, send again later)."""
     return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(f"database is locked ({why})"))
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "busy": a writer waited out busy_timeout for the one write lock, or the
+    write queue refused it (:func:`locked`)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return "database is locked" in text or "database is busy" in text
 
 
 def _gate_of(transaction: SessionTransaction, bind: Any) -> WriteGate | None:

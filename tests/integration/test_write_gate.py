@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from telenet.api.middleware import is_lock_timeout
 from telenet.store.models import AuditEntry, Request
-from telenet.store.write_gate import WriteGate
+from telenet.store.write_gate import WriteGate, is_lock_timeout
 from tests.integration.test_reads_without_lock import ANSWER_WITHIN_S
 from tests.integration.test_requests_api import queued_imaging
 
