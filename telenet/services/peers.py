@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 
 from telenet.services.hub import Hub
+from telenet.services.registry_snapshot import RegistrySnapshot
 from telenet.store.models import Institution, InstitutionAETitle
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,29 @@ def _in_networks(address: str | None, networks: tuple[str, ...]) -> bool:
     return False
 
 
+# The registered peers of one registry snapshot, computed once per snapshot (the snapshot itself is immutable).
+_of_snapshot: tuple[RegistrySnapshot, list[Registered]] | None = None
+
+
+def _peers_of(snap: RegistrySnapshot) -> list[Registered]:
+    global _of_snapshot
+    cached = _of_snapshot
+    if cached is not None and cached[0] is snap:
+        return cached[1]
+    found = [
+        Registered(i.id, i.code, tuple(i.peer_cert_sha256 or ()), tuple(i.peer_networks or ()))
+        for i in snap.institutions.values()
+        if i.peer_cert_sha256 is not None or i.peer_networks is not None
+    ]
+    _of_snapshot = (snap, found)
+    return found
+
+
 async def _registered(hub: Hub) -> list[Registered]:
+    """Institutions with registered peers: from the process's registry snapshot (no read per message or
+    association), or from the database where the hub keeps none."""
+    if hub.registry is not None:
+        return _peers_of(await hub.registry.get())
     async with hub.reader() as session:
         rows = (
             await session.execute(
@@ -102,10 +125,13 @@ async def _check(hub: Hub, identity: PeerIdentity, claimed_id: int | None, what:
 
 async def check_facility(hub: Hub, facility: str, identity: PeerIdentity) -> str | None:
     """None when the connection may speak for HL7 facility ``facility`` (MSH-4), else the reason."""
-    async with hub.reader() as session:
-        claimed = (
-            await session.execute(select(Institution.id).where(Institution.hl7_facility == facility))
-        ).scalar_one_or_none()
+    if hub.registry is not None:
+        claimed = (await hub.registry.get()).facilities.get(facility)
+    else:
+        async with hub.reader() as session:
+            claimed = (
+                await session.execute(select(Institution.id).where(Institution.hl7_facility == facility))
+            ).scalar_one_or_none()
     reason = await _check(hub, identity, claimed, f"MSH-4 {facility!r}")
     if reason:
         log.warning("hl7: refused %s from %s: %s", facility, identity.address, reason)
@@ -114,12 +140,15 @@ async def check_facility(hub: Hub, facility: str, identity: PeerIdentity) -> str
 
 async def check_ae_title(hub: Hub, ae_title: str, identity: PeerIdentity) -> str | None:
     """None when the connection may use calling AE ``ae_title``, else the reason."""
-    async with hub.reader() as session:
-        claimed = (
-            await session.execute(
-                select(InstitutionAETitle.institution_id).where(InstitutionAETitle.ae_title == ae_title)
-            )
-        ).scalar_one_or_none()
+    if hub.registry is not None:
+        claimed = (await hub.registry.get()).ae_titles.get(ae_title)
+    else:
+        async with hub.reader() as session:
+            claimed = (
+                await session.execute(
+                    select(InstitutionAETitle.institution_id).where(InstitutionAETitle.ae_title == ae_title)
+                )
+            ).scalar_one_or_none()
     reason = await _check(hub, identity, claimed, f"calling AE {ae_title!r}")
     if reason:
         log.warning("dicom: refused %s from %s: %s", ae_title, identity.address, reason)

@@ -108,3 +108,28 @@ async def test_hot_paths_stay_within_their_statement_counts(demo_hub: Any, datab
         if count > LIMITS[name][engine.dialect.name]
     }
     assert not over, f"statements per use case {counts} (limits {LIMITS}); over the limit:\n{over}"
+
+
+async def test_peer_checks_read_the_registry_snapshot_not_the_tables(demo_hub: Any, database: Any) -> None:
+    """Every HL7 message checks its MSH-4 and every association its calling AE title against the peers the
+    institution registered: from the snapshot, with no statement at all (under a province's burst these reads
+    emptied the connection pool)."""
+    from telenet.services import peers
+
+    identity = peers.PeerIdentity(address="127.0.0.1")
+    await peers.check_facility(demo_hub, "NL-PROV", identity)  # loads the snapshot once
+    engine = database.engine
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)  # reads too
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await peers.check_facility(demo_hub, "NL-PROV", identity) is None
+        assert await peers.check_facility(demo_hub, "NO-SUCH-FACILITY", identity) is None
+        assert await peers.check_ae_title(demo_hub, "C01", identity) is None
+        assert await peers.check_ae_title(demo_hub, "NOSUCHAE", identity) is None
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert statements == [], statements
