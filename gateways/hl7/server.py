@@ -278,7 +278,11 @@ class HL7Gateway:
             ack = await self.pool.run(work.ack_with_error, message, ack_id, now, too_long)
             return self._count(Answer("AE", ack, too_long.text))
         if identity is not None:
-            spoofed = await peers.check_facility(self.hub, message.facility, identity)
+            try:
+                spoofed = await peers.check_facility(self.hub, message.facility, identity)
+            except Exception:  # the registry could not be read: AE 207, send again (the connection stays)
+                log.exception("hl7: checking MSH-4 of %s from %s failed", message.message_control_id, peer)
+                return await self._internal_error(raw, ack_id, now, message)
             if spoofed is not None:
                 self._refused("facility-not-bound")
                 error = ErrorInfo(204, "MSH-4", spoofed)

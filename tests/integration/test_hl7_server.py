@@ -403,3 +403,23 @@ async def test_dead_letters_listed_and_replayed_by_admins(hl7: Any, peer: Peer) 
     assert view["last_outcome"] == "AA" and view["resolved_at"] is not None
     request = await request_by_accession(hl7.hub, "HIS-DX-0040")
     assert request is not None and request.state == "ordered"
+
+
+async def test_a_registry_that_cannot_be_read_is_ae_207_and_the_connection_stays(
+    hl7: Any, peer: Peer, monkeypatch: Any
+) -> None:
+    """The MSH-4 check reads the registry snapshot; when that fails (its reload found the database overloaded)
+    the sender gets AE 207, send again later, on the same connection, and nothing is kept."""
+    from telenet.services import peers
+
+    async def unreadable(*_args: Any) -> str | None:
+        raise RuntimeError("registry reload failed")
+
+    monkeypatch.setattr(peers, "check_facility", unreadable)
+    segs = segments(await peer.send(orm("REG-1", "HIS-DX-0100")))
+    assert (segs["MSA"][1], segs["MSA"][2], segs["ERR"][3].split("^")[0]) == ("AE", "REG-1", "207")
+    assert await request_by_accession(hl7.hub, "HIS-DX-0100") is None
+    monkeypatch.undo()
+    again = segments(await peer.send(orm("REG-2", "HIS-DX-0100")))
+    assert again["MSA"][1:3] == ["AA", "REG-2"], again
+    assert await request_by_accession(hl7.hub, "HIS-DX-0100") is not None
