@@ -121,8 +121,15 @@ def main() -> None:
         f"unfinished {len(in_database['unfinished'])} {in_database['unfinished'][:20]}; "
         f"missing {len(in_database['missing'])} {in_database['missing'][:20]}"
     )
+    failed = False
     if in_database["unfinished"] or in_database["missing"]:
         print("FAILED: acknowledged orders are not finished in the database")
+        failed = True
+    if len(acknowledged) < summary["orders"]:
+        # Not lost (the HIS knows it was never acknowledged and would send it again), but not served either.
+        print(f"FAILED: {summary['orders'] - len(acknowledged)} of {summary['orders']} orders were never acknowledged")
+        failed = True
+    if failed:
         raise SystemExit(2)
 
 
