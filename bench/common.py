@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,10 +38,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def serve(env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
-    """Start `telenet serve` with ``env`` (output appended to ``log``) and return once /healthz answers."""
+    """Start `telenet serve` with ``env`` (output appended to ``log``) and return once /healthz answers. The hub
+    leads a process group of its own (with the HL7 parsing pool's forkserver and workers), which
+    :func:`kill_group` ends as a whole."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "telenet.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "telenet.cli", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 60
     while True:
@@ -48,9 +56,17 @@ def serve(env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
                 return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
+                kill_group(proc)
                 raise RuntimeError(f"the hub did not start:\n{log.read_text(errors='replace')}") from None
             time.sleep(0.1)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the hub and every process of its group (a SIGKILLed hub leaves its forkserver and pool workers
+    behind otherwise, orphaned), then reap the hub."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 @dataclass
@@ -110,8 +126,7 @@ class HubProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 print(f"telenet serve (pid {self.proc.pid}) did not stop within 30 s of SIGTERM: killed")
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+            kill_group(self.proc)  # and whatever of its group outlived it
 
     @property
     def log(self) -> Path:

@@ -99,6 +99,8 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, env=hub.env, check=False)
         elapsed = time.monotonic() - started
         (Path(hub.tmp) / "simulate.json").write_text(done.stdout, encoding="utf-8")
+        (Path(hub.tmp) / "simulate.log").write_text(done.stderr, encoding="utf-8")
+        print(f"simulator output in {hub.tmp}/simulate.json and simulate.log; the hub's log in {hub.log}")
     finally:
         for process in processes:
             process.stop()
@@ -110,10 +112,13 @@ def main() -> None:
     acknowledged: dict[str, str] = summary.pop("acknowledged", {})
     in_database = check_orders(hub.env["TELENET_DATABASE_URL"], acknowledged)
     dialect = "postgresql" if args.postgres else "sqlite"
+    logins = summary.get("logins", {})
     print(
         f"{dialect}, {args.processes} process(es): {summary['orders']} orders at {args.rate}/s for "
-        f"{args.duration:.0f} s; all done in {elapsed:.0f} s; lost {summary['lost']}; errors {summary['errors']}; "
-        f"turnaround s {summary['turnaround_seconds']}"
+        f"{args.duration:.0f} s; all done in {elapsed - logins.get('seconds', 0):.0f} s from the first order "
+        f"({logins.get('seconds', 0):.0f} s of logins before it, {logins.get('failed', 0)} failed; {elapsed:.0f} s "
+        f"in all); lost {summary['lost']}; unfinished {summary['unfinished']}; errors {summary['errors']}; "
+        f"sent again {summary.get('retried', {})}; turnaround s {summary['turnaround_seconds']}"
     )
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     print(

@@ -110,6 +110,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         login_lockout_failures=settings.login_lockout_failures,
         login_lockout_minutes=settings.login_lockout_minutes,
         claim_breach_grace_minutes=settings.claim_breach_grace_minutes,
+        login_hash_queue_per_core=settings.login_hash_queue_per_core,
     )
     # SQLite has one write lock: the process's writers wait for it in one queue, in order, not in the pool.
     sqlite = engine.dialect.name == "sqlite"

@@ -139,6 +139,13 @@ class Settings:
     login_attempts_per_address_minute: int = dataclasses.field(
         default=60, metadata={"doc": "Login attempts per client address per minute (per process); more get 429."}
     )
+    login_hash_queue_per_core: int = dataclasses.field(
+        default=64,
+        metadata={
+            "doc": "Logins that may wait for a password hash, per core (one hashes per core at a time); more are "
+            "refused at once as overload (503, Retry-After) before any hashing."
+        },
+    )
     login_lockout_failures: int = dataclasses.field(
         default=10, metadata={"doc": "Consecutive failed logins after which an account is locked."}
     )

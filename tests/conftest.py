@@ -359,7 +359,10 @@ _SHARED_FIXTURE_GROUPS = (
 # The long ones first (longest first), everything else after them in collection order, so that no worker is left
 # with a long test at the end while the others wait.
 _LONG_FIRST = (
+    "tests/integration/test_fuzz_rest.py",  # the longest (2.5 minutes at full size)
     "tests/e2e/test_simulator.py",
+    "tests/integration/test_fuzz_dicom.py",
+    "tests/integration/test_fuzz_hl7.py",
     "tests/browser/",
     "tests/scaleout/",
     "tests/integration/test_surface.py",

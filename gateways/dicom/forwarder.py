@@ -18,6 +18,7 @@ from telenet.config import Settings
 from telenet.services import forwarding
 from telenet.services.forwarding import ForwardTask, RetryPolicy
 from telenet.services.hub import Hub
+from telenet.store.write_gate import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Forwarder:
                 try:
                     worked = await self.run_once()
                 except Exception:
-                    log.exception("forwarding pass failed")
+                    log_failure(log, "forwarding pass failed")
                     worked = 0
                 if worked:
                     continue

@@ -45,6 +45,7 @@ from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
 from telenet.services.metrics import Tally
 from telenet.services.peers import PeerIdentity
+from telenet.store.write_gate import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class AEWhitelist:
         self.hub = hub
         self.bridge = bridge
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._actors: dict[str, Actor] = {}
         self._loaded_at = 0.0
         self._known: set[str] = set()
@@ -107,11 +109,20 @@ class AEWhitelist:
         return actor
 
     def _refresh(self) -> None:
-        titles = self.bridge.call(studies.registered_ae_titles, self.hub)
-        with self._lock:
-            self._actors = {t: a for t, a in self._actors.items() if t in titles}
-            self._known = titles
-            self._loaded_at = time.monotonic()
+        """Reload the titles; one association thread at a time does it (the others go on with the list they
+        have: at province scale, 1,000 townships' associations would otherwise all reload it at once)."""
+        if not self._refreshing.acquire(blocking=not self._known):
+            return
+        try:
+            if time.monotonic() - self._loaded_at <= _WHITELIST_TTL_S:
+                return  # another thread reloaded it while this one waited
+            titles = self.bridge.call(studies.registered_ae_titles, self.hub)
+            with self._lock:
+                self._actors = {t: a for t, a in self._actors.items() if t in titles}
+                self._known = titles
+                self._loaded_at = time.monotonic()
+        finally:
+            self._refreshing.release()
 
     def allowed(self, calling: str | None, identity: PeerIdentity | None = None) -> list[str]:
         """The list pynetdicom checks the calling AE title against (never empty: empty means "anyone").
@@ -124,14 +135,16 @@ class AEWhitelist:
             refusal = self.bridge.call(peers.check_ae_title, self.hub, title, identity)
             if refusal is not None:
                 self.refused("calling-ae-not-bound")
-                return sorted(self._known - {title}) or ["\x00"]
+                return ["\x00"]
         if title and title not in self._known:
             if self._lookup(title) is not None:
                 with self._lock:
                     self._known = {*self._known, title}
             else:
                 log.warning("association refused: calling AE title %r is not registered to any institution", title)
-        return sorted(self._known) or ["\x00"]
+        # Only the caller's own title when it is registered (pynetdicom scans the list once per association;
+        # a province registers thousands of titles).
+        return [title] if title and title in self._known else ["\x00"]
 
     def actor(self, ae_title: str, address: str | None = None) -> Actor | None:
         title = ae_title.strip()
@@ -329,7 +342,7 @@ async def run_quiet_sweep(hub: Hub, interval: float) -> None:
         try:
             await studies.complete_quiet_studies(hub)
         except Exception:
-            log.exception("quiet-time sweep failed")
+            log_failure(log, "quiet-time sweep failed")
         await asyncio.sleep(interval)
 
 

@@ -31,6 +31,7 @@ from telenet.services import outbox
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
 from telenet.services.outbox import OutboxClaim, RetryPolicy
+from telenet.store.write_gate import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class ResultSender:
             try:
                 sent = await self.run_once()
             except Exception:
-                log.exception("hl7: sender round failed")
+                log_failure(log, "hl7: sender round failed")
                 sent = 0
             if not sent and not self._stopping:
                 await self._sleep()

@@ -38,6 +38,7 @@ from telenet.services.hl7_inbound import ReplayOutcome
 from telenet.services.hub import Hub
 from telenet.services.metrics import Tally
 from telenet.services.peers import PeerIdentity
+from telenet.store.write_gate import is_lock_timeout, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -295,9 +296,9 @@ class HL7Gateway:
                 peer=peer,
                 ack=self._ack_builder(message, prebuilt, refusal, ack_id, now),
             )
-        except Exception:
-            log.exception("hl7: message %s from %s failed", message.message_control_id, peer)
-            return await self._internal_error(raw, ack_id, now, message)
+        except Exception as exc:
+            log_failure(log, "hl7: message %s from %s failed", message.message_control_id, peer)
+            return await self._internal_error(raw, ack_id, now, message, overloaded=is_lock_timeout(exc))
         text = refusal.text if refusal else (result.error.message if result.error else result.note)
         return self._count(Answer(result.ack_code, result.ack, text, result.duplicate))
 
@@ -320,14 +321,18 @@ class HL7Gateway:
 
         return ack
 
-    async def _internal_error(self, raw: bytes, ack_id: str, now: datetime, message: Inbound | None = None) -> Answer:
-        """AE 207 for a failure of ours (nothing is stored, so a re-send is tried afresh)."""
+    async def _internal_error(
+        self, raw: bytes, ack_id: str, now: datetime, message: Inbound | None = None, *, overloaded: bool = False
+    ) -> Answer:
+        """AE 207 for a failure of ours, or for a write the database refused for now (``overloaded``); nothing is
+        stored, so a re-send is tried afresh."""
         if message is None:
             try:
                 message, _ = await self.pool.run(work.parse_with_ack, raw, ack_id, now)
             except Exception:
                 message = None
-        error = ErrorInfo(207, None, "internal error in the hub; send the message again later")
+        why = "the hub is overloaded" if overloaded else "internal error in the hub"
+        error = ErrorInfo(207, None, f"{why}; send the message again later")
         if message is None:
             # The pool is unusable: one small ACK on the loop is the lesser evil.
             ack = build_ack(

@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from telenet.api.context import ACTOR, HUB, PUBLIC
 from telenet.api.spec import Handler
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Forbidden, Invalid, TelenetError, TooManyRequests, Unauthorized
+from telenet.domain.errors import Forbidden, Invalid, Overloaded, TelenetError, TooManyRequests, Unauthorized
 from telenet.services import auth, console_sessions
 from telenet.store.write_gate import is_lock_timeout
 
@@ -60,6 +60,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Unprocessable content",
     500: "Internal server error",
+    503: "Service unavailable",
 }
 
 
@@ -69,7 +70,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except TelenetError as exc:
         headers = {"WWW-Authenticate": 'Bearer realm="telenet"'} if exc.status == 401 else None
-        if isinstance(exc, TooManyRequests):
+        if isinstance(exc, TooManyRequests | Overloaded):
             headers = {"Retry-After": str(exc.retry_after)}
         return problem(
             exc.status,

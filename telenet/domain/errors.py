@@ -65,6 +65,18 @@ class TooManyRequests(TelenetError):
         self.retry_after = max(1, int(retry_after))
 
 
+class Overloaded(TelenetError):
+    """The hub cannot take this now (its queues are full) and did nothing; the caller may retry after
+    ``retry_after`` seconds (503 with Retry-After)."""
+
+    code = "overloaded"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
 class UnsupportedMediaType(TelenetError):
     """The body is not in a media type the endpoint reads."""
 

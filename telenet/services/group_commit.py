@@ -15,6 +15,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from telenet.services.hub import Hub
+from telenet.store.write_gate import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class GroupCommit:
                 if session is not None:
                     await session.commit()
             except BaseException as exc:
-                log.exception("group commit of %d members failed", group.members)
+                log_failure(log, "group commit of %d members failed", group.members)
                 group.done.set_exception(exc)
                 group.done.exception()  # retrieved: members that left early must not log it again
             else:

@@ -43,6 +43,7 @@ class HubOptions:
     login_lockout_failures: int = 10
     login_lockout_minutes: float = 30.0
     claim_breach_grace_minutes: float = 15.0
+    login_hash_queue_per_core: int = 64
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Hub:
     auth_version: AuthVersion | None = None
     # Login attempts of this process per account and address (services.login); made on first use.
     login_limiter: LoginLimiter | None = None
+    # The process's password checks: how many hash at once and how many may wait (services.login).
+    password_checks: Any = None
     # Group-commits the audit rows of read use cases (see read_use_case); None: each row in its own commit.
     audit_writer: AuditWriter | None = None
     # Shares the transactions of concurrent gateway writers (see services.group_commit.in_group).

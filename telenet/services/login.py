@@ -9,6 +9,7 @@ bumps ``users.auth_epoch``; every hub process checks that epoch on each request
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from datetime import timedelta
@@ -18,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized
+from telenet.domain.errors import Forbidden, Invalid, NotFound, Overloaded, TooManyRequests, Unauthorized
 from telenet.domain.ratelimit import LoginLimiter, SlidingWindow
 from telenet.services.auth import DUMMY_HASH, hash_password, token_digest, verify_password
 from telenet.services.hub import Hub, use_case
@@ -43,6 +44,51 @@ async def check_password(password: str, stored: str | None) -> bool:
     """scrypt costs ~50 ms of CPU: run it on a worker thread (hashlib releases the GIL) so that logins
     never stall the event loop that serves every other interface."""
     return await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
+
+
+class PasswordChecks:
+    """At most ``slots`` password hashes at once (one per core: more only share the same cores and keep the
+    executor's threads from other work), and at most ``max_waiting`` logins waiting for a slot. Past that a
+    login is refused at once, before any hashing, as overload (503 with Retry-After): under a burst of logins
+    (a shift starting, every client reconnecting after a restart) the hub does not spend its cores on hashes
+    whose answers would come after the client gave up, nor starve the orders and studies arriving meanwhile."""
+
+    def __init__(self, slots: int, max_waiting: int) -> None:
+        self.slots = slots
+        self.max_waiting = max_waiting
+        self._free = asyncio.Semaphore(slots)
+        self.waiting = 0
+        #: Logins refused before hashing because too many were waiting (for ``/metrics`` and the benchmarks).
+        self.refused = 0
+
+    def admit(self) -> None:
+        """Refuse at once (:class:`Overloaded`) when every slot is busy and the queue is full."""
+        if self._free.locked() and self.waiting >= self.max_waiting:
+            self.refused += 1
+            # About how long the queue takes to drain (50 ms a hash), in whole seconds.
+            raise Overloaded(
+                "too many logins at once; retry shortly", retry_after=1 + self.waiting // (20 * self.slots)
+            )
+
+    async def check(self, password: str, stored: str | None) -> bool:
+        self.waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await check_password(password, stored)
+        finally:
+            self._free.release()
+
+
+def password_checks_of(hub: Hub) -> PasswordChecks:
+    """This process's :class:`PasswordChecks` (made on first use, within the running event loop)."""
+    if hub.password_checks is None:
+        slots = os.cpu_count() or 1
+        hub.password_checks = PasswordChecks(slots, hub.options.login_hash_queue_per_core * slots)
+    checks: PasswordChecks = hub.password_checks
+    return checks
 
 
 async def make_password_hash(password: str) -> str:
@@ -103,6 +149,8 @@ async def login(
     if wait:
         await _audit_alone(hub, _login_audit(hub, username, user, path, remote_addr, "rate-limited"))
         raise TooManyRequests("too many login attempts; retry later", retry_after=wait, code="login-rate-limited")
+    checks = password_checks_of(hub)
+    checks.admit()  # before the limiter counts an attempt: a login refused as overload checked no password
     limiter.hit(username, remote_addr, moment)
     now = hub.clock.now()
     if user is not None and user.locked_until is not None and user.locked_until > now:
@@ -113,7 +161,7 @@ async def login(
             code="account-locked",
         )
     # Verify against a dummy hash when the user is unknown so both paths take the same time.
-    ok = await check_password(password, user.password_hash if user else DUMMY_HASH)
+    ok = await checks.check(password, user.password_hash if user else DUMMY_HASH)
     if not ok or user is None or not user.active:
         outcome = "bad-credentials" if not ok or user is None else "account-disabled"
         async with hub.sessions() as session:

@@ -102,6 +102,7 @@ class MetricsRegistry:
                 log.exception("metrics probe %r failed", probe)
         families.extend(t.family() for t in self._tallies.values())
         families.extend(write_queue_families(hub))
+        families.extend(login_queue_families(hub))
         return families
 
 
@@ -121,6 +122,30 @@ def write_queue_families(hub: Hub) -> list[Family]:
         Family("telenet_write_queue_timeouts_total", "counter",
                "Writers that waited out the lock wait in the queue (answered as overload)",
                samples=(Sample((), float(gate.timed_out)),)),
+        Family("telenet_write_queue_holds_total", "counter", "Times a writer of this process held the write lock",
+               samples=(Sample((), float(gate.holds)),)),
+        Family("telenet_write_queue_held_seconds_total", "counter",
+               "Seconds the write lock was held by this process's writers",
+               samples=(Sample((), gate.held_s),)),
+        Family("telenet_write_queue_handover_seconds_total", "counter",
+               "Of those, seconds between handing the lock to the next writer and that writer running again",
+               samples=(Sample((), gate.handover_s),)),
+        Family("telenet_write_queue_longest_hold_seconds", "gauge", "The longest hold of the write lock so far",
+               samples=(Sample((), gate.longest_hold_s),)),
+    ]  # fmt: skip
+
+
+def login_queue_families(hub: Hub) -> list[Family]:
+    """Logins waiting for a password hash, and those refused before hashing as overload (services.login)."""
+    checks = hub.password_checks
+    if checks is None:
+        return []
+    return [
+        Family("telenet_login_hash_waiting", "gauge", "Logins of this process waiting for a password hash slot",
+               samples=(Sample((), float(checks.waiting)),)),
+        Family("telenet_login_refused_overload_total", "counter",
+               "Logins refused before hashing because too many were waiting (503)",
+               samples=(Sample((), float(checks.refused)),)),
     ]  # fmt: skip
 
 

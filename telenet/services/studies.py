@@ -83,6 +83,9 @@ async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> A
 
 
 async def registered_ae_titles(hub: Hub) -> set[str]:
+    """Every calling AE title registered to an institution: from the registry snapshot where the hub keeps one."""
+    if hub.registry is not None:
+        return set((await hub.registry.get()).ae_titles)
     async with hub.reader() as session:
         return set((await session.execute(select(InstitutionAETitle.ae_title))).scalars().all())
 

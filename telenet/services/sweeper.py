@@ -12,6 +12,7 @@ from telenet.services.hub import Hub
 from telenet.services.queue import escalate_breaches, expire_leases
 from telenet.services.registry_admin import apply_due
 from telenet.services.reports import escalate_unacknowledged
+from telenet.store.write_gate import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +48,5 @@ async def run_sweeper(hub: Hub, interval: float) -> None:
             if result.leases_expired or result.breaches or result.criticals_escalated:
                 log.info("sweep: %s", result)
         except Exception:
-            log.exception("sweep failed")
+            log_failure(log, "sweep failed")
         await asyncio.sleep(interval)

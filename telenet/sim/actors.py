@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,29 +34,55 @@ class Behaviour:
     read_seconds: tuple[float, float] = (0.05, 0.4)
 
 
-class Api:
-    """REST calls as one user each (tokens cached per account)."""
+#: Pauses before a request the hub refused for now (503, overload: its Retry-After when it gives one) is tried
+#: again, each drawn from half to one and a half times this, as the console and a person clicking again do.
+RETRY_AFTER_503 = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: The longest pause before a try again, whatever Retry-After asks.
+RETRY_AFTER_CAP = 30.0
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, passwords: dict[str, str]) -> None:
+
+class Api:
+    """REST calls as one user each (tokens cached per account). A 503 is tried again after a pause, up to
+    ``len(RETRY_AFTER_503)`` times; ``retried`` counts them by what was refused."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        passwords: dict[str, str],
+        rng: random.Random | None = None,
+    ) -> None:
         self.base_url = base_url
         self.session = session
         self.passwords = passwords
         self.tokens: dict[str, str] = {}
+        self.rng = rng or random.Random()
+        self.retried: Counter[str] = Counter()
 
     async def token(self, username: str) -> str:
         if username not in self.tokens:
-            async with self.session.post(
-                f"{self.base_url}/api/v1/auth/token", json={"username": username, "password": self.passwords[username]}
-            ) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"login of {username} failed: {r.status} {await r.text()}")
-                self.tokens[username] = (await r.json())["token"]
+            body = {"username": username, "password": self.passwords[username]}
+            status, answer = await self._send(f"{self.base_url}/api/v1/auth/token", body, {}, "login")
+            if status != 200:
+                raise RuntimeError(f"login of {username} failed: {status} {answer}")
+            self.tokens[username] = answer["token"]
         return self.tokens[username]
 
     async def post(self, username: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {await self.token(username)}"}
-        async with self.session.post(f"{self.base_url}{path}", json=body or {}, headers=headers) as r:
-            return r.status, await r.json(content_type=None)
+        return await self._send(f"{self.base_url}{path}", body or {}, headers, path.rsplit("/", 1)[-1])
+
+    async def _send(self, url: str, body: dict[str, Any], headers: dict[str, str], what: str) -> tuple[int, Any]:
+        for pause in (*RETRY_AFTER_503, None):
+            async with self.session.post(url, json=body, headers=headers) as r:
+                answer = await r.json(content_type=None)
+                if r.status != 503 or pause is None:
+                    return r.status, answer
+                retry_after = r.headers.get("Retry-After", "")
+            self.retried[f"{what} 503"] += 1
+            wait = float(retry_after) if retry_after.isdigit() else pause
+            await asyncio.sleep(min(wait, RETRY_AFTER_CAP) * self.rng.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
 
     def ws_url(self) -> str:
         return self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/api/v1/ws"
@@ -64,7 +91,8 @@ class Api:
 async def follow(
     api: Api, username: str, topics: list[str], on_event: Callable[[dict[str, Any]], None], stop: asyncio.Event
 ) -> None:
-    """Stay subscribed to ``topics`` until ``stop``; reconnect with ``since`` so no event is missed."""
+    """Stay subscribed to ``topics`` until ``stop`` (or until cancelled); reconnect with ``since`` so no event is
+    missed, and log in again after a pause if the login was refused."""
     last: int | None = None
     while not stop.is_set():
         try:
@@ -74,20 +102,16 @@ async def follow(
                 if last is not None:
                     command["since"] = last
                 await ws.send(json.dumps(command))
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), 0.5)
-                    except TimeoutError:
-                        continue
+                async for raw in ws:  # until the hub closes the channel or the run cancels this task
                     message = json.loads(raw)
                     if message.get("type") == "event":
                         last = message["id"]
                         on_event(message)
                     elif message.get("type") == "error":
                         log.warning("%s: %s", username, message)
-        except (OSError, websockets.exceptions.WebSocketException) as exc:
+        except (OSError, RuntimeError, aiohttp.ClientError, websockets.exceptions.WebSocketException) as exc:
             log.warning("live channel of %s dropped (%s); reconnecting", username, exc)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5 + api.rng.random())
 
 
 class Reader:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,45 +89,73 @@ def build_orm(order: Order, township: Township, control_id: str, now: datetime) 
     return str(m.to_er7()).encode("utf-8")
 
 
-class OrderSender:
-    """One MLLP connection per township, one message in flight at a time (as a HIS interface engine does)."""
+#: Pauses before the resends of one message (each drawn from half to one and a half times this), as an interface
+#: engine backs off: a message the hub did not acknowledge in time, or refused for now, is sent again.
+RESEND_AFTER = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: Answers after which the same message is sent again: no ACK within the wait, a dropped connection or a frame
+#: that is no ACK to it, an AE with error 207 (the hub could not take the message now: overload, a restart).
+RESENT_ON = ("timeout", "error", "AE 207")
 
-    def __init__(self, host: str, port: int, township: Township) -> None:
+
+class OrderSender:
+    """One MLLP connection per township, one message in flight at a time (as a HIS interface engine does).
+    A message that got no ACK in time, or an AE 207, is resent (the same MSH-10, which the hub answers with the
+    ACK it gave the first time if it kept it) up to ``len(RESEND_AFTER)`` times; ``resent`` counts why."""
+
+    def __init__(self, host: str, port: int, township: Township, *, rng: random.Random | None = None) -> None:
         self.host = host
         self.port = port
         self.township = township
+        self.rng = rng or random.Random()
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._reused = False
+        self.resent: Counter[str] = Counter()
 
     async def send(self, order: Order, ack_wait: float = 30.0) -> str:
-        """Send the order and return the ACK code (AA, AE, AR), or "timeout"/"error"."""
+        """Send the order and return the ACK code (AA, AE, AR), or "timeout"/"error" if every resend failed too."""
         control_id = f"{self.township.ae_title}-{next(self._ids)}"
         payload = frame(build_orm(order, self.township, control_id, datetime.now(UTC)))
         async with self._lock:
-            for attempt in range(2):
-                try:
-                    if self._streams is None:
-                        self._streams = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
-                    reader, writer = self._streams
-                    writer.write(payload)
-                    await writer.drain()
-                    raw = await asyncio.wait_for(read_frame(reader), ack_wait)
-                    if raw is None:
-                        raise ConnectionError("hub closed the connection")
-                    ack = parse_ack(raw)
-                    if ack.control_id_acked != control_id:
-                        raise ConnectionError(f"ACK for {ack.control_id_acked}, expected {control_id}")
-                    return ack.ack_code
-                except TimeoutError:
-                    await self.close()
-                    return "timeout"
-                except (OSError, ConnectionError, ValueError) as exc:
-                    await self.close()
-                    if attempt:
-                        log.warning("order %s not sent: %s", order.accession_number, exc)
-                        return "error"
-        return "error"
+            outcome = await self._exchange(payload, control_id, ack_wait)
+            if outcome == "error" and self._reused:  # the hub had closed the idle connection: a new one at once
+                outcome = await self._exchange(payload, control_id, ack_wait)
+            for pause in RESEND_AFTER:
+                if outcome not in RESENT_ON:
+                    break
+                self.resent[outcome] += 1
+                await asyncio.sleep(pause * self.rng.uniform(0.5, 1.5))
+                outcome = await self._exchange(payload, control_id, ack_wait)
+        if outcome in RESENT_ON:
+            log.warning(
+                "order %s not acknowledged after %d resends: %s", order.accession_number, len(RESEND_AFTER), outcome
+            )
+        return "AE" if outcome == "AE 207" else outcome
+
+    async def _exchange(self, payload: bytes, control_id: str, ack_wait: float) -> str:
+        """One try: the ACK code, "AE 207", "timeout" or "error" (the connection is closed after the last two)."""
+        self._reused = self._streams is not None
+        try:
+            if self._streams is None:
+                self._streams = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
+            reader, writer = self._streams
+            writer.write(payload)
+            await writer.drain()
+            raw = await asyncio.wait_for(read_frame(reader), ack_wait)
+            if raw is None:
+                raise ConnectionError("hub closed the connection")
+            ack = parse_ack(raw)
+            if ack.control_id_acked != control_id:
+                raise ConnectionError(f"ACK for {ack.control_id_acked}, expected {control_id}")
+        except TimeoutError:
+            await self.close()
+            return "timeout"
+        except (OSError, ConnectionError, ValueError) as exc:
+            log.info("%s: %s", control_id, exc)
+            await self.close()
+            return "error"
+        return "AE 207" if ack.ack_code == "AE" and ack.error_code == 207 else ack.ack_code
 
     async def close(self) -> None:
         if self._streams is not None:

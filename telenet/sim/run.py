@@ -9,6 +9,7 @@ import logging
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from telenet.sim.world import Township, World, load_world
 
 log = logging.getLogger(__name__)
 
+#: Logins in flight at once while everyone logs in before the first order.
+LOGINS_AT_ONCE = 32
 MODALITIES = {"imaging": ("DX", "CT", "US"), "ecg": ("ECG",)}
 FAMILIES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗梁"
 GIVEN = ["建国", "秀英", "桂兰", "志强", "丽华", "海燕", "国庆", "春梅", "晓东", "文军"]
@@ -76,11 +79,12 @@ class Simulation:
         self.counter = itertools.count(1)
         self.hubs: list[HubEndpoint] = []
         self.senders: dict[str, OrderSender] = {}
+        self.login_seconds = 0.0
 
     async def run(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             for url in self.config.hub.split(","):
-                api = Api(url.strip().rstrip("/"), session, self.world.passwords)
+                api = Api(url.strip().rstrip("/"), session, self.world.passwords, random.Random(self.rng.random()))
                 async with session.get(f"{api.base_url}/healthz") as resp:
                     self.hubs.append(HubEndpoint(api, (await resp.json()).get("interfaces", {})))
             listeners = [
@@ -89,6 +93,9 @@ class Simulation:
             ]
             for listener in listeners:
                 await listener.start()
+            started = time.monotonic()
+            failed_logins = await self._log_in_everyone()
+            self.login_seconds = time.monotonic() - started
             followers = self._followers()
             await asyncio.sleep(1.0)  # let every live channel subscribe before the first order
             try:
@@ -103,11 +110,44 @@ class Simulation:
                     await listener.stop()
                 for sender in self.senders.values():
                     await sender.close()
-        return self.tally.summary(set(self.world.readers))
+        summary = self.tally.summary(set(self.world.readers))
+        # What the peers sent again after the hub refused it for now or did not answer in time (not errors:
+        # an order acknowledged on a resend is acknowledged; one never acknowledged is counted as such).
+        retried: Counter[str] = Counter()
+        for hub in self.hubs:
+            retried.update(hub.api.retried)
+        for sender in self.senders.values():
+            retried.update({f"HL7 {why}": n for why, n in sender.resent.items()})
+        summary["retried"] = dict(sorted(retried.items()))
+        summary["logins"] = {"seconds": round(self.login_seconds, 1), "failed": failed_logins}
+        return summary
 
     def hub_for(self, index: int) -> HubEndpoint:
         """Townships and centers are spread over the hub processes (several behind a load balancer)."""
         return self.hubs[index % len(self.hubs)]
+
+    async def _log_in_everyone(self) -> int:
+        """Every simulated reader and clinic logs in before the first order (the people of a peak hour are at
+        work already when it starts), a few dozen at a time as people arrive, each trying a 503 again; the
+        time this takes is reported apart (``logins``). Returns how many could not log in (their followers
+        keep trying)."""
+        people = [(self.hub_for(n).api, username) for n, username in enumerate(self.world.readers.values())]
+        people += [
+            (self.hub_for(n).api, t.requester) for n, t in enumerate(self.world.townships) if t.requester is not None
+        ]
+        at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
+
+        async def log_in(api: Api, username: str) -> bool:
+            async with at_once:
+                try:
+                    await api.token(username)
+                except RuntimeError as exc:
+                    log.warning("%s", exc)
+                    return False
+                return True
+
+        done = await asyncio.gather(*(log_in(api, username) for api, username in people))
+        return sum(1 for ok in done if not ok)
 
     def _followers(self) -> list[asyncio.Task[None]]:
         tasks = []
@@ -197,7 +237,7 @@ class Simulation:
         sender = self.senders.get(township.code)
         if sender is None:
             sender = self.senders[township.code] = OrderSender(
-                _host(hub.api.base_url), int(hl7.get("port", 2575)), township
+                _host(hub.api.base_url), int(hl7.get("port", 2575)), township, rng=random.Random(self.rng.random())
             )
         tracked.ack = await sender.send(order)
         if tracked.ack != "AA":

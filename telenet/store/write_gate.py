@@ -20,7 +20,10 @@ queue on SQLite's lock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import sys
+import time
 from collections import deque
 from typing import Any
 
@@ -29,6 +32,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util.concurrency import await_, in_greenlet
+
+log = logging.getLogger(__name__)
+
+#: A hold of the write lock this long is logged (with the holder), since every other writer waited for it.
+LONG_HOLD_S = 2.0
 
 #: ``Session.info`` keys: the gate of a write session, and whether this session holds it.
 GATE = "telenet_write_gate"
@@ -49,6 +57,14 @@ class WriteGate:
         self.waited = 0
         self.refused = 0
         self.timed_out = 0
+        #: How long the lock was held (from the moment a writer got it, handed over or taken, to its release), in
+        #: how many holds, and the part of it spent between a hand-over and the new holder's task running again:
+        #: time the lock is held while nobody writes, because the event loop has other tasks to run first.
+        self.holds = 0
+        self.held_s = 0.0
+        self.handover_s = 0.0
+        self.longest_hold_s = 0.0
+        self._since = 0.0
 
     @property
     def waiting(self) -> int:
@@ -63,6 +79,7 @@ class WriteGate:
             self._loop, self._held, self._owner, self._waiters = loop, False, None, deque()
         if not self._held:
             self._held, self._owner = True, asyncio.current_task()
+            self._since = time.monotonic()
             return
         if len(self._waiters) >= self.max_waiting:
             self.refused += 1
@@ -83,8 +100,23 @@ class WriteGate:
                 raise locked(f"no turn to write within {self.wait_s:g} s") from None
             raise
         self._owner = asyncio.current_task()
+        self.handover_s += time.monotonic() - self._since
 
     def release(self) -> None:
+        now = time.monotonic()
+        held = now - self._since
+        self.holds += 1
+        self.held_s += held
+        self.longest_hold_s = max(self.longest_hold_s, held)
+        self._since = now
+        if held >= LONG_HOLD_S:
+            task = asyncio.current_task()
+            log.warning(
+                "the write lock was held %.2f s by %s (%d writers waiting)",
+                held,
+                task.get_coro() if task is not None else "?",
+                len(self._waiters),
+            )
         if self._waiters:
             self._owner = None
             self._waiters.popleft().set_result(None)  # still held: ownership goes to that writer
@@ -105,6 +137,18 @@ def is_lock_timeout(exc: BaseException) -> bool:
         return False
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return "database is locked" in text or "database is busy" in text
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """In an ``except`` block: a write refused for now (:func:`is_lock_timeout`: overload, which whoever sent it
+    tries again) is a one-line warning, so that a burst does not pay for a traceback per refusal; any other
+    failure is an error with its traceback."""
+    exc = sys.exc_info()[1]
+    if exc is not None and is_lock_timeout(exc):
+        why = getattr(exc, "orig", None) or exc
+        logger.warning(f"{message} (overloaded; tried again later): %s", *args, why)
+    else:
+        logger.exception(message, *args)
 
 
 def _gate_of(transaction: SessionTransaction, bind: Any) -> WriteGate | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -18,6 +20,9 @@ from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
 from telenet.domain.patients import mask_national_ids
 from telenet.services.hl7_inbound import record_dead_letter
+from telenet.sim import actors, his
+from telenet.sim.run import _national_id
+from telenet.sim.world import Township
 from telenet.store.models import HL7DeadLetter, HL7InboundMessage, Patient, Request
 from tests.conftest import TEST_PASSWORD
 
@@ -423,3 +428,65 @@ async def test_a_registry_that_cannot_be_read_is_ae_207_and_the_connection_stays
     again = segments(await peer.send(orm("REG-2", "HIS-DX-0100")))
     assert again["MSA"][1:3] == ["AA", "REG-2"], again
     assert await request_by_accession(hl7.hub, "HIS-DX-0100") is not None
+
+
+@SQLITE_ONLY  # the write queue exists on SQLite only
+async def test_the_simulated_his_resends_what_the_write_queue_refused_and_the_order_is_kept_once(
+    hl7: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    """The simulator's township HIS behaves as an interface engine: an AE 207 (the write queue refused the order,
+    overload) is sent again, the same MSH-10, after a pause, until it is acknowledged; and its console users try
+    a 503 again. Without the resends the order of an overloaded hub is never acknowledged."""
+    monkeypatch.setattr(his, "RESEND_AFTER", (0.05,) * 5)
+    monkeypatch.setattr(actors, "RETRY_AFTER_CAP", 0.05)
+    gate = hl7.gateway.hub.write_gate
+    township = Township("NL-C01-K01-T01", "清溪镇卫生院", "C01K01T01", FACILITY, None, "township_doc", "his_t01")
+    sender = his.OrderSender("127.0.0.1", hl7.hl7_port, township, rng=random.Random(1))
+    order = his.Order("SIMRESEND01", "imaging", "DX", "routine", "SIMP9000001", "张", "三", "M", "19650312",
+                      _national_id("0000011"))  # fmt: skip
+
+    async def refuse_until(refused: Any) -> None:
+        """Every write is refused (the queue is full) until ``refused()`` has seen one."""
+        await gate.acquire()
+        gate.max_waiting = 0
+        try:
+            for _ in range(400):
+                if refused():
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            gate.max_waiting = 5_000
+            gate.release()
+
+    freed = asyncio.create_task(refuse_until(lambda: sender.resent["AE 207"] >= 1))
+    await asyncio.sleep(0)  # the queue is full before the order goes
+    sent = []
+    original = sender._exchange
+
+    async def exchange(payload: bytes, control_id: str, ack_wait: float) -> str:
+        sent.append(control_id)
+        return await original(payload, control_id, ack_wait)
+
+    monkeypatch.setattr(sender, "_exchange", exchange)
+    assert await sender.send(order) == "AA"
+    await freed
+    assert len(sent) >= 2 and set(sent) == {sent[0]}, "resent with the same MSH-10"
+    # An overload is one line of warning per refusal, not an error with a traceback, and the ACK says so.
+    refusals = [r for r in caplog.records if r.name == "gateways.hl7.server" and "overloaded" in r.getMessage()]
+    assert refusals and all(r.levelname == "WARNING" and r.exc_info is None for r in refusals), caplog.text
+    assert not [r for r in caplog.records if r.name == "gateways.hl7.server" and r.levelname == "ERROR"]
+    await sender.close()
+    assert sender.resent == {"AE 207": sender.resent["AE 207"]} and sender.resent["AE 207"] >= 1, sender.resent
+    async with hl7.hub.reader() as session:
+        kept = await session.scalar(
+            select(func.count()).select_from(Request).where(Request.accession_number == "SIMRESEND01")
+        )
+    assert kept == 1
+
+    async with aiohttp.ClientSession() as http:
+        api = actors.Api(str(hl7.make_url("")).rstrip("/"), http, {"township_doc": TEST_PASSWORD}, random.Random(2))
+        freed = asyncio.create_task(refuse_until(lambda: api.retried["login 503"] >= 1))
+        await asyncio.sleep(0)
+        assert await api.token("township_doc")
+        await freed
+    assert api.retried == {"login 503": api.retried["login 503"]} and api.retried["login 503"] >= 1, api.retried

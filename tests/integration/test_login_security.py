@@ -114,6 +114,48 @@ async def test_the_password_hash_runs_off_the_event_loop(client: Any, monkeypatc
     assert len(threads) == 2 and threading.get_ident() not in threads
 
 
+async def test_a_burst_of_logins_past_the_hash_queue_is_refused_before_hashing(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One hash at a time and one login waiting: of four at once, two are refused at once as overload (503 with
+    Retry-After, no password checked, not counted by the limiter), and the two others log in."""
+    hashed: list[str] = []
+    real = login.verify_password
+    release = threading.Event()
+
+    def slow(password: str, stored: str | None) -> bool:
+        hashed.append(password)
+        release.wait(10)  # the first hash holds its slot until the burst has arrived
+        return real(password, stored)
+
+    monkeypatch.setattr(login, "verify_password", slow)
+    client.hub.password_checks = checks = login.PasswordChecks(slots=1, max_waiting=1)
+    users = ["county_reader", "township_doc", "county_coord", "province_admin"]
+    tasks = []
+    for user in users:
+        tasks.append(asyncio.create_task(attempt(client, user, TEST_PASSWORD)))
+        for _ in range(200):  # each arrives before the next: the first hashing, the second waiting
+            await asyncio.sleep(0.005)
+            arrived = bool(hashed) if len(tasks) == 1 else checks.waiting + checks.refused >= len(tasks) - 1
+            if arrived:
+                break
+    assert checks.refused == 2
+    release.set()
+    answers = await asyncio.gather(*tasks)
+    statuses = [r.status for r in answers]
+    assert statuses == [200, 200, 503, 503], statuses
+    for refused in answers[2:]:
+        body = await refused.json()
+        assert body["type"] == "urn:telenet:problem:overloaded" and int(refused.headers["Retry-After"]) >= 1
+    assert len(hashed) == 2
+    assert await login_audit(client, "county_coord") == [], "a refused login checked no password"
+    metrics = await (await client.get("/metrics", headers=await client.login("province_admin"))).text()
+    assert "telenet_login_refused_overload_total 2.0" in metrics, metrics[-2000:]
+    # Not counted as attempts: the limiter (6 a minute) lets the same accounts in as often as before.
+    for _ in range(PER_ACCOUNT):
+        assert (await attempt(client, "county_coord", TEST_PASSWORD)).status == 200
+
+
 async def _works(client: Any, headers: dict[str, str]) -> int:
     resp = await client.get("/api/v1/requests", headers=headers)
     return int(resp.status)

@@ -8,6 +8,7 @@ then even reads (token checks, the HL7 facility check) failed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -71,7 +72,8 @@ async def test_a_burst_of_writers_waits_in_order_and_readers_keep_the_pool(clien
         rows = await session.scalar(select(func.count()).where(AuditEntry.action == "gate.test"))
     assert rows == WRITERS
     metrics = await client.get("/metrics", headers=await client.login("province_admin"))
-    assert "telenet_write_queue_waited_total" in await metrics.text()
+    text = await metrics.text()
+    assert "telenet_write_queue_waited_total" in text and "telenet_write_queue_handover_seconds_total" in text
 
 
 @sqlite_only
@@ -126,3 +128,36 @@ async def test_the_gate_hands_over_in_order_and_survives_cancelled_waiters() -> 
     assert order == [0, 1, 3, 4]
     await gate.acquire()  # free again: taken at once
     gate.release()
+
+
+async def test_the_gate_measures_its_holds_and_the_hand_over_latency() -> None:
+    """How long the lock is held, and how much of that passes between a hand-over and the next writer running
+    (the lock held while nobody writes, because the loop runs other tasks first): the province peak's question."""
+    gate = WriteGate(wait_s=5, max_waiting=10)
+    await gate.acquire()
+    await asyncio.sleep(0.05)
+    gate.release()
+    assert gate.holds == 1 and 0.05 <= gate.held_s < 1 and gate.handover_s == 0
+
+    ran: list[float] = []
+
+    async def next_writer() -> None:
+        await gate.acquire()
+        ran.append(time.monotonic())
+        gate.release()
+
+    await gate.acquire()
+    waiter = asyncio.create_task(next_writer())
+    await asyncio.sleep(0)
+    assert gate.waiting == 1
+    gate.release()  # handed over; this task keeps the loop busy before the next writer can run
+    _busy(0.05)
+    await waiter
+    assert gate.holds == 3 and gate.handover_s >= 0.05 and gate.longest_hold_s >= 0.05 and gate.held_s >= 0.1
+
+
+def _busy(seconds: float) -> None:
+    """A slow turn of the event loop (work that does not yield)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass

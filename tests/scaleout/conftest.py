@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.common import serve
+from bench.common import kill_group, serve
 from tests.conftest import DEMO_NETWORK, POSTGRES_URL, TEST_PASSWORD, needs_postgres, password_hash_for_tests
 from tests.integration.test_cli import free_port
 
@@ -48,16 +48,16 @@ class HubNode:
     def kill(self) -> None:
         """SIGKILL: no cleanup, no unlock, connections dropped by the kernel."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            kill_group(self.proc)  # the hub and its HL7 pool's processes, as a power cut would
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        kill_group(self.proc)  # and whatever of its group outlived it
 
 
 @dataclass
