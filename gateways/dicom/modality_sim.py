@@ -6,6 +6,8 @@ listing every instance). Used by the tests, and by the network simulator as its 
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,28 @@ class ModalityError(Exception):
     pass
 
 
+class AssociationRefused(ModalityError):
+    """The node did not accept the association (nothing was sent on it): a modality tries again later."""
+
+
+def associate(
+    ae: Any, host: str, port: int, called_ae: str, *, retry_pauses: Sequence[float] = (), on_retry: Any = None
+) -> Any:
+    """An association from ``ae``, tried again after each pause of ``retry_pauses`` (each drawn from half to one
+    and a half times it) while the node refuses it, as a modality's send queue does (pynetdicom's node refuses
+    past its association limit, A-ASSOCIATE-RJ transient); :class:`AssociationRefused` after the last."""
+    for pause in (*retry_pauses, None):
+        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+        if assoc.is_established:
+            return assoc
+        if pause is None:
+            raise AssociationRefused(f"{called_ae} at {host}:{port} refused the association of {ae.ae_title}")
+        if on_retry is not None:
+            on_retry()
+        time.sleep(pause * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Performed:
     """What one simulated exam produced."""
@@ -51,21 +75,30 @@ class Performed:
 
 class ModalitySim:
     def __init__(
-        self, ae_title: str, host: str, port: int, *, called_ae: str = "TELENET", modality: str = "DX"
+        self,
+        ae_title: str,
+        host: str,
+        port: int,
+        *,
+        called_ae: str = "TELENET",
+        modality: str = "DX",
+        retry_pauses: Sequence[float] = (),
+        on_retry: Any = None,
     ) -> None:
         self.ae_title = ae_title
         self.host = host
         self.port = port
         self.called_ae = called_ae
         self.modality = modality
+        self.retry_pauses = retry_pauses
+        self.on_retry = on_retry
 
     def _associate(self, contexts: Sequence[Any]) -> Any:
         ae = AE(ae_title=self.ae_title)
         ae.requested_contexts = list(contexts)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
-        if not assoc.is_established:
-            raise ModalityError(f"{self.called_ae} at {self.host}:{self.port} refused the association")
-        return assoc
+        return associate(
+            ae, self.host, self.port, self.called_ae, retry_pauses=self.retry_pauses, on_retry=self.on_retry
+        )
 
     def worklist(self, *, accession_number: str = "", date: str = "") -> list[Dataset]:
         """C-FIND on the Modality Worklist for this station's scheduled steps."""

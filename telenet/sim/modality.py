@@ -4,17 +4,17 @@ because pynetdicom's associations are blocking."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from functools import cache
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import TwelveLeadECGWaveformStorage  # type: ignore[attr-defined]
 
-from gateways.dicom.modality_sim import ModalityError, ModalitySim
-from gateways.dicom.node import nodelay
+from gateways.dicom.modality_sim import ModalityError, ModalitySim, associate
 
 
 @cache
@@ -24,9 +24,20 @@ def _ecg_template() -> Dataset:
     return dcmread(path)
 
 
-def perform_imaging(ae_title: str, host: str, port: int, called_ae: str, accession: str, images: int = 2) -> str:
-    """Find the order on the worklist by accession number, then acquire, C-STORE and MPPS it."""
-    sim = ModalitySim(ae_title, host, port, called_ae=called_ae)
+def perform_imaging(
+    ae_title: str,
+    host: str,
+    port: int,
+    called_ae: str,
+    accession: str,
+    images: int = 2,
+    *,
+    retry_pauses: Sequence[float] = (),
+    on_retry: Callable[[], None] | None = None,
+) -> str:
+    """Find the order on the worklist by accession number, then acquire, C-STORE and MPPS it; an association
+    the node refuses is tried again after each of ``retry_pauses``."""
+    sim = ModalitySim(ae_title, host, port, called_ae=called_ae, retry_pauses=retry_pauses, on_retry=on_retry)
     items = sim.worklist(accession_number=accession)
     if not items:
         raise ModalityError(f"{accession} is not on {ae_title}'s worklist")
@@ -37,7 +48,16 @@ def perform_imaging(ae_title: str, host: str, port: int, called_ae: str, accessi
 
 
 def send_ecg(
-    ae_title: str, host: str, port: int, called_ae: str, accession: str, patient_id: str, patient_name: str
+    ae_title: str,
+    host: str,
+    port: int,
+    called_ae: str,
+    accession: str,
+    patient_id: str,
+    patient_name: str,
+    *,
+    retry_pauses: Sequence[float] = (),
+    on_retry: Callable[[], None] | None = None,
 ) -> str:
     """pydicom's bundled 12-lead ECG, re-identified for this order, sent with C-STORE."""
     ds = copy.deepcopy(_ecg_template())
@@ -53,9 +73,7 @@ def send_ecg(
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ae = AE(ae_title=ae_title)
     ae.add_requested_context(TwelveLeadECGWaveformStorage, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
-    if not assoc.is_established:
-        raise ModalityError(f"{called_ae} refused {ae_title}")
+    assoc = associate(ae, host, port, called_ae, retry_pauses=retry_pauses, on_retry=on_retry)
     try:
         status = assoc.send_c_store(ds)
     finally:

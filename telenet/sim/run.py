@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import random
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,14 +21,16 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from telenet.sim.actors import Api, Behaviour, Clinic, Reader, follow
+from telenet.sim.his import RESEND_AFTER, OrderSender, ResultListener
 from telenet.sim.his import Order as HL7Order
-from telenet.sim.his import OrderSender, ResultListener
 from telenet.sim.modality import perform_imaging, send_ecg
 from telenet.sim.tally import RETURNED, STILL_WORKING, Tally, Tracked
 from telenet.sim.world import Township, World, load_world
 
 log = logging.getLogger(__name__)
 
+#: Simulated modalities working at once (each on a thread of its own: pynetdicom's associations block).
+MODALITIES_AT_ONCE = 64
 #: Logins in flight at once while everyone logs in before the first order.
 LOGINS_AT_ONCE = 32
 MODALITIES = {"imaging": ("DX", "CT", "US"), "ecg": ("ECG",)}
@@ -80,8 +85,16 @@ class Simulation:
         self.hubs: list[HubEndpoint] = []
         self.senders: dict[str, OrderSender] = {}
         self.login_seconds = 0.0
+        self.associations_refused = 0
+        self._refusals_lock = threading.Lock()
 
     async def run(self) -> dict[str, Any]:
+        # The modalities' blocking associations run on threads: as many at once as the township devices of a
+        # busy county would have, not the default pool's handful (min(32, cores + 4)), which would cap the
+        # simulated province at a few exams at a time.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(MODALITIES_AT_ONCE, thread_name_prefix="modality")
+        )
         async with aiohttp.ClientSession() as session:
             for url in self.config.hub.split(","):
                 api = Api(url.strip().rstrip("/"), session, self.world.passwords, random.Random(self.rng.random()))
@@ -118,6 +131,8 @@ class Simulation:
             retried.update(hub.api.retried)
         for sender in self.senders.values():
             retried.update({f"HL7 {why}": n for why, n in sender.resent.items()})
+        if self.associations_refused:
+            retried["DICOM association refused"] = self.associations_refused
         summary["retried"] = dict(sorted(retried.items()))
         summary["logins"] = {"seconds": round(self.login_seconds, 1), "failed": failed_logins}
         return summary
@@ -249,17 +264,32 @@ class Simulation:
             int(dicom.get("port", 11112)),
             str(dicom.get("ae_title", "TELENET")),
         )
+        pauses, on_retry = RESEND_AFTER, self._association_refused
         try:
             if kind == "ecg":
+                name = f"{family}^{given}"
                 await asyncio.to_thread(
-                    send_ecg, township.ae_title, host, port, called, accession, patient_id, f"{family}^{given}"
-                )
+                    functools.partial(
+                        send_ecg, township.ae_title, host, port, called, accession, patient_id, name,
+                        retry_pauses=pauses, on_retry=on_retry,
+                    )
+                )  # fmt: skip
             else:
-                await asyncio.to_thread(perform_imaging, township.ae_title, host, port, called, accession)
+                await asyncio.to_thread(
+                    functools.partial(
+                        perform_imaging, township.ae_title, host, port, called, accession,
+                        retry_pauses=pauses, on_retry=on_retry,
+                    )
+                )  # fmt: skip
             tracked.data_sent = True
         except Exception as exc:  # every failure is counted, none stops the run
             log.warning("modality %s: %s", township.ae_title, exc)
             self.tally.error(f"DICOM {type(exc).__name__}")
+
+    def _association_refused(self) -> None:
+        """A simulated modality tries a refused association again (called on its thread)."""
+        with self._refusals_lock:
+            self.associations_refused += 1
 
     async def _drain(self) -> None:
         """After the ordering stops, wait (bounded) until every order has its result or an explanation."""

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from gateways.dicom.modality_sim import ModalityError, ModalitySim
+from gateways.dicom.modality_sim import AssociationRefused, ModalityError, ModalitySim
 from telenet.config import Settings
 from tests.dicom_fixtures import OTHER_TOWNSHIP_AE, TOWNSHIP_AE, dicom_settings, ordered
 
@@ -60,3 +62,32 @@ async def test_mpps_waits_for_every_listed_instance(client: Any, node: Any) -> N
     await asyncio.to_thread(sim.store, images[1:])
     state = await state_of(client, view["id"])
     assert state["state"] == "queued" and state["data_completed_by"] == "mpps"
+
+
+async def test_a_refused_association_is_tried_again_as_a_modality_s_queue_does(client: Any, node: Any) -> None:
+    """The node refuses past its association limit (A-ASSOCIATE-RJ, transient); the simulated modality tries
+    again after a pause, and gives up with AssociationRefused after the last pause."""
+    await ordered(client, modality="DX", name="张三")
+    held = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)._associate([build_context(Verification)])
+    node.ae.maximum_associations = 1  # the one above holds it
+    retried: list[float] = []
+
+    def free_on_second_retry() -> None:
+        retried.append(1)
+        if len(retried) == 2:
+            held.release()
+
+    try:
+        patient = ModalitySim(
+            TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.05,) * 4, on_retry=free_on_second_retry
+        )
+        items = await asyncio.to_thread(patient.worklist)
+        assert len(items) == 1 and len(retried) >= 2
+        held = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)._associate([build_context(Verification)])
+        impatient = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.01, 0.01), on_retry=retried.clear)
+        with pytest.raises(AssociationRefused):
+            await asyncio.to_thread(impatient.worklist)
+    finally:
+        node.ae.maximum_associations = 200
+        if held.is_established:
+            held.release()

@@ -15,8 +15,9 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 from sqlalchemy import func, select
 
-from gateways.dicom.node import nodelay
+from gateways.dicom.node import _WHITELIST_TTL_S, nodelay
 from telenet.config import Settings
+from telenet.services import studies
 from telenet.store.models import DicomInstance, DicomStudy
 from tests.dicom_fixtures import (
     OTHER_TOWNSHIP_AE,
@@ -192,3 +193,28 @@ async def test_ecg_is_queued_on_arrival_with_a_measured_suggestion(client: Any, 
     assert {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"} <= labels
     outsider = await client.get(f"/api/v1/ecg/{ecg.SOPInstanceUID}.svg", headers=await client.login("township_doc2"))
     assert outsider.status == 403
+
+
+async def test_the_whitelist_hands_pynetdicom_only_the_callers_title_and_reloads_once_at_a_time(
+    client: Any, node: Any, monkeypatch: Any
+) -> None:
+    """pynetdicom scans the list it gets once per association: a registered caller gets its own title only, an
+    unknown one a list it cannot match. When the list is due for reloading, associations opening at once do
+    not all reload it (at province scale, 1,000+ titles each time, they took seconds to open)."""
+    whitelist = node.whitelist
+    assert await asyncio.to_thread(whitelist.allowed, TOWNSHIP_AE) == [TOWNSHIP_AE]
+    assert await asyncio.to_thread(whitelist.allowed, "NOSUCHAE") == ["\x00"]
+
+    reloads: list[int] = []
+    real = studies.registered_ae_titles
+
+    async def counting(hub: Any) -> set[str]:
+        reloads.append(1)
+        await asyncio.sleep(0.2)  # a slow reload: the others arrive meanwhile
+        return await real(hub)
+
+    monkeypatch.setattr(studies, "registered_ae_titles", counting)
+    whitelist._loaded_at -= _WHITELIST_TTL_S + 1  # due
+    answers = await asyncio.gather(*(asyncio.to_thread(whitelist.allowed, TOWNSHIP_AE) for _ in range(8)))
+    assert answers == [[TOWNSHIP_AE]] * 8
+    assert len(reloads) == 1, reloads

@@ -130,6 +130,9 @@ async def test_peer_checks_read_the_registry_snapshot_not_the_tables(demo_hub: A
         assert await peers.check_facility(demo_hub, "NO-SUCH-FACILITY", identity) is None
         assert await peers.check_ae_title(demo_hub, "C01", identity) is None
         assert await peers.check_ae_title(demo_hub, "NOSUCHAE", identity) is None
+        # The DICOM node's list of registered calling AE titles, reloaded every 30 s: from the snapshot too.
+        titles = await studies.registered_ae_titles(demo_hub)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert statements == [], statements
+    assert "C01K01T01" in titles and len(titles) == len((await demo_hub.registry.get()).ae_titles)
