@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from gateways.dicom.modality_sim import AssociationRefused, ModalityError, ModalitySim
 from telenet.config import Settings
@@ -68,7 +68,8 @@ async def test_a_refused_association_is_tried_again_as_a_modality_s_queue_does(c
     """The node refuses past its association limit (A-ASSOCIATE-RJ, transient); the simulated modality tries
     again after a pause, and gives up with AssociationRefused after the last pause."""
     await ordered(client, modality="DX", name="张三")
-    held = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)._associate([build_context(Verification)])
+    worklist = [build_context(ModalityWorklistInformationFind)]
+    held = await asyncio.to_thread(ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)._associate, worklist)
     node.ae.maximum_associations = 1  # the one above holds it
     retried: list[float] = []
 
@@ -79,15 +80,16 @@ async def test_a_refused_association_is_tried_again_as_a_modality_s_queue_does(c
 
     try:
         patient = ModalitySim(
-            TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.05,) * 4, on_retry=free_on_second_retry
+            TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.5,) * 4, on_retry=free_on_second_retry
         )
         items = await asyncio.to_thread(patient.worklist)
         assert len(items) == 1 and len(retried) >= 2
-        held = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port)._associate([build_context(Verification)])
+        holder = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.2,) * 10)
+        held = await asyncio.to_thread(holder._associate, worklist)  # once the node has let the last one go
         impatient = ModalitySim(TOWNSHIP_AE, "127.0.0.1", node.port, retry_pauses=(0.01, 0.01), on_retry=retried.clear)
         with pytest.raises(AssociationRefused):
             await asyncio.to_thread(impatient.worklist)
     finally:
         node.ae.maximum_associations = 200
         if held.is_established:
-            held.release()
+            await asyncio.to_thread(held.release)
