@@ -40,7 +40,7 @@ from telenet.api.spec import Routes
 from telenet.config import Settings
 from telenet.domain.errors import Invalid
 from telenet.domain.sla import Clock, SystemClock
-from telenet.services import consultation, fees, order_status, outbox, peers, requests, studies
+from telenet.services import consultation, fees, order_status, outbox, peers, requests, study_links
 from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
 from telenet.services.group_commit import GroupCommit
@@ -129,7 +129,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         auth_version=auth_version(engine),
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
-    hub.follow_ups.on_routed.append(studies.on_routed)
+    hub.follow_ups.on_routed.append(study_links.on_routed)
     hub.follow_ups.on_final.extend([consultation.on_final, fees.record_final, outbox.enqueue_result])
     hub.follow_ups.data_complete = requests.data_complete
     return hub

@@ -21,7 +21,7 @@ from gateways.dicom.ingest import ingest
 from gateways.dicom.status import CANCEL, PENDING, SUCCESS, BadDataset, Busy, Op, failure
 from telenet.domain.access import Actor
 from telenet.domain.errors import Forbidden, NotFound
-from telenet.services import modality
+from telenet.services import modality, mpps
 
 if TYPE_CHECKING:
     from gateways.dicom.node import DicomNode
@@ -178,7 +178,7 @@ class Handlers:
             if not uid:
                 raise BadDataset("N-CREATE without an Affected SOP Instance UID")
             record = mapping.mpps_record(str(uid), attributes)
-            self.bridge.call(modality.mpps_create, self.hub, actor, record)
+            self.bridge.call(mpps.mpps_create, self.hub, actor, record)
         except Exception as exc:
             return failure(Op.N_CREATE, exc), None
         return SUCCESS, attributes
@@ -189,7 +189,7 @@ class Handlers:
             modifications = event.modification_list
             uid = str(_req(event).RequestedSOPInstanceUID)
             record = mapping.mpps_record(uid, modifications)
-            self.bridge.call(modality.mpps_set, self.hub, actor, record)
+            self.bridge.call(mpps.mpps_set, self.hub, actor, record)
         except Exception as exc:
             return failure(Op.N_SET, exc), None
         return SUCCESS, modifications

@@ -18,7 +18,8 @@ from pydicom.sequence import Sequence
 from gateways.dicom.status import BadDataset
 from gateways.dicom.storage import check_uid
 from telenet.domain.identity import PatientFacts, parse_compact_date
-from telenet.services.modality import MppsRecord, StudyQuery, WorklistQuery, parse_date_range
+from telenet.services.modality import StudyQuery, WorklistQuery, parse_date_range
+from telenet.services.mpps import MppsRecord
 from telenet.services.studies import EcgSummary, InstanceRecord
 
 UTF8: Final = "ISO_IR 192"

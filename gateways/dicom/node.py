@@ -40,7 +40,7 @@ from telenet import tls
 from telenet.config import Settings
 from telenet.domain.access import Actor
 from telenet.domain.errors import Invalid
-from telenet.services import peers, studies
+from telenet.services import peers, studies, study_links
 from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
 from telenet.services.metrics import Tally
@@ -340,7 +340,7 @@ async def run_quiet_sweep(hub: Hub, interval: float) -> None:
     """Complete studies whose quiet time has passed; a failing pass is logged and retried."""
     while True:
         try:
-            await studies.complete_quiet_studies(hub)
+            await study_links.complete_quiet_studies(hub)
         except Exception:
             log_failure(log, "quiet-time sweep failed")
         await asyncio.sleep(interval)

@@ -30,7 +30,7 @@ from telenet.api.spec import (
     written_as,
 )
 from telenet.domain.errors import Invalid
-from telenet.services import assessment, fees, recognition
+from telenet.services import assessment, fees, recognition, settlement
 from telenet.services.metrics import Family, MetricsRegistry
 
 routes = Routes()
@@ -154,11 +154,11 @@ async def get_settlement(request: web.Request) -> web.Response:
     if not re.fullmatch(MONTH["pattern"], period):
         raise Invalid(f"period must look like YYYY-MM (years 1900 to 9998), got {period!r}")  # as period_bounds
     output = _format(request)
-    statement = await fees.settlement(
+    statement = await settlement.settlement(
         hub_of(request), actor_of(request), period, institution=request.query.get("institution")
     )
     if output == "csv":
-        return _csv_response(fees.settlement_csv(statement), f"settlement-{period}.csv")
+        return _csv_response(settlement.settlement_csv(statement), f"settlement-{period}.csv")
     return web.json_response(statement)
 
 

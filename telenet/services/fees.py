@@ -1,5 +1,5 @@
-"""Fees (收费、结算): the append-only ledger written when a report goes final, refunds, the schedule, and the
-monthly settlement statements per institution pair.
+"""Fees (收费、结算): the append-only ledger written when a report goes final, refunds and the schedule (the
+monthly settlement statements are in ``settlement``).
 
 Who pays whom: the inviting side (邀请方) is the requesting institution; the invited side (受邀方) is the
 institution of the center that *signed* the final report, so escalated work is charged to the center
@@ -13,8 +13,6 @@ assessment as ``finals_without_fee``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -280,7 +278,7 @@ def check_period(start: datetime | None, end: datetime | None) -> None:
         raise Invalid("to must be after from", code="bad-parameter")
 
 
-async def _institutions(session: AsyncSession, ids: set[int]) -> dict[int, Institution]:
+async def institutions(session: AsyncSession, ids: set[int]) -> dict[int, Institution]:
     if not ids:
         return {}
     rows = (await session.execute(select(Institution).where(Institution.id.in_(ids)))).scalars()
@@ -289,7 +287,7 @@ async def _institutions(session: AsyncSession, ids: set[int]) -> dict[int, Insti
 
 async def line_views(session: AsyncSession, lines: Sequence[FeeLine]) -> list[dict[str, Any]]:
     """Ledger lines as the API shows them, with both institutions, the center and any refund of each."""
-    insts = await _institutions(
+    insts = await institutions(
         session, {line.inviting_institution_id for line in lines} | {line.invited_institution_id for line in lines}
     )
     ids = [line.id for line in lines]
@@ -503,144 +501,3 @@ async def refund(hub: Hub, actor: Actor, line_id: int, reason: str) -> dict[str,
             raise Conflict(f"fee line {line_id} was already refunded", code="already-refunded") from None
         uow.audit(detail={"refund_line_id": row.id, "price_fen": row.price_fen, "reason": row.reason})
         return (await line_views(session, [row]))[0]
-
-
-# --- settlement ------------------------------------------------------------------------------------------
-
-SETTLEMENT_COLUMNS = (
-    "period",
-    "inviting_code",
-    "inviting_name",
-    "invited_code",
-    "invited_name",
-    "charges",
-    "refunds",
-    "gross_fen",
-    "inviting_fen",
-    "invited_fen",
-    "gross_yuan",
-    "inviting_yuan",
-    "invited_yuan",
-)
-TOTAL_LABEL = "合计 TOTAL"
-
-
-async def settlement(hub: Hub, actor: Actor, period: str, institution: str | None = None) -> dict[str, Any]:
-    """The statement of a month (Asia/Shanghai) per (inviting, invited) pair, built from the ledger lines
-    alone, for coordinators and admins over the pairs that involve their subtree (or ``institution``)."""
-    require_role(actor, Role.COORDINATOR, Role.ADMIN, action="read settlement statements")
-    start, end = rules.period_bounds(period, LOCAL_TZ)
-    async with read_use_case(hub, actor, "settlement.read", "settlement", period) as uow:
-        session = uow.session
-        root, subtree = await scope_root(session, actor, institution, uow)
-        uow.audit(object_path=root.path, detail={"institution": root.code})
-        rows = (
-            (
-                await session.execute(
-                    select(FeeLine)
-                    .where(involving(root.path, subtree), FeeLine.at >= start, FeeLine.at < end)
-                    .order_by(FeeLine.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        insts = await _institutions(
-            session, {x.inviting_institution_id for x in rows} | {x.invited_institution_id for x in rows}
-        )
-        lines = [
-            rules.FeeLine(
-                id=x.id,
-                inviting_code=insts[x.inviting_institution_id].code,
-                invited_code=insts[x.invited_institution_id].code,
-                service=x.service,
-                price_fen=x.price_fen,
-                inviting_fen=x.inviting_fen,
-                invited_fen=x.invited_fen,
-                refund_of=x.refund_of,
-                at=x.at,
-            )
-            for x in rows
-        ]
-        statement = rules.settle(lines, start=start, end=end)
-        names = {inst.code: inst.name for inst in insts.values()}
-        gross, inviting, invited = rules.settlement_total(statement)
-        return {
-            **CURRENCY,
-            "period": period,
-            "timezone": str(LOCAL_TZ),
-            "from": start.isoformat(),
-            "to": end.isoformat(),
-            "institution": root.code,
-            "definitions": {
-                "rows": "one row per (inviting 邀请方, invited 受邀方) institution pair with ledger lines in the month",
-                "gross_fen": "sum of the line prices, refunds negative; inviting_fen + invited_fen == gross_fen",
-            },
-            "rows": [
-                {
-                    "inviting": {"code": r.inviting_code, "name": names[r.inviting_code]},
-                    "invited": {"code": r.invited_code, "name": names[r.invited_code]},
-                    "charges": r.charges,
-                    "refunds": r.refunds,
-                    "gross_fen": r.gross_fen,
-                    "inviting_fen": r.inviting_fen,
-                    "invited_fen": r.invited_fen,
-                }
-                for r in statement
-            ],
-            "totals": {
-                "lines": len(lines),
-                "charges": sum(r.charges for r in statement),
-                "refunds": sum(r.refunds for r in statement),
-                "gross_fen": gross,
-                "inviting_fen": inviting,
-                "invited_fen": invited,
-            },
-        }
-
-
-def settlement_csv(statement: dict[str, Any]) -> str:
-    """The statement as CSV: a UTF-8 byte-order mark first (so a spreadsheet opens the Chinese names
-    correctly), one row per pair, then a total row that is the sum of the rows above it."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(SETTLEMENT_COLUMNS)
-    period = statement["period"]
-    for row in statement["rows"]:
-        writer.writerow(
-            (
-                period,
-                row["inviting"]["code"],
-                row["inviting"]["name"],
-                row["invited"]["code"],
-                row["invited"]["name"],
-                row["charges"],
-                row["refunds"],
-                row["gross_fen"],
-                row["inviting_fen"],
-                row["invited_fen"],
-                yuan(row["gross_fen"]),
-                yuan(row["inviting_fen"]),
-                yuan(row["invited_fen"]),
-            )
-        )
-    t = statement["totals"]
-    writer.writerow(
-        (
-            period,
-            TOTAL_LABEL,
-            "",
-            "",
-            "",
-            t["charges"],
-            t["refunds"],
-            t["gross_fen"],
-            t["inviting_fen"],
-            t["invited_fen"],
-            yuan(t["gross_fen"]),
-            yuan(t["inviting_fen"]),
-            yuan(t["invited_fen"]),
-        )
-    )
-    return out.getvalue()

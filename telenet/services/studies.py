@@ -1,19 +1,18 @@
-"""DICOM studies in the service layer: the index, matching to requests, completeness, reconciliation, ECG.
+"""DICOM studies in the service layer: the index of received instances, and who is calling.
 
 The DICOM gateway extracts plain records from what it received (it owns the files and pydicom) and calls
-these use cases on the event loop. Matching: AccessionNumber first (only requests of the sender's own
-subtree), else a StudyInstanceUID already known (an earlier instance or an MPPS); anything else waits in the
-reconciliation list, and so does a study whose patient (id, name, birth date, sex) contradicts the request's.
-Completeness: an ECG instance completes an ``ecg`` request at once; an imaging request completes when an MPPS
-COMPLETED lists only instances that are present, or after a quiet time.
+these use cases on the event loop. Which request a study belongs to, the link and completeness are in
+``study_links``: AccessionNumber first (only requests of the sender's own subtree), else a StudyInstanceUID
+already known (an earlier instance or an MPPS); anything else waits in the reconciliation list, and so does a
+study whose patient (id, name, birth date, sex) contradicts the request's.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -23,13 +22,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.access import Actor, Role
-from telenet.domain.errors import Conflict, Forbidden, Invalid
-from telenet.domain.identity import PatientFacts, contradictions, parse_compact_date
+from telenet.domain.errors import Forbidden, Invalid
 from telenet.domain.tiers import is_within
 from telenet.services import forwarding
-from telenet.services.access import center_of, require_role
-from telenet.services.events import emit, request_topics
+from telenet.services.access import require_role
+from telenet.services.events import emit
 from telenet.services.hub import AuditRecord, Hub, audit_values, use_case
+from telenet.services.study_links import (
+    Completion,
+    complete_request,
+    gateway_actor,
+    link_to_request,
+    mpps_satisfied,
+    patient_contradictions,
+    request_by_accession,
+    request_by_study_uid,
+    study_patient,
+)
 from telenet.store.models import (
     AuditEntry,
     Center,
@@ -39,34 +48,17 @@ from telenet.store.models import (
     EcgMeasurement,
     Institution,
     InstitutionAETitle,
-    Patient,
     Request,
 )
 
 log = logging.getLogger(__name__)
 
-SIGNALS = ("mpps", "quiet-time", "ecg")
 _RETRIES = 3  # concurrent first instances of one study race on its unique UID; the loser retries
 
 
 # --------------------------------------------------------------------------------------------------
 # Who is calling: a registered AE title acts as its institution's integration account
 # --------------------------------------------------------------------------------------------------
-
-
-def gateway_actor(institution: Institution, ae_title: str | None, remote_addr: str | None = None) -> Actor:
-    """The actor of a DICOM peer: integration role at the institution its AE title is registered to."""
-    name = f"dicom:{ae_title}" if ae_title else "dicom:gateway"
-    return Actor(
-        user_id=0,
-        username=name,
-        role=Role.INTEGRATION,
-        institution_id=institution.id,
-        institution_code=institution.code,
-        institution_path=institution.path,
-        display_name=name,
-        remote_addr=remote_addr,
-    )
 
 
 async def ae_actor(hub: Hub, ae_title: str, remote_addr: str | None = None) -> Actor | None:
@@ -151,13 +143,6 @@ class StoreOutcome:
     matched_by: str | None
     completed: str | None = None
     existing_path: str | None = None
-
-
-@dataclass
-class Completion:
-    request_id: int
-    signal: str
-    study_ids: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,7 +491,7 @@ async def _study_for(
     how = "accession"
     if request is None:
         # The Study Instance UID the order fixed (OMI IPC-3), handed out by the worklist.
-        request = await _request_by_study_uid(session, actor, record.study_instance_uid)
+        request = await request_by_study_uid(session, actor, record.study_instance_uid)
         how = "study-uid"
     if request is not None:
         mismatch = await _patient_mismatch(session, hub, actor, study, request)
@@ -575,72 +560,6 @@ def _fill_study(study: DicomStudy, record: InstanceRecord) -> None:
             setattr(study, key, value)
 
 
-async def request_by_accession(session: AsyncSession, actor: Actor, accession: str) -> Request | None:
-    """The request with this accession number if the sender may send data for it (its own subtree)."""
-    request = (
-        await session.execute(select(Request).where(Request.accession_number == accession.strip()))
-    ).scalar_one_or_none()
-    if request is None or request.kind == "consultation":
-        return None
-    if not is_within(request.requesting_path, actor.institution_path):
-        log.warning("accession %s sent by %s belongs to another institution", accession, actor.username)
-        return None
-    return request
-
-
-async def _request_by_study_uid(session: AsyncSession, actor: Actor, study_uid: str) -> Request | None:
-    request = (
-        await session.execute(select(Request).where(Request.study_instance_uid == study_uid).limit(1))
-    ).scalar_one_or_none()
-    if request is None or not is_within(request.requesting_path, actor.institution_path):
-        return None
-    return request
-
-
-async def patient_contradictions(session: AsyncSession, request: Request, found: PatientFacts) -> list[str]:
-    """The fields in which a study's patient contradicts the request's (see telenet.domain.identity)."""
-    patient = await session.get(Patient, request.patient_id)
-    if patient is None:
-        return []
-    expected = PatientFacts(patient.his_id, patient.name, patient.birth_date, patient.sex)
-    return contradictions(expected, found)
-
-
-def study_patient(study: DicomStudy) -> PatientFacts:
-    return PatientFacts(
-        study.patient_id, study.patient_name, parse_compact_date(study.patient_birth_date), study.patient_sex
-    )
-
-
-async def link_to_request(
-    session: AsyncSession, hub: Hub, study: DicomStudy, request: Request, how: str, now: datetime, by: str
-) -> None:
-    study.request_id = request.id
-    study.matched_by = how
-    study.linked_at = now
-    study.linked_by = by
-    await session.flush()
-    center, _ = await center_of(session, request.center_id)
-    inst_code = (
-        await session.execute(select(Institution.code).where(Institution.id == request.requesting_institution_id))
-    ).scalar_one()
-    await emit(
-        session,
-        hub,
-        "study.received",
-        request_topics(request.id, center.code, inst_code),
-        {
-            "request_id": request.id,
-            "accession_number": request.accession_number,
-            "study_instance_uid": study.study_instance_uid,
-            "matched_by": how,
-        },
-        request_id=request.id,
-    )
-    if request.state not in ("ordered", "cancelled"):
-        await forwarding.enqueue(session, hub, study, request, center)
-
-
 async def _completion_after_store(
     session: AsyncSession, hub: Hub, study: DicomStudy, record: InstanceRecord
 ) -> Completion | None:
@@ -662,103 +581,6 @@ async def _completion_after_store(
     return None
 
 
-async def mpps_satisfied(session: AsyncSession, study: DicomStudy) -> bool:
-    from telenet.store.models import Mpps
-
-    listed: set[str] = set()
-    for uids in (
-        await session.execute(
-            select(Mpps.referenced_sop_uids).where(
-                Mpps.study_instance_uid == study.study_instance_uid, Mpps.status == "COMPLETED"
-            )
-        )
-    ).scalars():
-        listed.update(uids or [])
-    if not listed:
-        return False
-    present = (
-        await session.execute(
-            select(func.count()).select_from(DicomInstance).where(DicomInstance.sop_instance_uid.in_(sorted(listed)))
-        )
-    ).scalar_one()
-    return int(present) == len(listed)
-
-
-async def complete_request(hub: Hub, completion: Completion) -> str | None:
-    """``ordered`` → ``queued`` through the data-complete command (``hub.follow_ups.data_complete``, which
-    also queues the forward), then mark the studies complete."""
-    async with hub.sessions() as session:
-        request = await session.get(Request, completion.request_id)
-        if request is None or request.state != "ordered" or request.data_completed_at is not None:
-            return None
-        requester = await session.get(Institution, request.requesting_institution_id)
-        assert requester is not None
-        actor = gateway_actor(requester, None)
-    try:
-        await hub.follow_ups.data_complete(hub, actor, completion.request_id, completion.signal)
-    except Conflict:
-        return None  # another signal (or a person) was first
-    async with use_case(hub, None, "dicom.completed", "request", str(completion.request_id)) as uow:
-        session = uow.session
-        now = hub.clock.now()
-        studies = (
-            (await session.execute(select(DicomStudy).where(DicomStudy.request_id == completion.request_id)))
-            .scalars()
-            .all()
-        )
-        # Forwarding was queued by requests.data_complete itself, in the transaction that queued the request.
-        for study in studies:
-            study.completed_at = now
-            study.completed_by = completion.signal
-            study.mpps_waiting = False
-    log.info("request %s data complete (%s)", completion.request_id, completion.signal)
-    return completion.signal
-
-
-async def complete_quiet_studies(hub: Hub, now: datetime | None = None) -> int:
-    """Imaging requests still ``ordered`` whose studies got no instance for the quiet time → ``queued``."""
-    now = now or hub.clock.now()
-    cutoff = now - timedelta(seconds=hub.options.study_quiet_seconds)
-    async with hub.sessions() as session:
-        ids = (
-            (
-                await session.execute(
-                    select(DicomStudy.request_id)
-                    .join(Request, Request.id == DicomStudy.request_id)
-                    .where(
-                        Request.state == "ordered",
-                        Request.kind == "imaging",
-                        Request.data_completed_at.is_(None),  # complete, waiting for consent
-                        DicomStudy.instance_count > 0,
-                    )
-                    .group_by(DicomStudy.request_id)
-                    .having(func.max(DicomStudy.last_received_at) <= cutoff)
-                    .limit(200)
-                )
-            )
-            .scalars()
-            .all()
-        )
-    done = 0
-    for request_id in ids:
-        if request_id is not None and await complete_request(hub, Completion(request_id, "quiet-time")):
-            done += 1
-    return done
-
-
 # --------------------------------------------------------------------------------------------------
 # The routing hook: a request now sits at a center
 # --------------------------------------------------------------------------------------------------
-
-
-async def on_routed(hub: Hub, session: AsyncSession, request: Request, center: Center) -> None:
-    """A request now sits at ``center`` (first route or escalation): forward its studies that are present
-    if the center has a DICOM node. Runs inside the caller's transaction."""
-    if not center.dicom_ae_title or not center.dicom_host or not center.dicom_port:
-        return
-    if request.kind == "consultation" or request.state in ("ordered", "cancelled"):
-        return  # an ordered request is forwarded when its study is complete
-    studies = (await session.execute(select(DicomStudy).where(DicomStudy.request_id == request.id))).scalars().all()
-    for study in studies:
-        if study.instance_count > 0:
-            await forwarding.enqueue(session, hub, study, request, center)

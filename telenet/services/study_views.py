@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telenet.domain.access import Actor, Role
 from telenet.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from telenet.domain.tiers import is_within
-from telenet.services import studies
+from telenet.services import study_links
 from telenet.services.access import can_see_request, load_request, require_role
 from telenet.services.hub import Hub, read_use_case, use_case
 from telenet.store.models import DicomInstance, DicomSeries, DicomStudy, EcgMeasurement, Institution, Request
@@ -64,7 +64,7 @@ async def _mismatch_warnings(session: AsyncSession, actor: Actor, rows: Sequence
         request = by_accession.get(study.accession_number or "")
         if request is None:
             continue
-        contradicted = await studies.patient_contradictions(session, request, studies.study_patient(study))
+        contradicted = await study_links.patient_contradictions(session, request, study_links.study_patient(study))
         if contradicted:
             warnings[study.id] = {
                 "warning": "patient-mismatch",
@@ -110,7 +110,7 @@ async def link_study(
         request = await load_request(session, actor, request_id, for_update=True)
         if request.kind == "consultation":
             raise Invalid("a consultation has no DICOM study", code="bad-link")
-        contradicted = await studies.patient_contradictions(session, request, studies.study_patient(study))
+        contradicted = await study_links.patient_contradictions(session, request, study_links.study_patient(study))
         if contradicted:
             uow.audit(detail={"request_id": request.id, "patient_mismatch": contradicted})
             if not confirm_reason or not confirm_reason.strip():
@@ -121,7 +121,7 @@ async def link_study(
                     details=[{"field": name} for name in contradicted],
                 )
             uow.audit(detail={"confirm_reason": confirm_reason.strip()})
-        await studies.link_to_request(session, hub, study, request, "link", hub.clock.now(), actor.username)
+        await study_links.link_to_request(session, hub, study, request, "link", hub.clock.now(), actor.username)
         uow.audit(detail={"request_id": request.id})
         has_ecg = (
             await session.execute(
@@ -135,7 +135,7 @@ async def link_study(
         view = _study_summary(study, codes.get(study.source_institution_id))
         state, kind = request.state, request.kind
     if state == "ordered" and kind == "ecg" and has_ecg:
-        view["completed"] = await studies.complete_request(hub, studies.Completion(request_id, "ecg"))
+        view["completed"] = await study_links.complete_request(hub, study_links.Completion(request_id, "ecg"))
     return view
 
 

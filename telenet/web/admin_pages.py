@@ -14,7 +14,7 @@ from aiohttp import web
 from telenet.api.context import HUB
 from telenet.domain.access import Role
 from telenet.domain.errors import Forbidden, Invalid
-from telenet.services import assessment, console_views, fees, outbox, registry
+from telenet.services import assessment, console_views, outbox, registry, settlement
 from telenet.web import charts
 from telenet.web.render import SHANGHAI, PageContext, page, render
 
@@ -120,10 +120,10 @@ async def settlements_page(request: web.Request, ctx: PageContext) -> web.Stream
     _admin(ctx)
     assert ctx.actor is not None
     period = request.query.get("period") or request.app[HUB].clock.now().astimezone(SHANGHAI).strftime("%Y-%m")
-    statement = await fees.settlement(request.app[HUB], ctx.actor, period)
+    statement = await settlement.settlement(request.app[HUB], ctx.actor, period)
     if request.query.get("format") == "csv":
         return web.Response(
-            text=fees.settlement_csv(statement),
+            text=settlement.settlement_csv(statement),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="settlement-{period}.csv"'},

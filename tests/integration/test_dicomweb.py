@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from telenet.services import studies
+from telenet.services import study_links
 from telenet.store.models import AuditEntry, DicomStudy
 from tests.dicom_fixtures import instance, ordered
 from tests.dicomweb_fixtures import Web, study, web_for
@@ -58,7 +58,7 @@ async def test_stow_completes_the_request_by_quiet_time_as_c_store_does(
     client: Any, stored: dict[str, Any], clock: Any
 ) -> None:
     clock.advance(seconds=client.hub.options.study_quiet_seconds + 1)
-    assert await studies.complete_quiet_studies(client.hub) == 1
+    assert await study_links.complete_quiet_studies(client.hub) == 1
     resp = await client.get(f"/api/v1/requests/{stored['request']['id']}", headers=await client.login("township_doc"))
     view = await resp.json()
     assert (view["state"], view["data_completed_by"]) == ("queued", "quiet-time")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from telenet.domain.fees import refund_split, split_fee
-from telenet.services import fees, queue, reports, requests
+from telenet.services import fees, queue, reports, requests, settlement
 from telenet.services.auth import actor_for_username
 from telenet.services.network import load_network
 from telenet.store.models import FeeLine, Institution, Report, Request
@@ -301,7 +301,7 @@ async def test_settlement_json_and_csv(client: Any) -> None:
     assert raw.startswith(b"\xef\xbb\xbf"), "UTF-8 byte-order mark for spreadsheets"
     rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
     assert [r["inviting_name"] for r in rows] == ["安澜县清溪镇卫生院", ""]
-    assert rows[0]["invited_name"] == "安澜县人民医院" and rows[-1]["inviting_code"] == fees.TOTAL_LABEL
+    assert rows[0]["invited_name"] == "安澜县人民医院" and rows[-1]["inviting_code"] == settlement.TOTAL_LABEL
     for column in ("charges", "refunds", "gross_fen", "inviting_fen", "invited_fen"):
         assert int(rows[-1][column]) == sum(int(r[column]) for r in rows[:-1])
     assert rows[0]["gross_yuan"] == "45.00" and rows[0]["inviting_yuan"] == "13.50"
@@ -449,7 +449,7 @@ async def test_settlement_statements_add_up(demo_hub: Any, ledger: list[Any]) ->
         await requests.submit(demo_hub, await actor_for_username(demo_hub, "township_doc"), order())
     written = await _store_ledger(demo_hub, ledger)
     admin = await actor_for_username(demo_hub, "province_admin")
-    statement = await fees.settlement(demo_hub, admin, "2026-03")
+    statement = await settlement.settlement(demo_hub, admin, "2026-03")
 
     expected: dict[tuple[str, str], list[int]] = {}
     for line in written:
@@ -475,6 +475,6 @@ async def test_settlement_statements_add_up(demo_hub: Any, ledger: list[Any]) ->
     totals = statement["totals"]
     assert totals["gross_fen"] == sum(v[2] for v in expected.values())
     assert totals["inviting_fen"] + totals["invited_fen"] == totals["gross_fen"]
-    rows = list(csv.DictReader(io.StringIO(fees.settlement_csv(statement).removeprefix("\ufeff"))))
+    rows = list(csv.DictReader(io.StringIO(settlement.settlement_csv(statement).removeprefix("\ufeff"))))
     for column in ("charges", "refunds", "gross_fen", "inviting_fen", "invited_fen"):
         assert int(rows[-1][column]) == sum(int(r[column]) for r in rows[:-1])

@@ -15,7 +15,8 @@ from telenet.domain.registry import check_network
 from telenet.domain.sla import FixedClock
 from telenet.netgen import generate_network
 from telenet.schemas import schema_errors
-from telenet.services.network import load_network, network_schema_errors
+from telenet.services.network import load_network
+from telenet.services.network_document import network_schema_errors
 from telenet.store.models import (
     Agreement,
     Center,
