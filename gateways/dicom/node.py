@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from gateways.dicom.bridge import LoopBridge
+from gateways.dicom.idle import wait_when_idle
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet import tls
@@ -248,6 +249,7 @@ class _RequestHandler(RequestHandler):
         sock.max_pdu_bytes = int(ae.maximum_pdu_size or 0)
         whitelist = getattr(ae, "whitelist", None)
         sock.refused = whitelist.refused if whitelist is not None else None
+        wait_when_idle(assoc)
         return assoc
 
 

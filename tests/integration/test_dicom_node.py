@@ -4,6 +4,7 @@ index with matching, duplicates and refusals, completeness by quiet time, ECG on
 from __future__ import annotations
 
 import asyncio
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 from sqlalchemy import func, select
 
+from gateways.dicom import idle
 from gateways.dicom.node import _WHITELIST_TTL_S, nodelay
 from telenet.config import Settings
 from telenet.services import studies
@@ -218,3 +220,43 @@ async def test_the_whitelist_hands_pynetdicom_only_the_callers_title_and_reloads
     answers = await asyncio.gather(*(asyncio.to_thread(whitelist.allowed, TOWNSHIP_AE) for _ in range(8)))
     assert answers == [[TOWNSHIP_AE]] * 8
     assert len(reloads) == 1, reloads
+
+
+async def test_an_idle_association_waits_instead_of_spinning_and_still_answers_at_once(
+    node: Any, monkeypatch: Any
+) -> None:
+    """pynetdicom's two loops per association poll every 1 ms (20 idle associations cost a core). The node's
+    acceptors wait for data or a message while idle: over 2 idle seconds each loop turns about 100 times at
+    most (a 20 ms wait per turn, after 50 ms at the busy pace), not 1,000 or more; a C-ECHO after the pause is
+    answered, and so is the release."""
+    turns = {"dul": 0, "dimse": 0}
+    dul_delay = idle.QuietDUL._run_loop_delay
+    get_msg = idle.QuietDIMSE.get_msg
+
+    def counted_delay(self: Any) -> float:
+        turns["dul"] += 1
+        return dul_delay.fget(self)  # type: ignore[misc]
+
+    def counted_get(self: Any, block: bool = False) -> Any:
+        turns["dimse"] += 0 if block else 1
+        return get_msg(self, block)
+
+    monkeypatch.setattr(idle.QuietDUL, "_run_loop_delay", property(counted_delay, dul_delay.fset))
+    monkeypatch.setattr(idle.QuietDIMSE, "get_msg", counted_get)
+
+    def idle_then_echo() -> tuple[dict[str, int], int]:
+        assoc = _associate(node.port, TOWNSHIP_AE, [build_context("1.2.840.10008.1.1")])
+        assert assoc.is_established
+        time.sleep(0.3)  # the negotiation's busy spell is over
+        start = dict(turns)
+        time.sleep(2.0)
+        counted = {k: turns[k] - start[k] for k in turns}
+        status = int(assoc.send_c_echo().Status)
+        assoc.release()
+        assert assoc.is_released
+        return counted, status
+
+    counted, status = await asyncio.to_thread(idle_then_echo)
+    assert status == 0x0000
+    assert 0 < counted["dul"] <= 250, counted
+    assert 0 < counted["dimse"] <= 250, counted
