@@ -20,6 +20,7 @@ queue on SQLite's lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import sys
@@ -93,8 +94,9 @@ class WriteGate:
         except BaseException as exc:
             if turn.done() and not turn.cancelled():
                 self.release()  # handed over just as this writer gave up: pass it on
-            else:
-                self._waiters.remove(turn)  # gave up while waiting: out of the queue (and of its length)
+            else:  # gave up while waiting: out of the queue (and of its length), unless a release skipped it
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(turn)
             if isinstance(exc, TimeoutError):
                 self.timed_out += 1
                 raise locked(f"no turn to write within {self.wait_s:g} s") from None
@@ -117,10 +119,14 @@ class WriteGate:
                 task.get_coro() if task is not None else "?",
                 len(self._waiters),
             )
-        if self._waiters:
-            self._owner = None
-            self._waiters.popleft().set_result(None)  # still held: ownership goes to that writer
-            return
+        while self._waiters:
+            turn = self._waiters.popleft()
+            # A writer cancelled (or timed out) while queued has its turn cancelled at once but leaves the
+            # queue only when its task next runs: it is skipped, or the lock would never be handed on.
+            if not turn.done():
+                self._owner = None
+                turn.set_result(None)  # still held: ownership goes to that writer
+                return
         self._held, self._owner = False, None
 
 

@@ -130,6 +130,28 @@ async def test_the_gate_hands_over_in_order_and_survives_cancelled_waiters() -> 
     gate.release()
 
 
+async def test_a_waiter_cancelled_in_the_same_turn_as_the_release_is_skipped_and_the_lock_handed_on() -> None:
+    """A waiter cancelled (a timeout is a cancellation too) has its turn cancelled at once but leaves the
+    queue only when its task runs again. A release in between used to hand the lock to that cancelled turn:
+    an InvalidStateError in the releasing commit, and the lock held by nobody and never handed on again (at
+    the province peak: a 68 s hold and every writer timing out behind it)."""
+    gate = WriteGate(wait_s=5, max_waiting=10)
+    await gate.acquire()
+    gone = asyncio.create_task(gate.acquire())
+    nxt = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    assert gate.waiting == 2
+    gone.cancel()
+    gate.release()  # no turn of the loop in between: the cancelled waiter is still queued
+    await asyncio.wait_for(nxt, 1)
+    assert gate.held_by_current_task() is False and gate.waiting == 0
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    gate.release()  # nxt's hold (this test releases for it)
+    await asyncio.wait_for(gate.acquire(), 1)  # free again: taken at once
+    gate.release()
+
+
 async def test_the_gate_measures_its_holds_and_the_hand_over_latency() -> None:
     """How long the lock is held, and how much of that passes between a hand-over and the next writer running
     (the lock held while nobody writes, because the loop runs other tasks first): the province peak's question."""
