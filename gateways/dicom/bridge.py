@@ -8,7 +8,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from gateways.dicom.status import Busy
+from gateways.dicom.status import Busy, LateAnswer
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -21,7 +21,27 @@ class LoopBridge:
         self.closed = False
 
     def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result (re-raising its exception)."""
+        """Run ``fn(*args, **kwargs)`` on the loop and wait for its result (re-raising its exception); past the
+        timeout it is cancelled and the caller gets Busy."""
+        future = self._submit(fn, *args, **kwargs)
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Busy(f"the hub did not answer within {self.timeout:g} s") from None
+
+    def call_to_the_end(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """As ``call``, but a call that outlives the timeout is not cancelled: it runs to its end on the loop
+        (and must settle its own consequences there), and the caller gets LateAnswer. For writes whose outcome
+        cannot be known once cancelled: a group member cancelled while its group commits is committed all the
+        same. Busy (not LateAnswer) means ``fn`` never started."""
+        future = self._submit(fn, *args, **kwargs)
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise LateAnswer(f"the hub did not answer within {self.timeout:g} s") from None
+
+    def _submit(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
         if self.closed:
             raise Busy("the hub is shutting down")
         try:
@@ -34,9 +54,4 @@ class LoopBridge:
         async def run() -> T:
             return await fn(*args, **kwargs)
 
-        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        try:
-            return future.result(self.timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise Busy(f"the hub did not answer within {self.timeout:g} s") from None
+        return asyncio.run_coroutine_threadsafe(run(), self.loop)

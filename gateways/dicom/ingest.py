@@ -5,6 +5,7 @@ what it placed, so nothing is half-stored."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pydicom.tag import BaseTag
 from gateways.dicom import mapping
 from gateways.dicom.bridge import LoopBridge
 from gateways.dicom.ecg_files import ecg_paths, process_ecg
-from gateways.dicom.status import BadDataset
+from gateways.dicom.status import BadDataset, Busy, LateAnswer
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
@@ -184,11 +185,25 @@ def ingest(
         expected_study_uid=expected_study_uid,
         charset=registered_charset,
     )
+
+    async def index() -> studies.StoreOutcome:
+        # The file's fate follows the index's outcome, decided here on the loop: the peer may have been told
+        # Busy meanwhile (LateAnswer), and a member cancelled while its group commits is committed all the same.
+        try:
+            outcome = await in_group(hub, studies.store_instance, actor, prepared.record)
+        except asyncio.CancelledError:
+            raise  # shutting down: committed or not is unknown; the file stays for a re-send (see ``place``)
+        except BaseException:
+            discard(store, prepared)
+            raise
+        log_duplicate(outcome, prepared.record, actor)
+        drop_stray_copy(store, prepared, outcome)
+        return outcome
+
     try:
-        outcome = bridge.call(in_group, hub, studies.store_instance, actor, prepared.record)
-    except BaseException:
-        discard(store, prepared)
+        return bridge.call_to_the_end(index)
+    except LateAnswer:
+        raise  # ``index`` goes on and settles the file
+    except Busy:
+        discard(store, prepared)  # ``index`` never started
         raise
-    log_duplicate(outcome, prepared.record, actor)
-    drop_stray_copy(store, prepared, outcome)
-    return outcome

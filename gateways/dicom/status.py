@@ -22,6 +22,10 @@ class Busy(Exception):
     """The hub could not answer in time (the event loop is saturated or shutting down)."""
 
 
+class LateAnswer(Busy):
+    """The hub did not answer in time, and the work goes on to its end (``LoopBridge.call_to_the_end``)."""
+
+
 class BadDataset(Exception):
     """The received data cannot be read as the DICOM object it claims to be."""
 

@@ -4,6 +4,7 @@ index with matching, duplicates and refusals, completeness by quiet time, ECG on
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -260,3 +261,38 @@ async def test_an_idle_association_waits_instead_of_spinning_and_still_answers_a
     assert status == 0x0000
     assert 0 < counted["dul"] <= 250, counted
     assert 0 < counted["dimse"] <= 250, counted
+
+
+async def test_a_store_answered_late_is_not_cancelled_and_keeps_its_file(client: Any, node: Any) -> None:
+    """Past the bridge's timeout the modality gets 0xA700 (out of resources), but the store is not cancelled:
+    cancelled while its group commits, it would be committed all the same while its file was deleted, an index
+    row without its file. It runs to its end: the instance is indexed with its file, and the modality's re-send
+    is a duplicate."""
+    node.bridge.timeout = 0.5
+    assert client.hub.group_commit is not None
+    client.hub.group_commit.wait_ms = 1500.0  # the member waits for its group's commit past the bridge's timeout
+    ds = instance("MR_small.dcm")
+    (late,) = await store(node.port, TOWNSHIP_AE, [ds])
+    assert int(late.Status) == 0xA700, late
+
+    async def indexed() -> str | None:
+        return await studies.indexed_path(client.hub, str(ds.SOPInstanceUID))
+
+    path = await wait_for(indexed)
+    assert await asyncio.to_thread(Path(path).is_file), "the indexed instance's file is in place"
+    client.hub.group_commit.wait_ms = 2.0
+    node.bridge.timeout = 30.0
+    (again,) = await store(node.port, TOWNSHIP_AE, [ds])
+    assert int(again.Status) == 0x0000
+    assert await count(client, DicomInstance) == 1
+    assert [p for p in node.store.root.rglob("*.dcm")] == [Path(path)]
+
+
+async def test_the_accept_loop_never_forces_a_full_garbage_collection(node: Any, monkeypatch: Any) -> None:
+    """pynetdicom's server calls ``gc.collect()`` every 60 turns of its accept loop; with a large heap that
+    holds the GIL, and so stops the event loop, for as long as it takes. The node's server does not."""
+    collected: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collected.append(1) or 0)
+    for _ in range(200):
+        node._server.service_actions()
+    assert collected == []
