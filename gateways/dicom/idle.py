@@ -13,7 +13,10 @@ response the node's own handler puts out after being idle that long (a store tha
 lock), and noticing a timer or the end of the association.
 
 Only the classes are swapped (``assoc.dul.__class__``, as ``_PduLimitedSocket`` is), no pynetdicom code is
-copied; requestors keep pynetdicom's loops, since their sending threads spin until the reactor pauses.
+copied; requestors keep pynetdicom's loops, since their sending threads spin until the reactor pauses. What is
+overridden is private to pynetdicom 3.0 (``_run_loop_delay``, ``_is_transport_event``,
+``_process_recv_primitive``): an upgrade must check them again (the node's idle test counts no turns at all if
+the swap stops taking effect).
 """
 
 from __future__ import annotations
