@@ -94,19 +94,7 @@ async def _link_study_stub(
         await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == study_uid))
     ).scalar_one_or_none()
     if study is None:
-        study = DicomStudy(
-            study_instance_uid=study_uid,
-            source_institution_id=actor.institution_id,
-            source_path=actor.institution_path,
-            calling_ae=actor.username.removeprefix("dicom:")[:16],
-            accession_number=request.accession_number,
-            modalities=[],
-            instance_count=0,
-            total_bytes=0,
-            first_received_at=now,
-            last_received_at=now,
-            mpps_waiting=False,
-        )
+        study = study_links.new_study(actor, study_uid, now, accession_number=request.accession_number)
         session.add(study)
         await session.flush()
     if study.request_id is None:

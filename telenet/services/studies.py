@@ -30,10 +30,12 @@ from telenet.services.events import emit
 from telenet.services.hub import AuditRecord, Hub, audit_values, use_case
 from telenet.services.study_links import (
     Completion,
+    ae_of,
     complete_request,
     gateway_actor,
     link_to_request,
     mpps_satisfied,
+    new_study,
     patient_contradictions,
     request_by_accession,
     request_by_study_uid,
@@ -263,7 +265,7 @@ async def _store_run(hub: Hub, actor: Actor, run: list[InstanceRecord]) -> list[
             await session.flush()
         elif series.study_id != study.id:
             raise Invalid("the series belongs to another study", code="bad-dicom")
-        calling_ae = _ae_of(actor)
+        calling_ae = ae_of(actor)
         await session.execute(
             insert(DicomInstance),
             [
@@ -397,7 +399,7 @@ async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[S
                     instance_number=record.instance_number,
                     path=record.path,
                     size_bytes=record.size_bytes,
-                    calling_ae=_ae_of(actor),
+                    calling_ae=ae_of(actor),
                     received_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=[DicomInstance.sop_instance_uid])
@@ -425,10 +427,6 @@ async def _store_once(hub: Hub, actor: Actor, record: InstanceRecord) -> tuple[S
         )
         completion = await _completion_after_store(session, hub, study, record)
         return StoreOutcome(False, study.study_instance_uid, study.request_id, study.matched_by), completion
-
-
-def _ae_of(actor: Actor) -> str:
-    return actor.username.removeprefix("dicom:")[:16]
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -472,18 +470,7 @@ async def _study_for(
                     await link_to_request(session, hub, study, request, "accession", now, actor.username)
                 return study, mismatch
         return study, {}
-    study = DicomStudy(
-        study_instance_uid=record.study_instance_uid,
-        source_institution_id=actor.institution_id,
-        source_path=actor.institution_path,
-        calling_ae=_ae_of(actor),
-        modalities=[],
-        instance_count=0,
-        total_bytes=0,
-        first_received_at=now,
-        last_received_at=now,
-        mpps_waiting=False,
-    )
+    study = new_study(actor, record.study_instance_uid, now)
     _fill_study(study, record)
     session.add(study)
     await session.flush()

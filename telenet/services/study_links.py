@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +46,29 @@ def gateway_actor(institution: Institution, ae_title: str | None, remote_addr: s
         institution_path=institution.path,
         display_name=name,
         remote_addr=remote_addr,
+    )
+
+
+def ae_of(actor: Actor) -> str:
+    """The calling AE title of a DICOM gateway actor (``dicom:<AE>``), as the index stores it."""
+    return actor.username.removeprefix("dicom:")[:16]
+
+
+def new_study(actor: Actor, study_uid: str, now: datetime, **fields: Any) -> DicomStudy:
+    """A study row as its first arrival makes it (an instance, or an MPPS before any instance): sent by the
+    actor's institution, empty, not yet waiting for an MPPS."""
+    return DicomStudy(
+        study_instance_uid=study_uid,
+        source_institution_id=actor.institution_id,
+        source_path=actor.institution_path,
+        calling_ae=ae_of(actor),
+        modalities=[],
+        instance_count=0,
+        total_bytes=0,
+        first_received_at=now,
+        last_received_at=now,
+        mpps_waiting=False,
+        **fields,
     )
 
 
