@@ -37,6 +37,8 @@ pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
     pytest.mark.xdist_group("fuzz-dicom"),
     pytest.mark.fuzz,
+    # Minutes of CPU by design (10,000 cases): more than the suite's default timeout under its load.
+    pytest.mark.timeout(600),
 ]
 
 #: The generated cases, by way in; the test asserts that at least ``TOTAL_CASES`` ran.

@@ -32,6 +32,8 @@ pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
     pytest.mark.xdist_group("fuzz-hl7"),
     pytest.mark.fuzz,
+    # Minutes of CPU by design (10,000 cases): more than the suite's default timeout under its load.
+    pytest.mark.timeout(600),
 ]
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7"

@@ -5,11 +5,13 @@ parameters and body as the document describes them (positive) and cases that bre
 (negative), each sent with a token of a role the operation
 serves. Checks: no 5xx, the response is what the document says, schema-valid requests are accepted and
 invalid ones rejected (the validation-mismatch checks), every error is problem JSON; the database holds no
-partial rows after each operation's batch."""
+partial rows after each operation's batch. The operations are dealt round-robin into SHARDS tests, each in its
+own xdist group, so that the suite's workers share the work (schemathesis's generation costs most of it)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import secrets
 import time
@@ -36,10 +38,14 @@ from telenet.services.auth import token_digest
 from telenet.store.models import Token, User
 from tests.fuzz_checks import partial_rows, scaled
 
+#: Tests the operations are dealt into; each sends at least its share of TOTAL_CASES.
+SHARDS = 2
+
 pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
-    pytest.mark.xdist_group("fuzz-rest"),
     pytest.mark.fuzz,
+    # One shard alone takes about two minutes on a 2-core machine; under the suite's load up to three times that.
+    pytest.mark.timeout(600),
 ]
 
 #: Random cases per operation and mode (an operation without parameters has one case per mode), after the
@@ -48,6 +54,10 @@ pytestmark = [
 POSITIVE_PER_OPERATION = scaled(50)
 NEGATIVE_PER_OPERATION = scaled(25)
 TOTAL_CASES = scaled(10_000)
+#: How long one case may wait for its answer: a server that does not answer within it has stopped (a lock
+#: held by nobody, a loop blocked), and the test ends there with the server's pending tasks instead of
+#: waiting this long for each of the thousands of cases left.
+ANSWER_TIMEOUT_S = 30
 #: Tokens for the logout cases (each ends the one it presents): its random and coverage cases.
 LOGOUT_TOKENS = POSITIVE_PER_OPERATION + NEGATIVE_PER_OPERATION + 100
 #: One role per kind of operation, so that the checks reach the validation behind each role gate.
@@ -146,12 +156,20 @@ class Sender:
         beyond = any(part in operation.path for part in BEYOND_JSON_SCHEMA)
         self.checks = [c for c in CHECKS if not (beyond and c is positive_data_acceptance)]
         self.ran: Counter[str] = Counter()
+        #: The case the server did not answer in time (the test stops sending there).
+        self.unanswered: str | None = None
 
     def send(self, case: Any, kind: str, label: str) -> None:
+        if self.unanswered is not None:
+            return
         sent = {} if auth_negated(case) else dict(self.headers)
         if self.operation.path == "/api/v1/auth/logout" and self.logout_tokens and sent:
             sent["Authorization"] = f"Bearer {self.logout_tokens.pop()}"
-        response = case.call(base_url=self.base_url, session=self.session, headers=sent, timeout=30)
+        try:
+            response = case.call(base_url=self.base_url, session=self.session, headers=sent, timeout=ANSWER_TIMEOUT_S)
+        except requests.RequestException as exc:
+            self.unanswered = f"{label}: {case.method} {case.formatted_path}: {type(exc).__name__}: {exc}"
+            return
         self.ran[kind] += 1
         try:
             case.validate_response(response, checks=self.checks, headers=sent)
@@ -163,12 +181,8 @@ class Sender:
             self.failures.append(problem)
 
 
-def fuzz_operation(
-    schema: Any, operation: Any, base_url: str, headers: dict[str, str], logout_tokens: list[str],
-    failures: list[str],
-) -> Counter[str]:  # fmt: skip
+def fuzz_operation(schema: Any, sender: Sender) -> Counter[str]:
     """Send the coverage cases of one operation, then its random cases of both modes; how many ran of each."""
-    sender = Sender(operation, base_url, headers, logout_tokens, failures)
     try:
         fuzz_coverage(schema, sender)
         for mode, count in (
@@ -215,8 +229,20 @@ def fuzz_mode(sender: Sender, mode: GenerationMode, count: int) -> None:
         sender.failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:600]}")
 
 
+def pending_tasks() -> str:
+    """The stacks of the event loop's tasks but the caller's: what a server that stopped answering waits on."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=12, file=out)
+    return out.getvalue()[-6000:]
+
+
+@pytest.mark.parametrize(
+    "shard", [pytest.param(i, marks=pytest.mark.xdist_group(f"fuzz-rest-{i}")) for i in range(SHARDS)]
+)
 async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_and_no_partial_rows(
-    client: Any,
+    client: Any, shard: int
 ) -> None:
     document = await (await client.get("/api/v1/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(document)
@@ -226,12 +252,15 @@ async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_an
     failures: list[str] = []
     ran: Counter[str] = Counter()
     operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in operations if op.path not in SKIPPED][shard::SHARDS]
     started = time.monotonic()
     for operation in operations:
-        if operation.path in SKIPPED:
-            continue
         headers = tokens[role_for(operation)]
-        ran += await asyncio.to_thread(fuzz_operation, schema, operation, base_url, headers, logout_tokens, failures)
+        sender = Sender(operation, base_url, headers, logout_tokens, failures)
+        ran += await asyncio.to_thread(fuzz_operation, schema, sender)
+        assert sender.unanswered is None, f"no answer within {ANSWER_TIMEOUT_S} s to {sender.unanswered}; the " + (
+            f"server's pending tasks:\n{pending_tasks()}"
+        )
         assert await partial_rows(client.hub) == [], operation.label
     elapsed = time.monotonic() - started
     kinds = Counter(
@@ -239,5 +268,6 @@ async def test_ten_thousand_schemathesis_cases_find_no_5xx_no_schema_mismatch_an
         for f in failures
     )
     summary = f"{len(failures)} failures in {ran.total()} cases ({elapsed:.0f} s): {kinds.most_common()}"
+    print(summary, dict(ran))  # shown with -rP: each shard's share of the cases
     assert not failures, summary + "\n" + "\n\n".join(failures[:20])
-    assert ran.total() >= TOTAL_CASES and ran["coverage"] and ran["positive"] and ran["negative"], ran
+    assert ran.total() >= TOTAL_CASES // SHARDS and ran["coverage"] and ran["positive"] and ran["negative"], ran
