@@ -35,18 +35,23 @@ from tests.fuzz_checks import RaisedLogs, examples, partial_rows, scaled
 
 pytestmark = [
     pytest.mark.parametrize("database", ["sqlite"], indirect=True),
-    pytest.mark.xdist_group("fuzz-dicom"),
     pytest.mark.fuzz,
     # Minutes of CPU by design (10,000 cases): more than the suite's default timeout under its load.
     pytest.mark.timeout(600),
 ]
 
-#: The generated cases, by way in; the test asserts that at least ``TOTAL_CASES`` ran.
-BUILT_CASES = scaled(1_500)  # hypothesis-built datasets, in-process
-MUTATED_CASES = scaled(8_200)  # byte mutations of built and bundled files, in-process
-ASSOCIATION_CASES = scaled(120)  # hypothesis-built datasets by C-STORE over a real association
-HTTP_CASES = scaled(240)  # mutated files as parts of real STOW-RS requests (8 parts a request)
+#: The generated cases, by way in, for each of the two shards of the big test (each in its own xdist group, so
+#: that two workers share them); together at least ``TOTAL_CASES``, and each shard asserts that its own ran.
+BUILT_CASES = scaled(750)  # hypothesis-built datasets, in-process
+MUTATED_CASES = scaled(4_100)  # byte mutations of built and bundled files, in-process
+ASSOCIATION_CASES = scaled(120)  # hypothesis-built datasets by C-STORE over a real association (shard 0)
+HTTP_CASES = scaled(240)  # mutated files as parts of real STOW-RS requests, 8 parts a request (shard 0)
 TOTAL_CASES = scaled(10_000)
+PLANNED = (
+    BUILT_CASES + MUTATED_CASES + ASSOCIATION_CASES + HTTP_CASES,  # shard 0: every way in
+    BUILT_CASES + MUTATED_CASES,  # shard 1: more in-process cases, from other seeds
+)
+assert sum(PLANNED) >= TOTAL_CASES, PLANNED
 BATCH = 1_000
 SOURCES = ("CT_small.dcm", "MR_small.dcm")
 UID = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")
@@ -235,10 +240,13 @@ def multipart(parts: list[bytes]) -> tuple[bytes, str]:
     )
 
 
+@pytest.mark.parametrize(
+    "shard", [pytest.param(i, marks=pytest.mark.xdist_group(f"fuzz-dicom-{i}")) for i in range(len(PLANNED))]
+)
 async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_partial_rows_or_stray_files(
-    client: Any, settings: Settings
+    client: Any, settings: Settings, shard: int
 ) -> None:
-    rng = random.Random(14)
+    rng = random.Random(14 + shard)
     hub = client.hub
     store = FileStore(settings.resolved_dicom_storage_dir)
     actor = await actor_for_username(hub, "township_doc")
@@ -256,9 +264,27 @@ async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_part
             ran += len(batch)
             assert not raised.records, [r.getMessage() for r in raised.records[:5]]
             assert await partial_rows(hub, storage_dir=store.root) == []
+        if shard == 0:
+            ran += await by_association_and_stow_rs(client, settings, rng, seeds, store)
+    finally:
+        logging.getLogger().removeHandler(raised)
+    assert ran >= PLANNED[shard], ran
+    assert stored > 0, stored  # some were stored: the mutations are not one wall
+
+
+async def by_association_and_stow_rs(
+    client: Any, settings: Settings, rng: random.Random, seeds: list[bytes], store: FileStore
+) -> int:
+    """Built datasets by C-STORE over a real association, mutated files as the parts of real STOW-RS requests;
+    how many cases ran."""
+    hub = client.hub
+    raised = RaisedLogs()
+    logging.getLogger().addHandler(raised)
+    try:
         async with node_for(hub, settings) as node:
             statuses = await asyncio.to_thread(c_store_all, node.port, built(ASSOCIATION_CASES))
-        ran += sum(statuses.values())
+        ran = sum(statuses.values())
+        assert 0 in statuses, statuses  # some were stored over the association
         assert await partial_rows(hub, storage_dir=store.root) == []
         headers = await client.login("township_doc")
         http = [mutate(rng, rng.choice(seeds)) if i % 3 else rng.choice(seeds) for i in range(HTTP_CASES)]
@@ -274,8 +300,7 @@ async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_part
         assert await partial_rows(hub, storage_dir=store.root) == []
     finally:
         logging.getLogger().removeHandler(raised)
-    assert ran >= TOTAL_CASES, ran
-    assert stored > 0 and 0 in statuses, (stored, statuses)  # some were stored: the mutations are not one wall
+    return ran
 
 
 async def test_an_element_pydicom_cannot_read_is_refused_as_not_understood_not_as_a_processing_failure(
