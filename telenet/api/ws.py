@@ -51,6 +51,8 @@ class Subscriber:
     recheck: asyncio.Event = field(default_factory=asyncio.Event)
     cleared: asyncio.Event = field(default_factory=asyncio.Event)
     watched: bool = False
+    # How many times the watcher has re-authorized the topics (tests wait on it).
+    topic_checks: int = 0
 
     def __post_init__(self) -> None:
         self.cleared.set()
@@ -369,11 +371,12 @@ async def _watch(
             continue
         if urgent or actor != sub.actor or ticks % TOPIC_RECHECK_EVERY == 0:
             try:
-                _allowed, refused = await events.authorize_topics(hub, actor, sorted(sub.topics))
+                refused = await events.recheck_topics(hub, actor, sorted(sub.topics))
             except Exception:
                 log.exception("re-authorizing a live subscription failed")
                 continue
             sub.actor = actor
+            sub.topic_checks += 1
             if refused:
                 sub.topics.clear()
                 reason = f"scope changed: {refused[0]['topic']} is no longer permitted"

@@ -149,6 +149,25 @@ async def authorize_topics(hub: Hub, actor: Actor, topics: Sequence[str]) -> tup
     return allowed, refused
 
 
+async def recheck_topics(hub: Hub, actor: Actor, topics: Sequence[str]) -> list[dict[str, str]]:
+    """The server's own periodic re-check of topics already followed: the errors for those the actor may no
+    longer follow. A topic that still passes writes no audit row (the subscription was audited when made, and
+    every event sent on it is audited as delivered; thousands of followers re-checking every 30 s would add a
+    row each to the writers' queue for nothing); a refusal is audited as a refused subscription, with its code.
+    All topics are read in one read session."""
+    refused: list[str] = []
+    async with hub.reader() as session:
+        for topic in topics:
+            try:
+                await _authorize(session, actor, topic, lambda _path: None)
+            except (Forbidden, NotFound, Invalid):
+                refused.append(topic)
+    if not refused:
+        return []
+    _allowed, errors = await authorize_topics(hub, actor, refused)  # audits each refusal
+    return errors
+
+
 async def _authorize(session: AsyncSession, actor: Actor, topic: str, owner: Callable[[str], None]) -> None:
     kind, _, key = topic.partition(":")
     if not key:

@@ -14,6 +14,7 @@ import websockets
 from sqlalchemy import select
 
 from telenet.api.context import EXTRA
+from telenet.api.ws import BROKER
 from telenet.config import Settings
 from telenet.services import login
 from telenet.services.auth import add_user
@@ -255,6 +256,44 @@ async def test_the_live_channel_closes_when_the_reader_leaves_the_center(client:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
     assert "worklist:NL-C01-K01-IMG" in closed.value.rcvd.reason
+
+
+async def _subscribe_audit(client: Any, topic: str) -> list[str]:
+    async with client.hub.sessions() as session:
+        rows = await session.execute(
+            select(AuditEntry.outcome)
+            .where(AuditEntry.action == "events.subscribe", AuditEntry.object_id == topic)
+            .order_by(AuditEntry.id)
+        )
+        return list(rows.scalars())
+
+
+async def test_a_topic_recheck_that_passes_writes_no_audit_row_and_one_that_refuses_does(client: Any) -> None:
+    client.app[EXTRA]["ws_recheck_seconds"] = 0.02
+    topic = "worklist:NL-C01-K01-IMG"
+    token = await token_of(client, "county_reader")
+    async with live_ws(client, token) as ws:
+        await subscribe(ws, [topic])
+        assert await _subscribe_audit(client, topic) == ["ok"], "the subscription itself is audited"
+        [sub] = [s for s in client.app[BROKER].subscribers if s.actor.username == "county_reader"]
+        for _ in range(500):  # bounded: 10 s at most for three periodic re-checks of the topics
+            if sub.topic_checks >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert sub.topic_checks >= 3, sub.topic_checks
+        assert await _subscribe_audit(client, topic) == ["ok"], "a re-check the topic passes adds no audit row"
+        await add_user(
+            client.hub,
+            username="county_reader",
+            role="reader",
+            institution="NL-C01-K01",
+            password=None,
+            centers=["NL-C01-K01-ECG"],
+        )
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    assert await _subscribe_audit(client, topic) == ["ok", "scope"], "the refusal is audited, with its code"
 
 
 async def test_the_live_channel_closes_when_the_request_is_escalated_away(client: Any) -> None:
