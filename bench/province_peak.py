@@ -45,12 +45,13 @@ def main() -> None:
         hl7_destination=("127.0.0.1", his_port),
     )
     # Every simulated township, modality and reader connects from 127.0.0.1, which the per-address limits
-    # (issue 14) would read as one peer flooding the hub: here they are raised to what 1,000 townships on
-    # their own addresses would be allowed together.
+    # (issue 14) would read as one peer flooding the hub: the MLLP limit is raised to what 1,000 townships on
+    # their own addresses would be allowed together (16 each; it was 4,000 until 2026-12-03, which refused
+    # connections a real province would have); DICOM associations to 1,000, one thread each in the node.
     extra = {
         "TELENET_STUDY_QUIET_SECONDS": "2",
         "TELENET_SWEEP_INTERVAL_SECONDS": "2",
-        "TELENET_HL7_MAX_CONNECTIONS_PER_PEER": "4000",
+        "TELENET_HL7_MAX_CONNECTIONS_PER_PEER": "16000",
         "TELENET_DICOM_MAX_ASSOCIATIONS_PER_PEER": "1000",
         "TELENET_LOGIN_ATTEMPTS_PER_ADDRESS_MINUTE": "100000",
         "TELENET_HL7_DEAD_LETTERS_PER_PEER_HOUR": "100000",
