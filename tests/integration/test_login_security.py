@@ -239,23 +239,30 @@ async def test_the_live_channel_closes_when_its_token_is_revoked(client: Any) ->
     assert closed.value.rcvd.reason.startswith("bad-token")
 
 
+async def _leave_the_imaging_center(client: Any, ws: Any) -> Any:
+    """Move county_reader from the imaging center to the ECG center; the close frame the live channel then sends."""
+    await add_user(
+        client.hub,
+        username="county_reader",
+        role="reader",
+        institution="NL-C01-K01",
+        password=None,
+        centers=["NL-C01-K01-ECG"],
+    )
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd
+
+
 async def test_the_live_channel_closes_when_the_reader_leaves_the_center(client: Any) -> None:
     client.app[EXTRA]["ws_recheck_seconds"] = 0.05
     token = await token_of(client, "county_reader")
     async with live_ws(client, token) as ws:
         await subscribe(ws, ["worklist:NL-C01-K01-IMG"])
-        await add_user(
-            client.hub,
-            username="county_reader",
-            role="reader",
-            institution="NL-C01-K01",
-            password=None,
-            centers=["NL-C01-K01-ECG"],
-        )
-        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
-    assert "worklist:NL-C01-K01-IMG" in closed.value.rcvd.reason
+        close = await _leave_the_imaging_center(client, ws)
+    assert close.code == 4403
+    assert "worklist:NL-C01-K01-IMG" in close.reason
 
 
 async def _subscribe_audit(client: Any, topic: str) -> list[str]:
@@ -282,17 +289,8 @@ async def test_a_topic_recheck_that_passes_writes_no_audit_row_and_one_that_refu
             await asyncio.sleep(0.02)
         assert sub.topic_checks >= 3, sub.topic_checks
         assert await _subscribe_audit(client, topic) == ["ok"], "a re-check the topic passes adds no audit row"
-        await add_user(
-            client.hub,
-            username="county_reader",
-            role="reader",
-            institution="NL-C01-K01",
-            password=None,
-            centers=["NL-C01-K01-ECG"],
-        )
-        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        close = await _leave_the_imaging_center(client, ws)
+    assert close.code == 4403
     assert await _subscribe_audit(client, topic) == ["ok", "scope"], "the refusal is audited, with its code"
 
 
