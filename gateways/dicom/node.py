@@ -35,6 +35,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from gateways.dicom.bridge import LoopBridge
 from gateways.dicom.idle import wait_when_idle
+from gateways.dicom.status import Busy
 from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet import tls
@@ -198,7 +199,14 @@ class _NodeAE(AE):
             self.whitelist.refused("associations-per-peer")
             return ["\x00"]
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
-        return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
+        try:
+            return self.whitelist.allowed(getattr(requestor, "ae_title", None), identity)
+        except Busy:
+            # The hub did not answer the title check in time: the association is rejected at once (raised on
+            # pynetdicom's thread, the exception left the peer without any answer until its own ACSE timeout).
+            log.warning("association refused: the hub did not check the calling AE title of %s in time", address)
+            self.whitelist.refused("hub-busy")
+            return ["\x00"]
 
     def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs["server_class"] = _Server

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -268,11 +269,22 @@ async def test_a_store_answered_late_is_not_cancelled_and_keeps_its_file(client:
     cancelled while its group commits, it would be committed all the same while its file was deleted, an index
     row without its file. It runs to its end: the instance is indexed with its file, and the modality's re-send
     is a duplicate."""
-    node.bridge.timeout = 0.5
     assert client.hub.group_commit is not None
-    client.hub.group_commit.wait_ms = 1500.0  # the member waits for its group's commit past the bridge's timeout
     ds = instance("MR_small.dcm")
-    (late,) = await store(node.port, TOWNSHIP_AE, [ds])
+
+    def store_late() -> Dataset:
+        assoc = _associate(node.port, TOWNSHIP_AE, [build_context(str(ds.SOPClassUID))])
+        assert assoc.is_established, "association refused"
+        # Only the store's answer is late: the association's own checks had the usual time (on a loaded
+        # machine they too may take more than half a second, and the association was then refused).
+        node.bridge.timeout = 0.5
+        client.hub.group_commit.wait_ms = 1500.0  # the member waits for its group's commit past the timeout
+        try:
+            return assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+
+    late = await asyncio.to_thread(store_late)
     assert int(late.Status) == 0xA700, late
 
     async def indexed() -> str | None:
@@ -286,6 +298,32 @@ async def test_a_store_answered_late_is_not_cancelled_and_keeps_its_file(client:
     assert int(again.Status) == 0x0000
     assert await count(client, DicomInstance) == 1
     assert [p for p in node.store.root.rglob("*.dcm")] == [Path(path)]
+
+
+async def test_an_association_the_hub_cannot_check_in_time_is_rejected_at_once_not_left_unanswered(node: Any) -> None:
+    """The calling AE title is checked on the hub's loop; when the loop does not answer within the bridge's
+    timeout, the peer gets an A-ASSOCIATE-RJ at once (before, the exception on pynetdicom's thread left it
+    waiting for its own ACSE timeout with no answer at all)."""
+    node.bridge.timeout = 0.2
+    result: dict[str, Any] = {}
+
+    def associate() -> None:
+        ae = AE(ae_title=TOWNSHIP_AE)
+        ae.acse_timeout = 10
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+        result.update(established=assoc.is_established, rejected=assoc.is_rejected)
+        if assoc.is_established:
+            assoc.release()
+
+    thread = threading.Thread(target=associate, daemon=True)
+    thread.start()
+    # The join blocks the hub's loop (on purpose) until the peer has its answer: the check cannot be answered.
+    thread.join(15)
+    assert result == {"established": False, "rejected": True}, result
+    node.bridge.timeout = 30.0
+    (answer,) = await store(node.port, TOWNSHIP_AE, [instance("MR_small.dcm")])
+    assert int(answer.Status) == 0x0000, "once the hub answers again, the same title is accepted"
 
 
 async def test_the_accept_loop_never_forces_a_full_garbage_collection(node: Any, monkeypatch: Any) -> None:
