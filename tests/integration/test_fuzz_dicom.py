@@ -265,7 +265,7 @@ async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_part
             assert not raised.records, [r.getMessage() for r in raised.records[:5]]
             assert await partial_rows(hub, storage_dir=store.root) == []
         if shard == 0:
-            ran += await by_association_and_stow_rs(client, settings, rng, seeds, store)
+            ran += await by_association_and_stow_rs(client, settings, rng, seeds, store, raised)
     finally:
         logging.getLogger().removeHandler(raised)
     assert ran >= PLANNED[shard], ran
@@ -273,33 +273,28 @@ async def test_ten_thousand_fuzzed_datasets_get_clear_statuses_and_leave_no_part
 
 
 async def by_association_and_stow_rs(
-    client: Any, settings: Settings, rng: random.Random, seeds: list[bytes], store: FileStore
+    client: Any, settings: Settings, rng: random.Random, seeds: list[bytes], store: FileStore, raised: RaisedLogs
 ) -> int:
     """Built datasets by C-STORE over a real association, mutated files as the parts of real STOW-RS requests;
-    how many cases ran."""
+    how many cases ran. ``raised`` is the caller's handler of logged exceptions, still attached."""
     hub = client.hub
-    raised = RaisedLogs()
-    logging.getLogger().addHandler(raised)
-    try:
-        async with node_for(hub, settings) as node:
-            statuses = await asyncio.to_thread(c_store_all, node.port, built(ASSOCIATION_CASES))
-        ran = sum(statuses.values())
-        assert 0 in statuses, statuses  # some were stored over the association
-        assert await partial_rows(hub, storage_dir=store.root) == []
-        headers = await client.login("township_doc")
-        http = [mutate(rng, rng.choice(seeds)) if i % 3 else rng.choice(seeds) for i in range(HTTP_CASES)]
-        for start in range(0, len(http), 8):
-            body, media = multipart(http[start : start + 8])
-            resp = await client.post("/dicom-web/studies", data=body, headers={**headers, "Content-Type": media})
-            assert resp.status in (200, 202, 409), (resp.status, await resp.text())
-            answer = await resp.json()
-            for item in (answer.get("00081198") or {}).get("Value", []):  # FailedSOPSequence: a reason each
-                assert int(item["00081197"]["Value"][0]) != PROCESSING_FAILURE, item
-            ran += len(http[start : start + 8])
-        assert not raised.records, [r.getMessage() for r in raised.records[:5]]
-        assert await partial_rows(hub, storage_dir=store.root) == []
-    finally:
-        logging.getLogger().removeHandler(raised)
+    async with node_for(hub, settings) as node:
+        statuses = await asyncio.to_thread(c_store_all, node.port, built(ASSOCIATION_CASES))
+    ran = sum(statuses.values())
+    assert 0 in statuses, statuses  # some were stored over the association
+    assert await partial_rows(hub, storage_dir=store.root) == []
+    headers = await client.login("township_doc")
+    http = [mutate(rng, rng.choice(seeds)) if i % 3 else rng.choice(seeds) for i in range(HTTP_CASES)]
+    for start in range(0, len(http), 8):
+        body, media = multipart(http[start : start + 8])
+        resp = await client.post("/dicom-web/studies", data=body, headers={**headers, "Content-Type": media})
+        assert resp.status in (200, 202, 409), (resp.status, await resp.text())
+        answer = await resp.json()
+        for item in (answer.get("00081198") or {}).get("Value", []):  # FailedSOPSequence: a reason each
+            assert int(item["00081197"]["Value"][0]) != PROCESSING_FAILURE, item
+        ran += len(http[start : start + 8])
+    assert not raised.records, [r.getMessage() for r in raised.records[:5]]
+    assert await partial_rows(hub, storage_dir=store.root) == []
     return ran
 
 
