@@ -132,7 +132,8 @@ async def complete_study(client: Any, node: Any, clock: Any, count: int = 2) -> 
         got = await client.get(f"/api/v1/requests/{view['id']}", headers=await client.login("township_doc"))
         return bool((await got.json())["state"] == "queued")
 
-    await wait_for(queued)
+    # Bounded, but not by the default 10 s: under the suite's load the quiet-study sweep once took longer.
+    await wait_for(queued, within_s=30)
     return str(first.StudyInstanceUID)
 
 
