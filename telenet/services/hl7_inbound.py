@@ -203,24 +203,27 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
     gets the stored ACK and changes nothing; a message from an unregistered facility, or one without an
     integration account, is refused and not logged (the registry may be fixed and the message sent again)."""
     error: TelenetError | None = None
+    # The sender and a stored ACK are reads: on a read session, before the write transaction (on SQLite, before
+    # the write lock and the group's queue). A refused or re-sent message never enters the write queue; a copy
+    # stored meanwhile by another connection is caught by the log row's unique key below.
+    async with hub.reader() as reading:
+        sender = await _sender(reading, command.facility)
+        stored = await _stored(reading, command.facility, command.message_control_id) if sender else None
+    try:
+        if sender is None:
+            raise NotFound(
+                f"sending facility {command.facility!r} (MSH-4) is not registered to any institution",
+                code="unknown-facility",
+            )
+        actor = sender.actor(peer)
+    except TelenetError as exc:
+        # Registry problems are not the message's: nothing is logged, a re-send after the fix goes through.
+        code, data = await ack(exc, None, "ack")
+        return InboundResult(code, data, error=exc)
+    if stored is not None:
+        return stored
     async with _one_transaction(hub) as transaction:
         session, joined = transaction.session, transaction.hub
-        sender = await _sender(session, command.facility)
-        try:
-            if sender is None:
-                raise NotFound(
-                    f"sending facility {command.facility!r} (MSH-4) is not registered to any institution",
-                    code="unknown-facility",
-                )
-            actor = sender.actor(peer)
-        except TelenetError as exc:
-            # Registry problems are not the message's: nothing is logged, a re-send after the fix goes through.
-            await session.rollback()
-            code, data = await ack(exc, None, "ack")
-            return InboundResult(code, data, error=exc)
-        stored = await _stored(session, command.facility, command.message_control_id)
-        if stored is not None:
-            return stored
         row = HL7InboundMessage(
             facility=command.facility,
             message_control_id=command.message_control_id,
@@ -235,10 +238,13 @@ async def process(hub: Hub, command: InboundCommand, *, peer: str | None, ack: A
         try:
             await session.flush()
         except IntegrityError:
-            # The same message, sent again while the first copy was being processed: its ACK is stored now.
+            # The same message, sent again while the first copy was being processed: its ACK is stored now,
+            # in this transaction (a copy earlier in the same group) or in one committed since the read above.
             await session.rollback()
-            async with hub.reader() as again:
-                stored = await _stored(again, command.facility, command.message_control_id)
+            stored = await _stored(session, command.facility, command.message_control_id)
+            if stored is None:
+                async with hub.reader() as again:
+                    stored = await _stored(again, command.facility, command.message_control_id)
             if stored is None:
                 raise
             return stored

@@ -12,10 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from gateways.hl7.mllp import frame, read_frame
 from gateways.hl7.server import HL7Gateway
+from telenet.api.context import HUB
 from telenet.app import HL7_GATEWAY, build_app
 from telenet.config import Settings
 from telenet.domain.patients import mask_national_ids
@@ -203,6 +204,40 @@ async def test_resent_message_gets_the_same_ack_and_changes_nothing(hl7: Any, pe
     assert await peer.send(orm("DUP-2", "HIS-DX-0004", control="CA")) == first
     request = await request_by_accession(hl7.hub, "HIS-DX-0004")
     assert request is not None and request.state == "ordered"
+
+
+async def test_the_same_message_at_once_on_several_connections_gets_one_ack_and_one_order(hl7: Any) -> None:
+    # A long group wait puts the copies in one shared transaction: the second finds the first's log row in it.
+    hl7.server.app[HUB].group_commit.wait_ms = 300.0
+    peers = [await Peer.open(hl7.hl7_port) for _ in range(4)]
+    try:
+        acks = await asyncio.gather(*(p.send(orm("SAME-1", "HIS-DX-0030")) for p in peers))
+    finally:
+        for p in peers:
+            await p.close()
+    assert len(set(acks)) == 1 and segments(acks[0])["MSA"][1:3] == ["AA", "SAME-1"], acks
+    async with hl7.hub.sessions() as session:
+        assert await session.scalar(select(func.count()).where(Request.accession_number == "HIS-DX-0030")) == 1
+        logged = (await session.execute(select(HL7InboundMessage.message_control_id))).scalars().all()
+    assert logged == ["SAME-1"]
+
+
+async def test_a_resent_or_refused_message_is_answered_while_a_writer_holds_the_lock(
+    hl7: Any, peer: Peer, database: Any
+) -> None:
+    first = await peer.send(orm("HELD-1", "HIS-DX-0031"))
+    async with database.engine.connect() as writer:
+        # SQLite: BEGIN IMMEDIATE, the one write lock (a write transaction would wait out busy_timeout, 30 s);
+        # PostgreSQL: the log table locked against every writer.
+        if database.engine.dialect.name == "sqlite":
+            await writer.execute(update(Request).values(clinical_question="锁住"))
+        else:
+            await writer.execute(text("LOCK TABLE hl7_inbound_messages IN EXCLUSIVE MODE"))
+        again = await asyncio.wait_for(peer.send(orm("HELD-1", "HIS-DX-0031")), 20)
+        unknown = segments(await asyncio.wait_for(peer.send(orm("HELD-2", "HIS-DX-0032", facility="GX-TS-9999")), 20))
+        await writer.rollback()
+    assert again == first and segments(first)["MSA"][1] == "AA"
+    assert unknown["MSA"][1] != "AA" and unknown["ERR"][3].split("^")[0] == "204", unknown
 
 
 @SQLITE_ONLY  # error mapping: storage is covered elsewhere
