@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The attribute of an association that keeps its calling AE's registered character set once read.
+_CHARSET = "telenet_registered_charset"
+_UNREAD = object()
+
 
 class Handlers:
     """Bound to one node; every method runs on an association thread."""
@@ -38,6 +42,8 @@ class Handlers:
         self.bridge = node.bridge
         self.store = node.store
         self.commitment = StorageCommitment(self)
+        # Reads of a calling AE's registered character set (one per association that needs it).
+        self.charset_reads = 0
 
     def bindings(self) -> list[Any]:
         return [
@@ -84,9 +90,20 @@ class Handlers:
             sop_class_uid=str(_req(event).AffectedSOPClassUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             affected_sop_instance_uid=str(_req(event).AffectedSOPInstanceUID or ""),
-            calling_ae=event.assoc.requestor.ae_title,
+            registered_charset=lambda: self.registered_charset(event),
         )
         return SUCCESS
+
+    def registered_charset(self, event: Event) -> str | None:
+        """The set the calling AE is registered with, read once per association (at its first dataset that
+        needs it): a registry change applies to the next association, as a modality's own settings do."""
+        assoc = event.assoc
+        found = getattr(assoc, _CHARSET, _UNREAD)
+        if found is _UNREAD:
+            found = self.bridge.call(modality.registered_charset, self.hub, self.actor(event), assoc.requestor.ae_title)
+            setattr(assoc, _CHARSET, found)
+            self.charset_reads += 1
+        return cast("str | None", found)
 
     # --- C-FIND: worklist and Study Root ----------------------------------------------------------
 
@@ -94,8 +111,7 @@ class Handlers:
         try:
             actor = self.actor(event)
             identifier = event.identifier
-            calling = event.assoc.requestor.ae_title
-            registered = self.bridge.call(modality.registered_charset, self.hub, actor, calling)
+            registered = self.registered_charset(event)
             # A query without SpecificCharacterSet is read in the set the calling AE is registered with.
             mapping.assume_charset(identifier, registered)
             charset = mapping.answer_charset(identifier, registered or "UTF-8")

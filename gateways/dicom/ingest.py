@@ -23,7 +23,7 @@ from gateways.dicom.storage import FileStore
 from gateways.dicom.waveform import ECG_SOP_CLASSES
 from telenet.domain.access import Actor
 from telenet.domain.errors import TelenetError
-from telenet.services import modality, studies
+from telenet.services import studies
 from telenet.services.group_commit import in_group
 from telenet.services.hub import Hub
 
@@ -167,15 +167,11 @@ def ingest(
     transfer_syntax_uid: str,
     affected_sop_instance_uid: str = "",
     expected_study_uid: str | None = None,
-    calling_ae: str | None = None,
+    registered_charset: Callable[[], str | None] | None = None,
 ) -> studies.StoreOutcome:
     """Store the dataset in ``received`` (a temporary file the store now owns) and index it; idempotent per
-    SOP Instance UID. Raises BadDataset for an unreadable or incomplete dataset. A dataset from ``calling_ae``
-    without SpecificCharacterSet is read in the set that AE is registered with."""
-
-    def registered_charset() -> str | None:
-        return bridge.call(modality.registered_charset, hub, actor, calling_ae) if calling_ae else None
-
+    SOP Instance UID. Raises BadDataset for an unreadable or incomplete dataset. A dataset without
+    SpecificCharacterSet is read in the set ``registered_charset()`` names (the calling AE's), asked only then."""
     prepared = prepare(
         store,
         received,

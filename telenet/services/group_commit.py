@@ -1,7 +1,12 @@
 """Group commit where writers queue: the use cases of concurrent DICOM associations and HL7 connections share
 one transaction, each inside its own SAVEPOINT (one failure rolls back only itself), and none is answered
 before the shared COMMIT is durable. A group closes a few milliseconds after its first member finished
-(``wait_ms``) or when it is full; members run one after another on the group's one connection."""
+(``wait_ms``) or when it is full; members run one after another on the group's one connection.
+
+The wait is for company, so it is paid only where company comes: a lone member whose group, and the group
+before it, had nobody else commits at once (one association or one HL7 connection sending one instance or
+message after another would otherwise wait ``wait_ms`` for each). Writers that arrive while that commit
+runs form the next group, and once a group has several members the next ones wait again."""
 
 from __future__ import annotations
 
@@ -56,6 +61,9 @@ class GroupCommit:
         self._current: _Group | None = None
         # Members of each committed group (the evidence that groups form; last 1,000).
         self.sizes: list[int] = []
+        # Whether the last committed group had more than one member, and the groups that did not wait.
+        self._company = True
+        self.unwaited = 0
 
     @asynccontextmanager
     async def member(self) -> AsyncIterator[tuple[AsyncConnection, Callable[[], None]]]:
@@ -87,7 +95,11 @@ class GroupCommit:
             await asyncio.shield(group.done)
 
     async def _commit(self, group: _Group) -> None:
-        await asyncio.sleep(self.wait_ms / 1000)
+        if self._company or group.members > 1:
+            await asyncio.sleep(self.wait_ms / 1000)
+        else:
+            await asyncio.sleep(0)  # a member that is ready in this loop turn still joins
+            self.unwaited += 1
         group.closing = True
         if self._current is group:
             self._current = None
@@ -103,6 +115,7 @@ class GroupCommit:
             else:
                 group.done.set_result(None)
                 self.sizes.append(group.members)
+                self._company = group.members > 1
                 del self.sizes[:-1000]
             finally:
                 if session is not None:

@@ -126,9 +126,9 @@ async def test_each_ae_title_is_answered_in_its_own_set(client: Any, node: Any, 
         assert item["PatientName"].value.original_string == NAME.encode(codec), (institution, ae)
 
 
-def store_and_find(port: int, ds: Dataset, query_name: bytes) -> list[Dataset]:
-    """C-STORE ``ds`` as the township's modality, then a study-root C-FIND by the raw name bytes, neither naming
-    a SpecificCharacterSet."""
+def store_and_find(port: int, ds: Dataset, query_name: bytes, copies: int = 1) -> list[Dataset]:
+    """C-STORE ``ds`` (and ``copies`` - 1 more instances of its series) as the township's modality, then a
+    study-root C-FIND by the raw name bytes, neither naming a SpecificCharacterSet; all on one association."""
     ae = AE(ae_title=TOWNSHIP_AE)
     ae.requested_contexts = [
         build_context(str(ds.SOPClassUID)),
@@ -138,7 +138,11 @@ def store_and_find(port: int, ds: Dataset, query_name: bytes) -> list[Dataset]:
     assert assoc.is_established
     found = []
     try:
-        assert int(assoc.send_c_store(ds).Status) == 0
+        for n in range(copies):
+            one = copy.deepcopy(ds)
+            one.SOPInstanceUID = f"{ds.SOPInstanceUID[:60]}.{n}" if n else ds.SOPInstanceUID
+            one.file_meta.MediaStorageSOPInstanceUID = one.SOPInstanceUID
+            assert int(assoc.send_c_store(one).Status) == 0
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.add_new(0x00100010, "PN", PersonName(query_name))
@@ -160,7 +164,10 @@ async def test_datasets_and_queries_without_a_character_set_are_read_in_the_aes_
         ds = instance("CT_small.dcm", accession=view["accession_number"])
         del ds.SpecificCharacterSet
         ds.add_new(0x00100010, "PN", PersonName(NAME.encode(codec)))
-        found = await asyncio.to_thread(store_and_find, node.port, ds, NAME.encode(codec))
+        reads = node.handlers.charset_reads
+        found = await asyncio.to_thread(store_and_find, node.port, ds, NAME.encode(codec), 3)
+        # One read of the AE's registered set for the association, not one per dataset and query.
+        assert node.handlers.charset_reads == reads + 1
         async with client.hub.sessions() as session:
             study = (
                 await session.execute(select(DicomStudy).where(DicomStudy.study_instance_uid == ds.StudyInstanceUID))

@@ -75,3 +75,24 @@ async def test_rest_orders_are_group_committed_and_answer_with_their_view(client
     assert {v["patient"]["id"] for v in views} <= {"G1", "G2", "G3"} and len(views) == 2
     assert all(v["center"]["code"] and v["route"] for v in views), "the view is read whole after the commit"
     assert sum(group.sizes[before:]) >= 2, "the orders were members of group commits"
+
+
+async def test_a_lone_writer_does_not_wait_for_company_and_a_crowd_still_shares(demo_hub: Any) -> None:
+    """One writer after another (one association, one HL7 connection) commits at once; once writers come
+    together they share a group again, and the group after a shared one waits for company."""
+    hub = demo_hub
+    group = hub.group_commit
+    assert group is not None
+    group.wait_ms = 20.0
+    actor = await actor_for_username(hub, "his_t01")
+    await in_group(hub, _register, actor, 100)  # after start-up (or a crowd) the first lone group waits
+    unwaited, before = group.unwaited, len(group.sizes)
+    for n in range(101, 106):
+        await in_group(hub, _register, actor, n)
+    assert group.sizes[before:] == [1] * 5 and group.unwaited == unwaited + 5, "lone writers waited for company"
+    before = len(group.sizes)
+    await asyncio.gather(*(in_group(hub, _register, actor, n) for n in range(110, 116)))
+    assert max(group.sizes[before:]) > 1, f"no group formed: {group.sizes[before:]}"
+    unwaited = group.unwaited
+    await in_group(hub, _register, actor, 120)
+    assert group.unwaited == unwaited, "the group after a shared one waits for company"
