@@ -256,7 +256,8 @@ class Settings:
         default=2.0,
         metadata={
             "doc": "How long a DICOM or HL7 write waits for concurrent writes to share its transaction (group "
-            "commit); 0 commits each group as soon as its queued members are done."
+            "commit); 0 commits each group as soon as its queued members are done. A lone writer whose "
+            "previous group was alone too does not wait."
         },
     )
 
