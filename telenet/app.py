@@ -45,6 +45,7 @@ from telenet.services.audit_writer import AuditWriter
 from telenet.services.exclusive import run_exclusive
 from telenet.services.group_commit import GroupCommit
 from telenet.services.hub import Hub, HubOptions
+from telenet.services.page_cache import PageCache
 from telenet.services.registry_snapshot import RegistryCache
 from telenet.services.sweeper import run_sweeper
 from telenet.store.auth_version import auth_version
@@ -129,6 +130,10 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
         auth_version=auth_version(engine),
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
+    # Worklist pages live until this process commits an event (here, before the command answers) or its live
+    # channel reads one from another process (ws.EventBroker.pump), at most page_cache.TTL_S.
+    hub.pages = PageCache()
+    hub.on_commit.append(hub.pages.clear)
     hub.follow_ups.on_routed.append(study_links.on_routed)
     hub.follow_ups.on_final.extend([consultation.on_final, fees.record_final, outbox.enqueue_result])
     hub.follow_ups.data_complete = requests.data_complete

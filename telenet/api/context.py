@@ -16,13 +16,18 @@ EXTRA = web.AppKey("extra", dict)
 ACTOR = web.RequestKey("actor", Actor)
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """JSON in UTF-8 as written (Chinese names stay readable), not \\u escapes."""
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+
+
+def encoded_json_response(body: bytes, *, status: int = 200) -> web.Response:
+    """JSON already encoded by :func:`dumps` (a page shared by many readers, encoded once)."""
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 def actor_of(request: web.Request) -> Actor:

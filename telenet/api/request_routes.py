@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from telenet.api.bodies import path_id
-from telenet.api.context import actor_of, hub_of, json_response, read_json
+from telenet.api.context import actor_of, dumps, encoded_json_response, hub_of, json_response, read_json
 from telenet.api.registry_routes import query_int
 from telenet.api.spec import PAGE_ID, TIME, Routes, integer, one_of
 from telenet.domain.lifecycle import Kind, RequestState
@@ -291,15 +291,14 @@ async def post_message(request: web.Request) -> web.Response:
     query=(("limit", "page size (max 200)", integer(1, 200)), ("offset", "page offset", integer(0, 10**9))),
 )
 async def worklist(request: web.Request) -> web.Response:
-    return json_response(
-        await queue.worklist(
-            hub_of(request),
-            actor_of(request),
-            request.match_info["code"],
-            limit=query_int(request, "limit", 50, low=1, high=200),
-            offset=query_int(request, "offset", 0, high=10**9),
-        )
+    page = await queue.worklist(
+        hub_of(request),
+        actor_of(request),
+        request.match_info["code"],
+        limit=query_int(request, "limit", 50, low=1, high=200),
+        offset=query_int(request, "offset", 0, high=10**9),
     )
+    return encoded_json_response(page.encoded(dumps))
 
 
 def critical_id(request: web.Request) -> int:

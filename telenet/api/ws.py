@@ -130,6 +130,8 @@ class Broker:
             batch = await events.latest_events(self.hub, self.last_id)
             if not batch:
                 return
+            if self.hub.pages is not None:  # events of other hub processes change pages too
+                self.hub.pages.clear()
             for event in batch:
                 frames: dict[str, bytes] = {}  # encoded once per topic, the same bytes for every subscriber
                 for sub in list(self.subscribers):

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from telenet.domain.access import Actor
@@ -24,6 +25,7 @@ from telenet.store.write_gate import WriteGate
 
 if TYPE_CHECKING:
     from telenet.services.group_commit import GroupCommit
+    from telenet.services.page_cache import PageCache
     from telenet.services.registry_snapshot import RegistryCache
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,8 @@ class Hub:
     follow_ups: FollowUps = field(default_factory=FollowUps)
     # The registry in memory (services.registry_snapshot); None: read from the tables each time.
     registry: RegistryCache | None = None
+    # Worklist pages between the changes that alter them (services.page_cache); None: built each time.
+    pages: PageCache | None = None
 
     def notify_committed(self) -> None:
         """Wake whoever waits for new events (WebSocket fan-out, workers); listeners never raise."""
@@ -151,12 +155,16 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self.record is not None and self.actor is not None:
-            self.session.add(_audit_row(self.hub, self.actor, self.record, "ok"))
+            # A Core insert of the row's values: the ORM's unit of work for one append-only row cost more.
+            await self.session.execute(_AUDIT_INSERT, _audit_values(self.hub, self.actor, self.record, "ok"))
         await self.session.commit()
         emitted = self.session.info.pop("event_lock", None)
         self.committed = True
         if emitted:
             self.hub.notify_committed()
+
+
+_AUDIT_INSERT = insert(cast(Table, AuditEntry.__table__))
 
 
 def _audit_row(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> AuditEntry:

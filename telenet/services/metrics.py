@@ -103,6 +103,17 @@ class MetricsRegistry:
         families.extend(t.family() for t in self._tallies.values())
         families.extend(write_queue_families(hub))
         families.extend(login_queue_families(hub))
+        if hub.pages is not None:
+            families.append(
+                Family(
+                    "telenet_worklist_pages_total",
+                    "counter",
+                    "Worklist page reads, served from this process's memory (hit) or built from the database",
+                    ("outcome",),
+                    (Sample((("outcome", "hit"),), float(hub.pages.hits)),
+                     Sample((("outcome", "built"),), float(hub.pages.misses))),
+                )
+            )  # fmt: skip
         return families
 
 

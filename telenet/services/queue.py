@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,7 @@ from telenet.services.access import center_by_code, center_of, load_for_action, 
 from telenet.services.coordination import breach_alerted, capped_lease, release_at
 from telenet.services.events import emit
 from telenet.services.hub import Hub, read_use_case, use_case
+from telenet.services.page_cache import Page, PageCache
 from telenet.services.request_views import committed_view
 from telenet.services.requests import due_for
 from telenet.services.transitions import apply, summary
@@ -72,7 +73,7 @@ async def worklist(
     limit: int = 50,
     offset: int = 0,
     only: Sequence[int] | None = None,
-) -> dict[str, Any]:
+) -> Page:
     """Queued and claimed items of one center, most urgent first (priority, then due time); ``only`` keeps
     the items among those request ids (what a live page fetches when they change). The center from the
     registry snapshot, the page in one query of the columns it shows, on a read session."""
@@ -83,6 +84,14 @@ async def worklist(
         require_role(actor, Role.READER, Role.COORDINATOR, action="read a worklist")
         if center.code not in actor.center_codes:
             raise Forbidden(f"{center.code} is not one of your centers", code="scope")
+        now = hub.clock.now()
+        pages = hub.pages if only is None else None
+        key = PageCache.key(now, center.code, limit, offset)
+        page = pages.get(key) if pages is not None else None
+        if page is not None:
+            uow.audit(detail={"count": len(page["items"])})
+            return cast(Page, page).for_reader()
+        generation = pages.generation if pages is not None else 0
         rows = (
             await uow.session.execute(_WORKLIST_PAGE, {"center_id": center.id, "limit": limit, "offset": offset})
             if only is None
@@ -91,7 +100,6 @@ async def worklist(
                 {"center_id": center.id, "limit": limit, "offset": offset},
             )
         ).all()
-        now = hub.clock.now()
         code = center.code
         items = []
         for (
@@ -141,13 +149,18 @@ async def worklist(
                 }
             )
         uow.audit(detail={"count": len(items)})
-        return {
-            "center": code,
-            "items": items,
-            "limit": limit,
-            "offset": offset,
-            "next_offset": offset + limit if len(items) == limit else None,
-        }
+        page = Page(
+            {
+                "center": code,
+                "items": items,
+                "limit": limit,
+                "offset": offset,
+                "next_offset": offset + limit if len(items) == limit else None,
+            }
+        )
+        if pages is not None:
+            pages.put(key, generation, page)
+        return page.for_reader()
 
 
 async def claim(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:

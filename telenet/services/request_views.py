@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -44,14 +44,26 @@ async def view_of(hub: Hub, actor: Actor, request_id: int) -> dict[str, Any]:
     snapshot = await hub.registry.get() if hub.registry is not None else None
     async with hub.reader() as session:
         row = (await session.execute(_WITH_PARTIES.where(Request.id == request_id))).one()
-        return await request_view(session, actor, row[0], snapshot=snapshot, parties=(row[1], row[2], row[3]))
+        return await request_view(
+            session, actor, row[0], snapshot=snapshot, parties=(row[1], row[2], row[3]), present=tuple(row[4:7])
+        )
 
 
 _CLAIMER = aliased(User)
-# The request with its patient, requesting institution and claimer's username: one statement, not four.
+# The request with its patient, requesting institution and claimer's username: one statement, not four; and
+# whether it has reports, critical findings and participants at all (a new request has none of them: their
+# three statements are then not sent).
+_WITH_PARTIES = select(
+    Request,
+    Patient,
+    Institution,
+    _CLAIMER.username,
+    exists().where(Report.request_id == Request.id),
+    exists().where(CriticalFinding.request_id == Request.id),
+    exists().where(Participant.request_id == Request.id, Participant.removed_at.is_(None)),
+)
 _WITH_PARTIES = (
-    select(Request, Patient, Institution, _CLAIMER.username)
-    .join(Patient, Patient.id == Request.patient_id)
+    _WITH_PARTIES.join(Patient, Patient.id == Request.patient_id)
     .join(Institution, Institution.id == Request.requesting_institution_id)
     .outerjoin(_CLAIMER, _CLAIMER.id == Request.claimed_by_id)
 )
@@ -64,10 +76,13 @@ async def request_view(
     *,
     snapshot: RegistrySnapshot | None = None,
     parties: tuple[Patient, Institution, str | None] | None = None,
+    present: tuple[bool, ...] = (True, True, True),
 ) -> dict[str, Any]:
     """The whole request as the API shows it: patient, center, route history, reports, critical findings.
     ``snapshot``: the center from the registry in memory; ``parties``: patient, requester and claimer
-    already read with the request."""
+    already read with the request; ``present``: whether it has reports, critical findings and participants
+    (read with it in the same snapshot), each read only if so."""
+    has_reports, has_criticals, has_participants = present
     known = (
         snapshot.center(request.center_id) if snapshot is not None and request.center_id in snapshot.centers else None
     )
@@ -92,15 +107,21 @@ async def request_view(
         (await session.execute(select(Report).where(Report.request_id == request.id).order_by(Report.id)))
         .scalars()
         .all()
+        if has_reports
+        else []
     )
     criticals = (
-        await session.execute(
-            select(CriticalFinding, User.username)
-            .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
-            .where(CriticalFinding.request_id == request.id)
-            .order_by(CriticalFinding.id)
-        )
-    ).all()
+        (
+            await session.execute(
+                select(CriticalFinding, User.username)
+                .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
+                .where(CriticalFinding.request_id == request.id)
+                .order_by(CriticalFinding.id)
+            )
+        ).all()
+        if has_criticals
+        else []
+    )
     participants = (
         (
             await session.execute(
@@ -111,6 +132,8 @@ async def request_view(
         )
         .scalars()
         .all()
+        if has_participants
+        else []
     )
     now_state = RequestState(request.state)
     return {

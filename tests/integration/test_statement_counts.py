@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from telenet.services import outbox, queue, reports, requests, studies
 from telenet.services.auth import actor_for_username
+from telenet.services.request_views import view_of
 from telenet.store.db import READ_ONLY
 from tests.factories import order
 
@@ -136,3 +137,26 @@ async def test_peer_checks_read_the_registry_snapshot_not_the_tables(demo_hub: A
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert statements == [], statements
     assert "C01K01T01" in titles and len(titles) == len((await demo_hub.registry.get()).ae_titles)
+
+
+async def test_the_view_of_a_new_request_reads_no_reports_findings_or_participants(
+    demo_hub: Any, database: Any
+) -> None:
+    """The view a command answers with is read whole, but what a request does not have yet (reports, critical
+    findings, participants) is known from the request's own statement: two statements after BEGIN, not five."""
+    hub = demo_hub
+    doc = await actor_for_username(hub, "township_doc")
+    view = await requests.submit(hub, doc, order(patient_id="V1"))
+    reads: list[str] = []
+
+    def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY) and statement.strip().upper() != "BEGIN":
+            reads.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        again = await view_of(hub, doc, int(view["id"]))
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert again == view
+    assert len(reads) == 2, "\n".join(s.split("\n")[0][:100] for s in reads)
