@@ -157,6 +157,10 @@ class AEWhitelist:
         return actor.with_remote(address) if actor is not None and address else actor
 
 
+# The attribute of an association refused for now (see _NodeAE.maximum_associations).
+_TRANSIENT = "telenet_refused_for_now"
+
+
 class _NodeAE(AE):
     """pynetdicom's AE with a live calling-AE whitelist and a deeper listen backlog."""
 
@@ -183,6 +187,20 @@ class _NodeAE(AE):
     def require_calling_aet(self, value: list[str]) -> None:  # AE.__init__ sets it
         pass
 
+    @property
+    def maximum_associations(self) -> int:
+        # pynetdicom checks this right after the calling AE title, on the same thread, and its answer wins: an
+        # association refused for now (too many from its address, the hub too busy to check the title) gets
+        # A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded (PS3.8 9.3.4), so that the peer tries again
+        # later; a calling AE title the hub does not know stays rejected-permanent, calling AE not recognized.
+        if getattr(threading.current_thread(), _TRANSIENT, False):
+            return -1
+        return self._maximum_associations
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
+
     def _decide_calling_aet(self, assoc: threading.Thread) -> list[str]:
         assert self.whitelist is not None
         requestor = getattr(assoc, "requestor", None)
@@ -195,8 +213,9 @@ class _NodeAE(AE):
             return ["\x00"]
         same_peer = sum(1 for a in self.active_associations if getattr(a.requestor, "address", None) == address)
         if same_peer > self.max_associations_per_peer:
-            log.warning("association refused: %d associations from %s", same_peer, address)
+            log.warning("association refused for now: %d associations from %s", same_peer, address)
             self.whitelist.refused("associations-per-peer")
+            setattr(assoc, _TRANSIENT, True)
             return ["\x00"]
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
         try:
@@ -204,8 +223,9 @@ class _NodeAE(AE):
         except Busy:
             # The hub did not answer the title check in time: the association is rejected at once (raised on
             # pynetdicom's thread, the exception left the peer without any answer until its own ACSE timeout).
-            log.warning("association refused: the hub did not check the calling AE title of %s in time", address)
+            log.warning("association refused for now: the hub did not check the calling AE of %s in time", address)
             self.whitelist.refused("hub-busy")
+            setattr(assoc, _TRANSIENT, True)
             return ["\x00"]
 
     def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:

@@ -23,7 +23,7 @@ from telenet.services.metrics import Tally
 from telenet.store.models import DicomInstance, HL7DeadLetter
 from tests.conftest import require_tool
 from tests.dicom_fixtures import TOWNSHIP_AE, dicom_settings, instance, node_for, ordered, run_tool
-from tests.integration.test_dicom_node import store
+from tests.integration.test_dicom_node import TRANSIENT, UNKNOWN_CALLING_AE, rejection, store
 
 
 @pytest.fixture
@@ -76,18 +76,29 @@ async def test_dicom_associations_per_peer_and_instance_size(client: Any, settin
     view = await ordered(client, modality="CT")
     async with node_for(client.hub, settings.replace(dicom_max_associations_per_peer=1)) as node:
 
-        def two_associations() -> tuple[bool, bool]:
+        def two_associations() -> tuple[bool, bool, Any]:
             ae = AE(ae_title=TOWNSHIP_AE)
             ae.add_requested_context(Verification)
             first = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
             second = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
-            result = (first.is_established, second.is_established)
+            result = (first.is_established, second.is_established, rejection(second))
             for assoc in (first, second):
                 if assoc.is_established:
                     assoc.release()
             return result
 
-        assert await asyncio.to_thread(two_associations) == (True, False)
+        # The second is rejected for now (transient, local limit exceeded), not as an unknown calling AE.
+        assert await asyncio.to_thread(two_associations) == (True, False, TRANSIENT)
+
+        def unknown_title() -> Any:
+            ae = AE(ae_title="NOT-REGISTERED")
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="TELENET")
+            if assoc.is_established:
+                assoc.release()
+            return rejection(assoc)
+
+        assert await asyncio.to_thread(unknown_title) == UNKNOWN_CALLING_AE
 
     async with node_for(client.hub, settings.replace(dicom_max_instance_bytes=1000)) as node:
         ds = instance("CT_small.dcm", accession=view["accession_number"])
