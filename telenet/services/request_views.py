@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -103,38 +104,27 @@ async def request_view(
             .order_by(RouteStep.id)
         )
     ).all()
-    reports = (
-        (await session.execute(select(Report).where(Report.request_id == request.id).order_by(Report.id)))
-        .scalars()
-        .all()
-        if has_reports
-        else []
-    )
-    criticals = (
-        (
-            await session.execute(
-                select(CriticalFinding, User.username)
-                .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
-                .where(CriticalFinding.request_id == request.id)
-                .order_by(CriticalFinding.id)
-            )
-        ).all()
-        if has_criticals
-        else []
-    )
-    participants = (
-        (
-            await session.execute(
-                select(User.username)
-                .join(Participant, Participant.user_id == User.id)
-                .where(Participant.request_id == request.id, Participant.removed_at.is_(None))
-            )
+    reports: Sequence[Report] = []
+    if has_reports:
+        query = select(Report).where(Report.request_id == request.id).order_by(Report.id)
+        reports = (await session.execute(query)).scalars().all()
+    criticals: Sequence[Any] = []
+    if has_criticals:
+        found = (
+            select(CriticalFinding, User.username)
+            .outerjoin(User, User.id == CriticalFinding.acknowledged_by_id)
+            .where(CriticalFinding.request_id == request.id)
+            .order_by(CriticalFinding.id)
         )
-        .scalars()
-        .all()
-        if has_participants
-        else []
-    )
+        criticals = (await session.execute(found)).all()
+    participants: Sequence[str] = []
+    if has_participants:
+        present_now = (
+            select(User.username)
+            .join(Participant, Participant.user_id == User.id)
+            .where(Participant.request_id == request.id, Participant.removed_at.is_(None))
+        )
+        participants = (await session.execute(present_now)).scalars().all()
     now_state = RequestState(request.state)
     return {
         "id": request.id,
