@@ -131,7 +131,7 @@ def make_hub(settings: Settings, engine: AsyncEngine, clock: Clock | None = None
     )
     hub.group_commit = GroupCommit(hub.sessions, wait_ms=settings.group_commit_wait_ms, notify=hub.notify_committed)
     # Worklist pages live until this process commits an event (here, before the command answers) or its live
-    # channel reads one from another process (ws.EventBroker.pump), at most page_cache.TTL_S.
+    # channel reads one from another process (ws.Broker.pump), at most page_cache.TTL_S.
     hub.pages = PageCache()
     hub.on_commit.append(hub.pages.clear)
     hub.follow_ups.on_routed.append(study_links.on_routed)

@@ -161,6 +161,11 @@ class AEWhitelist:
 _TRANSIENT = "telenet_refused_for_now"
 
 
+def _refused_for_now(assoc: threading.Thread) -> None:
+    if hasattr(assoc, "requestor"):  # an association's own thread (pynetdicom asks on it)
+        setattr(assoc, _TRANSIENT, True)
+
+
 class _NodeAE(AE):
     """pynetdicom's AE with a live calling-AE whitelist and a deeper listen backlog."""
 
@@ -215,7 +220,7 @@ class _NodeAE(AE):
         if same_peer > self.max_associations_per_peer:
             log.warning("association refused for now: %d associations from %s", same_peer, address)
             self.whitelist.refused("associations-per-peer")
-            setattr(assoc, _TRANSIENT, True)
+            _refused_for_now(assoc)
             return ["\x00"]
         identity = PeerIdentity(address, tls.fingerprint(sock) if secure else None)
         try:
@@ -225,7 +230,7 @@ class _NodeAE(AE):
             # pynetdicom's thread, the exception left the peer without any answer until its own ACSE timeout).
             log.warning("association refused for now: the hub did not check the calling AE of %s in time", address)
             self.whitelist.refused("hub-busy")
-            setattr(assoc, _TRANSIENT, True)
+            _refused_for_now(assoc)
             return ["\x00"]
 
     def make_server(self, address: Any, *args: Any, **kwargs: Any) -> Any:

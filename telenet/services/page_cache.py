@@ -6,9 +6,9 @@ screens read and built the same page. A page built once is served again until on
 - an event is committed by this process (``Hub.notify_committed``: before the command that caused it answers,
   so whoever changed a request sees the change on the next page), or read by the live channel from another
   hub process (its broker's poll);
-- ``ttl_s`` (2 s) passes: the bound for what changes a page without an event of its own (a patient's name
+- ``TTL_S`` (2 s) passes: the bound for what changes a page without an event of its own (a patient's name
   corrected by an ADT message);
-- the hub's clock enters the next ``bucket_s`` (6 s): the page's waiting and SLA minutes are shown to 0.1
+- the hub's clock enters the next ``BUCKET_S`` (6 s): the page's waiting and SLA minutes are shown to 0.1
   minute, which is 6 s.
 
 A page read while a change was committed is not kept (the generation moved while it was read). The scope
@@ -46,6 +46,8 @@ class Page(dict[str, Any]):
 
 
 class PageCache:
+    """The pages of one hub process, by (clock step, center, limit, offset); see the module docstring."""
+
     def __init__(self, *, ttl_s: float = TTL_S, max_pages: int = MAX_PAGES) -> None:
         self.ttl_s = ttl_s
         self.max_pages = max_pages
