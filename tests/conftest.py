@@ -14,13 +14,17 @@ What makes them cheap (the whole suite has a time budget):
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -391,6 +395,41 @@ def _name_group(item: pytest.Item) -> None:
         item._id = NodeId.parse(grouped)
     else:
         item._nodeid = grouped  # type: ignore[attr-defined]  # pytest before 9
+
+
+# Seconds before pytest-timeout's limit at which every running event loop prints its tasks' stacks: the thread
+# stacks that pytest-timeout prints show a loop waiting in select, not which await never returns.
+TASKS_BEFORE_TIMEOUT_S = 15.0
+
+
+def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    print(f"+++ asyncio tasks of {loop!r}, {TASKS_BEFORE_TIMEOUT_S:g} s before the test's timeout +++", file=sys.stderr)
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=20, file=sys.stderr)
+
+
+def _print_running_loops() -> None:
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+        if loop.is_running() and not loop.is_closed():
+            loop.call_soon_threadsafe(_print_tasks, loop)
+
+
+@pytest.fixture(autouse=True)
+def _tasks_before_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Autouse, so set up first and torn down last: covers the other fixtures' teardown too, where a hang of
+    an app's shutdown shows."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    if limit <= TASKS_BEFORE_TIMEOUT_S:
+        yield
+        return
+    timer = threading.Timer(limit - TASKS_BEFORE_TIMEOUT_S, _print_running_loops)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -67,7 +67,8 @@ def test_thirty_seconds_of_simulated_province_traffic_loses_nothing(tmp_path: Pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["lost"] == 0, summary
-    assert summary["orders"] >= 10 and summary["errors"] == {}, summary
+    # The simulator's log names each error (its summary only counts them by kind).
+    assert summary["orders"] >= 10 and summary["errors"] == {}, (summary, done.stderr[-3000:])
     assert set(summary["hl7_acks"]) == {"AA"}
     finals = sum(n for key, n in summary["by_kind_and_state"].items() if key.endswith("/final"))
     assert finals >= summary["orders"] - sum(summary["explained_unfinished"].values())
