@@ -54,17 +54,17 @@ _CLAIMER = aliased(User)
 # The request with its patient, requesting institution and claimer's username: one statement, not four; and
 # whether it has reports, critical findings and participants at all (a new request has none of them: their
 # three statements are then not sent).
-_WITH_PARTIES = select(
-    Request,
-    Patient,
-    Institution,
-    _CLAIMER.username,
-    exists().where(Report.request_id == Request.id),
-    exists().where(CriticalFinding.request_id == Request.id),
-    exists().where(Participant.request_id == Request.id, Participant.removed_at.is_(None)),
-)
 _WITH_PARTIES = (
-    _WITH_PARTIES.join(Patient, Patient.id == Request.patient_id)
+    select(
+        Request,
+        Patient,
+        Institution,
+        _CLAIMER.username,
+        exists().where(Report.request_id == Request.id),
+        exists().where(CriticalFinding.request_id == Request.id),
+        exists().where(Participant.request_id == Request.id, Participant.removed_at.is_(None)),
+    )
+    .join(Patient, Patient.id == Request.patient_id)
     .join(Institution, Institution.id == Request.requesting_institution_id)
     .outerjoin(_CLAIMER, _CLAIMER.id == Request.claimed_by_id)
 )

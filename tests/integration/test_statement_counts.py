@@ -30,12 +30,16 @@ LIMITS: dict[str, dict[str, int]] = {
 
 
 @contextlib.contextmanager
-def counted(engine: Any) -> Iterator[list[str]]:
+def counted(engine: Any, *, reads: bool = False) -> Iterator[list[str]]:
+    """The statements of the write transactions (views are read after commit on read sessions); with
+    ``reads``, those of the read sessions instead, BEGIN left out."""
     statements: list[str] = []
 
     def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # Only the write transaction's statements: views are read after commit on read sessions.
-        if not conn.get_execution_options().get(READ_ONLY):
+        if reads:
+            if conn.get_execution_options().get(READ_ONLY) and statement.strip().upper() != "BEGIN":
+                statements.append(statement)
+        elif not conn.get_execution_options().get(READ_ONLY):
             statements.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)
@@ -147,16 +151,7 @@ async def test_the_view_of_a_new_request_reads_no_reports_findings_or_participan
     hub = demo_hub
     doc = await actor_for_username(hub, "township_doc")
     view = await requests.submit(hub, doc, order(patient_id="V1"))
-    reads: list[str] = []
-
-    def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if conn.get_execution_options().get(READ_ONLY) and statement.strip().upper() != "BEGIN":
-            reads.append(statement)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with counted(database.engine, reads=True) as reads:
         again = await view_of(hub, doc, int(view["id"]))
-    finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
     assert again == view
     assert len(reads) == 2, "\n".join(s.split("\n")[0][:100] for s in reads)
