@@ -408,8 +408,19 @@ def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
         task.print_stack(limit=20, file=sys.stderr)
 
 
+def _event_loops() -> list[asyncio.AbstractEventLoop]:
+    loops = []
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, asyncio.AbstractEventLoop):
+                loops.append(obj)
+        except ReferenceError:  # a weak proxy whose object is gone (isinstance looks through it)
+            continue
+    return loops
+
+
 def _print_running_loops() -> None:
-    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+    for loop in _event_loops():
         if loop.is_running() and not loop.is_closed():
             loop.call_soon_threadsafe(_print_tasks, loop)
 

@@ -19,6 +19,7 @@ from telenet.services import forwarding
 from telenet.services.forwarding import ForwardTask, RetryPolicy
 from telenet.services.hub import Hub
 from telenet.store.write_gate import log_failure
+from telenet.waits import woken
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,7 @@ class Forwarder:
                 if worked:
                     continue
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await woken(self._wake, self.poll_seconds)
         finally:
             with contextlib.suppress(ValueError):
                 self.hub.on_commit.remove(self._wake_up)

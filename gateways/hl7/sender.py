@@ -32,6 +32,7 @@ from telenet.services.exclusive import run_exclusive
 from telenet.services.hub import Hub
 from telenet.services.outbox import OutboxClaim, RetryPolicy
 from telenet.store.write_gate import log_failure
+from telenet.waits import within, woken
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,7 @@ class ResultSender:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), min(self.timeout, 5.0) + 1.0)
+            await woken(self._stopped, min(self.timeout, 5.0) + 1.0)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -118,8 +118,7 @@ class ResultSender:
         if due is not None:
             delay = min(delay, max((due - self.clock.now()).total_seconds(), 0.01))
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await woken(self._wake, delay)
 
     async def run_once(self) -> int:
         """One round: lease what is deliverable and try each destination; returns how many were tried."""
@@ -173,7 +172,7 @@ class ResultSender:
                 connecting = asyncio.open_connection(host, port, ssl=context, server_hostname=server_name)
             else:
                 connecting = asyncio.open_connection(host, port)
-            return await asyncio.wait_for(connecting, self.timeout)
+            return await within(connecting, self.timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from None
 
@@ -182,7 +181,7 @@ class ResultSender:
         try:
             writer.write(frame(message))
             await writer.drain()
-            answer = await asyncio.wait_for(read_frame(reader, max_size=self.max_size), self.timeout)
+            answer = await within(read_frame(reader, max_size=self.max_size), self.timeout)
         except TimeoutError:
             raise TransportError(f"no ACK within {self.timeout:g} s") from None
         except (OSError, FrameError) as exc:

@@ -39,6 +39,7 @@ from telenet.services.hub import Hub
 from telenet.services.metrics import Tally
 from telenet.services.peers import PeerIdentity
 from telenet.store.write_gate import is_lock_timeout, log_failure
+from telenet.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class HL7Gateway:
                 return
             while True:
                 try:
-                    payload = await asyncio.wait_for(frames.read(), self.settings.hl7_idle_timeout_seconds)
+                    payload = await within(frames.read(), self.settings.hl7_idle_timeout_seconds)
                 except TimeoutError:
                     log.info(
                         "hl7: closing %s after %ss without a message", peer, self.settings.hl7_idle_timeout_seconds

@@ -27,6 +27,7 @@ from telenet.domain.errors import Invalid, Unauthorized
 from telenet.services import auth, events
 from telenet.services.events import PublishedEvent
 from telenet.services.hub import Hub
+from telenet.waits import woken
 
 log = logging.getLogger(__name__)
 routes = Routes()
@@ -116,8 +117,7 @@ class Broker:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await woken(self._wake, self.poll_interval)
             self._wake.clear()
             try:
                 await self.pump()
@@ -357,8 +357,7 @@ async def _watch(
     a subscribed topic: the client learns why from the close code and reason."""
     ticks = 0
     while not ws.closed:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.recheck.wait(), interval)
+        await woken(sub.recheck, interval)
         urgent = sub.recheck.is_set()
         sub.recheck.clear()
         ticks += 1

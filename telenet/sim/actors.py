@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import websockets
+import websockets.exceptions  # not imported by "import websockets" (17): used before any connect
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from gateways.hl7.ack import build_ack, parse_ack
 from gateways.hl7.er7 import escape, format_ts, new_message, set_field
 from gateways.hl7.mllp import frame, read_frame
 from telenet.sim.world import Township
+from telenet.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,11 @@ class OrderSender:
         self._reused = self._streams is not None
         try:
             if self._streams is None:
-                self._streams = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
+                self._streams = await within(asyncio.open_connection(self.host, self.port), 10)
             reader, writer = self._streams
             writer.write(payload)
             await writer.drain()
-            raw = await asyncio.wait_for(read_frame(reader), ack_wait)
+            raw = await within(read_frame(reader), ack_wait)
             if raw is None:
                 raise ConnectionError("hub closed the connection")
             ack = parse_ack(raw)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import websockets
+import websockets.exceptions  # not imported by "import websockets" (17): used before any connect
 from sqlalchemy import select
 
 from telenet.api.context import EXTRA

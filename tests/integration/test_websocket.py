@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import websockets
+import websockets.exceptions  # not imported by "import websockets" (17): used before any connect
 
+from telenet.api.ws import BROKER
 from telenet.schemas import validate
 from telenet.services import queue, reports, requests
 from telenet.services.auth import actor_for_username
@@ -182,3 +184,17 @@ async def test_malformed_commands_get_errors(client: Any) -> None:
         assert (await recv(ws))["type"] == "error"
         await ws.send(json.dumps({"action": "subscribe", "topics": ["worklist:NL-C01-K01-IMG"], "since": -1}))
         assert "since" in (await recv(ws))["detail"]
+
+
+async def test_the_live_channel_stops_when_a_commit_wakes_it_as_the_app_stops(client: Any) -> None:
+    """A commit wakes the broker in the loop turn in which the app's shutdown cancels it: it must still end
+    (with ``asyncio.wait_for`` on Python 3.11 the cancellation was lost and the broker polled on forever)."""
+    broker = client.server.app[BROKER]
+    stopper = asyncio.create_task(broker.stop())  # runs first in the next turn: cancels the waiting broker
+    broker.wake()  # ... and its wait's result arrives in that same turn
+    try:
+        done, _ = await asyncio.wait([stopper], timeout=10)
+        assert done == {stopper}, "the broker ran on after it was cancelled"
+        assert broker._task is not None and broker._task.cancelled()
+    finally:
+        stopper.cancel()
