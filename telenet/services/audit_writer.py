@@ -20,6 +20,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,15 @@ class AuditWriter:
     ) -> None:
         self._sessions = sessions
         self._journal_dir = journal_dir
-        # SQLite: each batch is one trip to the driver's thread on a pooled connection (BEGIN IMMEDIATE,
-        # the multi-row insert, COMMIT), not a dozen through the session.
+        # A SQLite file: the writer keeps a connection of its own on a thread of its own, and each batch is
+        # one hand-off to that thread (BEGIN IMMEDIATE, the multi-row insert, COMMIT). Through the engine's
+        # pool a batch cost three (checkout, the transaction, the rollback on return) and the pool's Python.
         self._engine = engine if engine is not None and engine.dialect.name == "sqlite" else None
+        database = self._engine.url.database if self._engine is not None else None
+        self._path = database if database and database != ":memory:" else None
         self._raw: RawInsert | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._journal_fd: int | None = None
@@ -75,8 +81,9 @@ class AuditWriter:
         self._pending.append(([row, *more], done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="audit-writer")
-        # Shielded: a cancelled request (client gone) still gets its row written.
-        await asyncio.shield(done)
+        # A cancelled request (client gone) still gets its row written: the row is in the batch already, and
+        # cancelling ``done`` only ends this wait (the batch skips futures that are done).
+        await done
 
     async def drain(self) -> None:
         """Everything written so far is in the audit table (audit searches call this first)."""
@@ -155,11 +162,31 @@ class AuditWriter:
                     db.execute(f"PRAGMA busy_timeout={db_module.BUSY_TIMEOUT_MS}")
 
         try:
-            async with self._engine.connect() as conn:
-                await in_driver_thread(conn, transaction)
+            if self._path is not None:
+                if self._thread is None:
+                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+                await asyncio.get_running_loop().run_in_executor(self._thread, lambda: transaction(self._own_db()))
+            else:
+                async with self._engine.connect() as conn:
+                    await in_driver_thread(conn, transaction)
         except sqlite3.OperationalError as exc:
             # As SQLAlchemy would raise it, so that _commit's journal fallback sees one kind of error.
             raise OperationalError(sql, None, exc) from exc
+
+    def _own_db(self) -> sqlite3.Connection:
+        """The writer's own connection (opened on its thread, used only there), set up as the engine's are."""
+        if self._db is None:
+            assert self._path is not None
+            db = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            for pragma in db_module.SQLITE_PRAGMAS:
+                db.execute(pragma)
+            self._db = db
+        return self._db
+
+    def _close_own_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # ---------------------------------------------------------------------------------------------- journal
 
@@ -241,6 +268,10 @@ class AuditWriter:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.drain()
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            await asyncio.get_running_loop().run_in_executor(thread, self._close_own_db)
+            thread.shutdown(wait=False)
         if self._journal_fd is not None:
             fd, self._journal_fd = self._journal_fd, None
             os.close(fd)

@@ -229,12 +229,32 @@ def _audit_values(hub: Hub, actor: Actor, record: AuditRecord, outcome: str) -> 
 
 
 class ReadUnit(UnitOfWork):
-    """The unit of a read use case: a read session (no write lock) and an audit record; nothing to commit."""
+    """The unit of a read use case: a read session (no write lock) and an audit record; nothing to commit.
+    The session is made on first use: a read answered from memory (a cached worklist page) makes none."""
 
-    def __init__(self, hub: Hub, session: AsyncSession, actor: Actor | None, record: AuditRecord | None) -> None:
-        super().__init__(hub, session, actor, record)
+    def __init__(
+        self, hub: Hub, actor: Actor | None, record: AuditRecord | None, *, single_statement: bool = False
+    ) -> None:
+        self._session: AsyncSession | None = None
+        self._single_statement = single_statement
+        super().__init__(hub, None, actor, record)  # type: ignore[arg-type]  # made on first use
         # More audit rows (values of AuditEntry) written with the use case's own row when it succeeds.
         self.more_audit: list[dict[str, Any]] = []
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self.hub.reader(single_statement=self._single_statement)
+        return self._session
+
+    @session.setter
+    def session(self, session: AsyncSession | None) -> None:
+        self._session = session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def commit(self) -> None:
         raise RuntimeError(f"{self.record.action if self.record else 'a read'} is a read use case: it cannot commit")
@@ -255,9 +275,11 @@ async def read_use_case(
     the hub's audit writer together with the rows of concurrent requests."""
     record = AuditRecord(action=action, object_type=object_type, object_id=object_id) if actor else None
     try:
-        async with hub.reader(single_statement=single_statement) as session:
-            unit = ReadUnit(hub, session, actor, record)
+        unit = ReadUnit(hub, actor, record, single_statement=single_statement)
+        try:
             yield unit
+        finally:
+            await unit.close()
     except TelenetError as exc:
         if actor is not None and record is not None:
             record.object_path = record.object_path or getattr(exc, "object_path", None)

@@ -36,11 +36,8 @@ def create_engine(url: str, *, schema: str | None = None, echo: bool = False) ->
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit that was acknowledged survives a power loss (NORMAL in WAL mode may lose it).
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
             cursor.close()
 
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that a write
@@ -87,6 +84,14 @@ def session_factory(engine: AsyncEngine, *, gate: WriteGate | None = None) -> as
 READ_ONLY = "telenet_read_only"
 # How long a SQLite writer waits for the one write lock before "database is locked" (read at each use).
 BUSY_TIMEOUT_MS = 30_000
+# Every SQLite connection's set-up (the engine's, and the audit writer's own).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # FULL: a commit that was acknowledged survives a power loss (NORMAL in WAL mode may lose it).
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
 # Execution option of read sessions that issue one statement: on SQLite no BEGIN (a lone SELECT is its own
 # snapshot), one round trip less.
 SINGLE_STATEMENT = "telenet_single_statement"
