@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telenet.domain.routing import (
@@ -54,15 +54,7 @@ async def candidates(session: AsyncSession, kind: str, requester: Institution, t
         )
     ).all()
     covering = {lead_id for lead_id, services in in_force if kind in services}
-    load = dict(
-        (
-            await session.execute(
-                select(Request.center_id, func.count())
-                .where(Request.state.in_(LOAD_STATES))
-                .group_by(Request.center_id)
-            )
-        ).all()
-    )
+    load = await _load(session, [center.id for center, _ in rows])
     found = []
     for center, inst in rows:
         found.append(
@@ -117,8 +109,8 @@ async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: 
     if snap is None:
         found = await candidates(session, query.kind, requester, now.date())
         return choose_center(query, found, await rules_for(session, requester), now)
-    # The registry from memory: the only statement left is the centers' current load.
-    load = await _load(session)
+    # The registry from memory: the only statement left is the current load of the service's centers.
+    load = await _load(session, [c.id for c in snap.centers.values() if c.service == query.kind])
     return choose_center(
         query, snapshot_candidates(snap, query.kind, requester, now, load), snapshot_rules(snap, requester), now
     )
@@ -128,10 +120,21 @@ async def snapshot(hub: Hub) -> RegistrySnapshot | None:
     return await hub.registry.get() if hub.registry is not None else None
 
 
-async def _load(session: AsyncSession) -> dict[int, int]:
-    rows = await session.execute(
-        select(Request.center_id, func.count()).where(Request.state.in_(LOAD_STATES)).group_by(Request.center_id)
-    )
+# The open requests of the given centers, counted in the worklist index (center_id, state, ...) alone: a seek per
+# center and state. Counting by state over all centers scanned the whole index, final requests included, so
+# every order under the write lock cost time in proportion to every request the network ever had.
+_LOAD = (
+    select(Request.center_id, func.count())
+    .where(Request.center_id.in_(bindparam("ids", expanding=True)), Request.state.in_(LOAD_STATES))
+    .group_by(Request.center_id)
+)
+
+
+async def _load(session: AsyncSession, center_ids: list[int]) -> dict[int, int]:
+    """How many requests each of ``center_ids`` has open (ordered, queued or claimed)."""
+    if not center_ids:
+        return {}
+    rows = await session.execute(_LOAD, {"ids": center_ids})
     return {int(center_id): int(count) for center_id, count in rows.all()}
 
 
