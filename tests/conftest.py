@@ -545,10 +545,13 @@ def demo_doc() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def hub(database: Database, settings: Settings, clock: FixedClock) -> Any:
+async def hub(database: Database, settings: Settings, clock: FixedClock) -> AsyncIterator[Any]:
     from telenet.app import make_hub
 
-    return make_hub(settings, database.engine, clock)
+    made = make_hub(settings, database.engine, clock)
+    yield made
+    if made.audit_writer is not None:  # its own SQLite connection and thread (an app closes it on cleanup)
+        await made.audit_writer.close()
 
 
 @pytest.fixture
