@@ -110,9 +110,13 @@ async def decide(hub: Hub, session: AsyncSession, query: RouteQuery, requester: 
         found = await candidates(session, query.kind, requester, now.date())
         return choose_center(query, found, await rules_for(session, requester), now)
     # The registry from memory: the only statement left is the current load of the service's centers.
-    load = await _load(session, [c.id for c in snap.centers.values() if c.service == query.kind])
+    centers = snap.centers_of_service(query.kind, now)
+    load = await _load(session, [center.id for center, _ in centers])
     return choose_center(
-        query, snapshot_candidates(snap, query.kind, requester, now, load), snapshot_rules(snap, requester), now
+        query,
+        snapshot_candidates(snap, query.kind, requester, now, load, centers),
+        snapshot_rules(snap, requester),
+        now,
     )
 
 
@@ -139,10 +143,15 @@ async def _load(session: AsyncSession, center_ids: list[int]) -> dict[int, int]:
 
 
 def snapshot_candidates(
-    snap: RegistrySnapshot, kind: str, requester: Institution, at: datetime, load: dict[int, int]
+    snap: RegistrySnapshot,
+    kind: str,
+    requester: Institution,
+    at: datetime,
+    load: dict[int, int],
+    centers: list[tuple[Center, Institution]],
 ) -> list[CenterCandidate]:
-    """As :func:`candidates`, from the registry snapshot: the centers, institutions and agreements in the
-    versions in force at ``at`` (the time of the routing decision)."""
+    """As :func:`candidates`, from the registry snapshot: the centers of the service (``centers``), their
+    institutions and the agreements in the versions in force at ``at`` (the time of the routing decision)."""
     today = at.date()
     covering = {
         a.lead_id
@@ -164,7 +173,7 @@ def snapshot_candidates(
             load=load.get(center.id, 0),
             agreement_in_force=inst.id == requester.id or inst.id in covering,
         )
-        for center, inst in snap.centers_of_service(kind, at)
+        for center, inst in centers
     ]
 
 
