@@ -198,3 +198,12 @@ async def test_the_live_channel_stops_when_a_commit_wakes_it_as_the_app_stops(cl
         assert broker._task is not None and broker._task.cancelled()
     finally:
         stopper.cancel()
+
+
+async def test_the_live_channel_sends_the_shared_frame_uncompressed(client: Any) -> None:
+    """The client offers permessage-deflate (as browsers and the websockets library do); the hub declines it,
+    so that every subscriber gets the bytes encoded once per topic, not a compression of its own."""
+    async with live_ws(client, await token_of(client, "county_reader")) as ws:
+        assert ws.request is not None and "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert ws.response is not None and ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert (await subscribe(ws, ["worklist:NL-C01-K01-IMG"]))["type"] == "subscribed"
